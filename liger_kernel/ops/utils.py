@@ -1,0 +1,98 @@
+"""Helpers shared by every kernel: where to run, how to size blocks, how to check inputs.
+
+Kernels run as compiled Triton on a GPU, through Triton's interpreter on CPU tensors when
+``TRITON_INTERPRET=1`` was set before ``liger_kernel`` was imported, and otherwise (a CPU tensor with
+the interpreter off) through a plain PyTorch path with the same math, so that a patched model still
+runs on a machine without a GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+
+import torch
+import triton
+
+_TRUE = ("1", "true", "yes", "on")
+
+
+def interpreter_enabled() -> bool:
+    """Whether Triton's interpreter is on (it must be switched on before kernels are decorated)."""
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in _TRUE
+
+
+_warned_fallback: set[str] = set()
+
+
+def use_triton(op_name: str, tensor: torch.Tensor) -> bool:
+    """True when ``tensor`` can go through the Triton kernel; otherwise warn once and use PyTorch."""
+    if tensor.device.type != "cpu" or interpreter_enabled():
+        return True
+    if op_name not in _warned_fallback:
+        _warned_fallback.add(op_name)
+        warnings.warn(
+            f"liger_kernel: {op_name} got CPU tensors and Triton's interpreter is off "
+            "(set TRITON_INTERPRET=1 before importing liger_kernel to run the Triton kernel on CPU); "
+            "running the equivalent PyTorch code instead.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return False
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def multiprocessor_count(device: torch.device) -> int:
+    """Number of SMs of a CUDA device; a small stand-in for the interpreter (each program costs ~1 ms)."""
+    if device.type == "cuda":
+        return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+    return 4
+
+
+def row_block_size(n_cols: int, max_block: int = 65536) -> int:
+    """The power of two that holds a whole row of ``n_cols`` elements."""
+    block = triton.next_power_of_2(n_cols)
+    if block > max_block:
+        raise ValueError(
+            f"rows of {n_cols} elements exceed the largest block this kernel supports ({max_block})"
+        )
+    return block
+
+
+def warps_for_row(block: int) -> int:
+    """Warps for a program that reduces one row of ``block`` elements (≈16 bytes per thread per load)."""
+    if block >= 32768:
+        return 32
+    if block >= 8192:
+        return 16
+    if block >= 2048:
+        return 8
+    return 4
+
+
+def as_rows(x: torch.Tensor) -> torch.Tensor:
+    """View ``x`` as (rows, last dim) with a unit stride along the last dim, copying only if needed."""
+    rows = x.reshape(-1, x.shape[-1])
+    if rows.stride(-1) != 1 or (rows.shape[0] > 1 and rows.stride(0) < rows.shape[1]):
+        rows = rows.contiguous()
+    return rows
+
+
+def check_floating(name: str, tensor: torch.Tensor) -> None:
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+    if not tensor.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {tensor.dtype}")
+
+
+def check_same_device(**tensors: torch.Tensor | None) -> None:
+    present = {name: t for name, t in tensors.items() if t is not None}
+    devices = {t.device for t in present.values()}
+    if len(devices) > 1:
+        where = ", ".join(f"{name} on {t.device}" for name, t in present.items())
+        raise ValueError(f"all tensors must be on one device, got {where}")

@@ -1,0 +1,53 @@
+"""LigerRMSNorm: a drop-in for Hugging Face's LlamaRMSNorm (and GemmaRMSNorm with offset=1.0)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from liger_kernel.ops.rms_norm import CASTING_MODES, rms_norm
+
+_INIT_FNS = ("ones", "zeros")
+
+
+class LigerRMSNorm(nn.Module):
+    """RMSNorm over the last dim: ``y = x / sqrt(mean(x^2) + eps) * (offset + weight)``.
+
+    ``casting_mode`` picks the rounding of the module it replaces: "llama" (LlamaRMSNorm, Mistral,
+    Qwen2, Phi-3...), "gemma" (GemmaRMSNorm: use with ``offset=1.0, init_fn="zeros"``) or "none".
+    ``in_place`` is accepted for compatibility with Liger Kernel's API; the gradient is always written
+    to a fresh buffer, because overwriting the incoming gradient is wrong whenever another op shares it
+    (``norm(x) + z`` hands the same gradient tensor to both branches).
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        eps: float = 1e-6,
+        offset: float = 0.0,
+        casting_mode: str = "llama",
+        init_fn: str = "ones",
+        in_place: bool = True,
+    ) -> None:
+        super().__init__()
+        if init_fn not in _INIT_FNS:
+            raise ValueError(f"init_fn must be one of {_INIT_FNS}, got {init_fn!r}")
+        if casting_mode not in CASTING_MODES:
+            raise ValueError(f"casting_mode must be one of {sorted(CASTING_MODES)}, got {casting_mode!r}")
+        if hidden_size < 1:
+            raise ValueError(f"hidden_size must be positive, got {hidden_size}")
+        init = torch.ones if init_fn == "ones" else torch.zeros
+        self.weight = nn.Parameter(init(hidden_size))
+        self.variance_epsilon = eps
+        self.offset = offset
+        self.casting_mode = casting_mode
+        self.in_place = in_place
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return rms_norm(hidden_states, self.weight, self.variance_epsilon, self.offset, self.casting_mode)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{tuple(self.weight.shape)}, eps={self.variance_epsilon}, offset={self.offset}, "
+            f"casting_mode={self.casting_mode!r}"
+        )
