@@ -42,7 +42,7 @@ def use_triton(op_name: str, tensor: torch.Tensor) -> bool:
     return False
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
