@@ -36,6 +36,10 @@ from liger_kernel.ops.utils import (
 )
 
 CASTING_MODES = {"llama": 0, "gemma": 1, "none": 2}
+# Backward programs per SM. Swept on the H200 (benchmark/sweep_rms_norm.py, 16384 x 4096/8192 bf16):
+# one program per SM walking tiles of 16K elements was fastest (1, 2, 4, 8, 16 tried); more programs
+# only add dw shares to sum.
+BACKWARD_PROGRAMS_PER_SM = 1
 _LLAMA = tl.constexpr(0)
 
 
@@ -134,8 +138,9 @@ def _forward_config(block_n: int) -> tuple[int, int]:
 
 
 def _backward_config(block_n: int) -> tuple[int, int]:
-    """(rows per loop step, warps) for the backward."""
-    rows = max(1, min(16, 2048 // block_n))
+    """(rows per loop step, warps) for the backward: tiles of about 16K elements (H200 sweep: 4 rows x
+    4096 and 2 rows x 8192 with 8-16 warps were best, 0.128 and 0.245 ms)."""
+    rows = max(1, min(16, 16384 // block_n))
     return rows, warps_for_row(block_n * rows)
 
 
@@ -206,8 +211,8 @@ def rms_norm_backward_impl(
     dx = torch.empty((n_rows, n_cols), dtype=x.dtype, device=x.device)
     block_n = row_block_size(n_cols)
     block_m, num_warps = _backward_config(block_n)
-    # A few programs per SM hide load latency; each program's dw share costs n_cols fp32 more.
-    n_programs = max(1, min(triton.cdiv(n_rows, block_m), 4 * multiprocessor_count(x.device)))
+    n_programs = triton.cdiv(n_rows, block_m)
+    n_programs = max(1, min(n_programs, BACKWARD_PROGRAMS_PER_SM * multiprocessor_count(x.device)))
     rows_per_program = triton.cdiv(n_rows, n_programs)
     n_programs = triton.cdiv(n_rows, rows_per_program)
     dw_partial = torch.empty((n_programs if compute_dw else 1, n_cols), dtype=torch.float32, device=x.device)

@@ -8,7 +8,7 @@ import os
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from transformers.models.gemma.modeling_gemma import GemmaRMSNorm
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
@@ -88,7 +88,6 @@ def run_all(casting_mode, x, weight, dtype):
     dtype=lst.dtypes(),
     data=st.data(),
 )
-@settings(max_examples=12)
 def test_matches_reference(device, casting_mode, shape, hidden, dtype, data):
     x = data.draw(lst.tensors((*shape, hidden), dtype, device=device))
     weight = data.draw(lst.tensors((hidden,), dtype, device=device, low=-2.0, high=2.0))
@@ -109,7 +108,6 @@ def test_large_row_and_many_rows(device, seed, dtype):
 
 
 @given(dtype=lst.dtypes(), data=st.data())
-@settings(max_examples=6)
 def test_non_contiguous_input(device, dtype, data):
     x = data.draw(lst.tensors((3, 4, 70), dtype, device=device, contiguous=False))
     assert not x.is_contiguous()
