@@ -1,0 +1,442 @@
+"""Assertions for comparing kernel outputs: plain tolerance mode and reference-error mode."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import torch
+
+from liger_testing._tree import zip_trees
+from liger_testing.tolerances import Tolerance, looser, machine_eps, tolerances
+
+__all__ = ["assert_close", "assert_close_to_reference"]
+
+_INDENT = "    "
+
+
+# ----------------------------------------------------------------------------------------------------------
+# small helpers
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _is_scalar(x: Any) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, torch.Tensor)
+
+
+def _scalar_to_tensor(x: numbers.Real) -> torch.Tensor:
+    if isinstance(x, bool):
+        return torch.tensor(x, dtype=torch.bool)
+    if isinstance(x, numbers.Integral):
+        return torch.tensor(int(x), dtype=torch.int64)
+    return torch.tensor(float(x), dtype=torch.float64)
+
+
+def _unravel(flat_index: int, shape: torch.Size) -> tuple[int, ...]:
+    index = []
+    for size in reversed(shape):
+        index.append(flat_index % size)
+        flat_index //= size
+    return tuple(reversed(index))
+
+
+def _fmt_index(flat_index: int, shape: torch.Size) -> str:
+    return str(_unravel(int(flat_index), shape))
+
+
+def _fmt_value(v: float, dtype: torch.dtype) -> str:
+    if dtype == torch.float64:
+        return repr(float(v))
+    if not dtype.is_floating_point:
+        return str(int(v)) if math.isfinite(v) else repr(v)
+    return f"{float(v):.9g}"
+
+
+def _fmt_err(v: float) -> str:
+    return f"{float(v):.3e}"
+
+
+def _as_cpu_f64(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().to(device="cpu").to(torch.float64)
+
+
+def _first_index(mask: torch.Tensor, shape: torch.Size) -> str:
+    flat = torch.nonzero(mask.reshape(-1), as_tuple=False)
+    return _fmt_index(int(flat[0, 0]), shape)
+
+
+def _raise(title: str, msg: str | None, failures: list[str]) -> None:
+    parts = [title]
+    if msg:
+        parts.append(msg)
+    parts.extend(failures)
+    raise AssertionError("\n\n".join(parts))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# assert_close
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _default_tolerance(dtypes: list[torch.dtype]) -> tuple[Tolerance, str]:
+    tols = [tolerances(d) for d in dtypes]
+    tol = tols[0]
+    for t in tols[1:]:
+        tol = looser(tol, t)
+    unique = list(dict.fromkeys(dtypes))
+    if len(unique) == 1:
+        return tol, f"default for {unique[0]}"
+    return tol, f"default, looser of {' and '.join(str(d) for d in unique)}"
+
+
+def _compare_leaf(
+    path: str,
+    actual: Any,
+    expected: Any,
+    *,
+    atol: float | None,
+    rtol: float | None,
+    equal_nan: bool,
+    check_dtype: bool,
+    check_shape: bool,
+) -> str | None:
+    a_is_t, e_is_t = isinstance(actual, torch.Tensor), isinstance(expected, torch.Tensor)
+    a_is_s, e_is_s = _is_scalar(actual), _is_scalar(expected)
+    if not (a_is_t or a_is_s) or not (e_is_t or e_is_s):
+        # Non-numeric leaves (None, strings, ...) must be equal.
+        if actual is None and expected is None:
+            return None
+        if (a_is_t or a_is_s) != (e_is_t or e_is_s):
+            return (
+                f"{path}: type mismatch: actual is {type(actual).__name__}, "
+                f"expected is {type(expected).__name__}"
+            )
+        if actual == expected:
+            return None
+        return f"{path}: values differ: actual={actual!r}, expected={expected!r}"
+
+    # Python scalars are "weakly typed": they take the tensor side's dtype for tolerances and are not
+    # subject to the dtype check.
+    a = actual if a_is_t else _scalar_to_tensor(actual)
+    e = expected if e_is_t else _scalar_to_tensor(expected)
+    problems = []
+    if a.shape != e.shape:
+        if check_shape or a.numel() != e.numel():
+            problems.append(f"shape mismatch: actual {tuple(a.shape)} vs expected {tuple(e.shape)}")
+        else:
+            e = e.reshape(a.shape)
+    if check_dtype and a_is_t and e_is_t and a.dtype != e.dtype:
+        problems.append(
+            f"dtype mismatch: actual {a.dtype} vs expected {e.dtype} "
+            "(pass check_dtype=False to compare across dtypes)"
+        )
+    if problems:
+        return f"{path}: " + "; ".join(problems)
+
+    if a_is_t and e_is_t:
+        tol_dtypes = [a.dtype, e.dtype]
+    elif a_is_t:
+        tol_dtypes = [a.dtype]
+    elif e_is_t:
+        tol_dtypes = [e.dtype]
+    else:
+        tol_dtypes = [a.dtype, e.dtype]
+    if atol is None or rtol is None:
+        default, default_desc = _default_tolerance(tol_dtypes)
+        used_atol = default.atol if atol is None else atol
+        used_rtol = default.rtol if rtol is None else rtol
+        if atol is None and rtol is None:
+            tol_desc = default_desc
+        elif atol is None:
+            tol_desc = f"rtol given, atol {default_desc}"
+        else:
+            tol_desc = f"atol given, rtol {default_desc}"
+    else:
+        used_atol, used_rtol, tol_desc = atol, rtol, "given"
+
+    shape = a.shape
+    n = a.numel()
+    if n == 0:
+        return None
+    a_cpu = a.detach().to("cpu")
+    e_cpu = e.detach().to("cpu")
+    a64 = a_cpu.to(torch.float64)
+    e64 = e_cpu.to(torch.float64)
+    show_dtype = a.dtype if a_is_t else e.dtype
+
+    if not a.dtype.is_floating_point and not e.dtype.is_floating_point:
+        # Integers/bools: compare in their own (promoted) type so int64 beyond 2**53 stays exact.
+        if used_atol == 0 and used_rtol == 0:
+            value_bad = a_cpu != e_cpu
+        else:
+            value_bad = (a_cpu != e_cpu) & ((a64 - e64).abs() > used_atol + used_rtol * e64.abs())
+        nan_bad = torch.zeros_like(value_bad)
+        inf_bad = torch.zeros_like(value_bad)
+        finite = torch.ones_like(value_bad)
+    else:
+        a_nan, e_nan = torch.isnan(a64), torch.isnan(e64)
+        nan_bad = (a_nan != e_nan) if equal_nan else (a_nan | e_nan)
+        any_nan = a_nan | e_nan
+        a_inf, e_inf = torch.isinf(a64), torch.isinf(e64)
+        inf_bad = (a_inf | e_inf) & ~any_nan & (a64 != e64)
+        finite = torch.isfinite(a64) & torch.isfinite(e64)
+        diff_all = (a64 - e64).abs()
+        value_bad = finite & (diff_all > used_atol + used_rtol * e64.abs())
+
+    bad = value_bad | nan_bad | inf_bad
+    n_bad = int(bad.sum())
+    if n_bad == 0:
+        return None
+
+    lines = [f"{path}: {n_bad} / {n} elements ({100.0 * n_bad / n:.3g}%) mismatched"]
+    if bool(finite.any()):
+        diff = torch.where(finite, (a64 - e64).abs(), torch.zeros_like(a64))
+        i_abs = int(torch.argmax(diff.reshape(-1)))
+        denom = e64.abs()
+        rel = torch.where(
+            diff == 0, torch.zeros_like(diff), diff / torch.where(denom == 0, torch.zeros_like(denom), denom)
+        )
+        rel = torch.where(finite, rel, torch.zeros_like(rel))
+        i_rel = int(torch.argmax(rel.reshape(-1)))
+        af, ef, df, rf = a64.reshape(-1), e64.reshape(-1), diff.reshape(-1), rel.reshape(-1)
+        lines.append(
+            f"{_INDENT}greatest absolute error: {_fmt_err(df[i_abs])} at index {_fmt_index(i_abs, shape)}"
+            f" (actual={_fmt_value(af[i_abs], show_dtype)}, expected={_fmt_value(ef[i_abs], show_dtype)})"
+        )
+        lines.append(
+            f"{_INDENT}greatest relative error: {_fmt_err(rf[i_rel])} at index {_fmt_index(i_rel, shape)}"
+            f" (actual={_fmt_value(af[i_rel], show_dtype)}, expected={_fmt_value(ef[i_rel], show_dtype)})"
+        )
+    n_value = int(value_bad.sum())
+    if n_value and (nan_bad.any() or inf_bad.any()):
+        lines.append(f"{_INDENT}{n_value} value mismatches, first at index {_first_index(value_bad, shape)}")
+    n_nan = int(nan_bad.sum())
+    if n_nan:
+        what = "NaN mismatches" if equal_nan else "NaN mismatches (equal_nan=False)"
+        lines.append(f"{_INDENT}{n_nan} {what}, first at index {_first_index(nan_bad, shape)}")
+    n_inf = int(inf_bad.sum())
+    if n_inf:
+        lines.append(f"{_INDENT}{n_inf} inf mismatches, first at index {_first_index(inf_bad, shape)}")
+    lines.append(f"{_INDENT}tolerance: atol={used_atol:.3e}, rtol={used_rtol:.3e} ({tol_desc})")
+    return "\n".join(lines)
+
+
+def assert_close(
+    actual: Any,
+    expected: Any,
+    *,
+    atol: float | None = None,
+    rtol: float | None = None,
+    equal_nan: bool = False,
+    check_dtype: bool = True,
+    check_shape: bool = True,
+    msg: str | None = None,
+) -> None:
+    """Assert that ``actual`` and ``expected`` are elementwise close.
+
+    Both arguments may be tensors, Python numbers, or nested lists/tuples (matched by position, the
+    lengths must agree) and dicts/Mappings (matched by key; missing and extra keys are reported by
+    name) of them. Every leaf is compared on CPU in float64 with the criterion
+    ``|actual - expected| <= atol + rtol * |expected|``.
+
+    Args:
+        actual: the result under test (e.g. a kernel output).
+        expected: the reference result.
+        atol: absolute tolerance; default from :func:`liger_testing.tolerances` of the leaf's dtype
+            (the looser of actual's and expected's dtype when they differ).
+        rtol: relative tolerance; default as for ``atol``.
+        equal_nan: treat NaN in both at the same position as equal. A NaN on one side only is
+            always a mismatch.
+        check_dtype: require equal tensor dtypes (Python scalars are exempt).
+        check_shape: require equal shapes. With ``False`` shapes may differ if the element counts
+            agree (expected is reshaped to actual's shape); nothing is ever broadcast.
+        msg: extra text prepended to the failure message.
+
+    Raises:
+        AssertionError: listing every failing leaf with its path (``actual['weight']``,
+            ``actual[1]``), the mismatch count and fraction, the greatest absolute and relative
+            errors with their indices and values, NaN/inf mismatches, and the tolerances used.
+        TypeError: when no default tolerance exists for a dtype and none was given.
+    """
+    leaves, structure_errors = zip_trees((actual, expected), ("actual", "expected"))
+    failures = list(structure_errors)
+    for path, (a, e) in leaves:
+        failure = _compare_leaf(
+            path,
+            a,
+            e,
+            atol=atol,
+            rtol=rtol,
+            equal_nan=equal_nan,
+            check_dtype=check_dtype,
+            check_shape=check_shape,
+        )
+        if failure is not None:
+            failures.append(failure)
+    if failures:
+        _raise(f"assert_close: {len(failures)} problem(s) among {len(leaves)} compared leaves", msg, failures)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# assert_close_to_reference
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _ratio(num: float, den: float) -> str:
+    if den == 0:
+        return "inf" if num > 0 else "n/a (both zero)"
+    return f"{num / den:.3g}"
+
+
+def _compare_reference_leaf(
+    path: str, actual: Any, reference: Any, golden: Any, *, factor: float, floor: float | None
+) -> str | None:
+    tensors = []
+    for name, x in (("actual", actual), ("reference", reference), ("golden", golden)):
+        if isinstance(x, torch.Tensor):
+            tensors.append(x)
+        elif _is_scalar(x):
+            tensors.append(_scalar_to_tensor(x))
+        else:
+            return f"{path}: {name} is {type(x).__name__}, expected a tensor or a number"
+    a, r, g = tensors
+    if not (a.shape == r.shape == g.shape):
+        return (
+            f"{path}: shape mismatch: actual {tuple(a.shape)}, reference {tuple(r.shape)}, "
+            f"golden {tuple(g.shape)}"
+        )
+    shape = a.shape
+    if a.numel() == 0:
+        return None
+
+    if floor is None:
+        floor_rel = machine_eps(a.dtype)
+        floor_desc = f"{floor_rel:.3e} (default: eps of {a.dtype})"
+    else:
+        floor_rel = float(floor)
+        floor_desc = f"{floor_rel:.3e} (given)"
+
+    a64, r64, g64 = _as_cpu_f64(a), _as_cpu_f64(r), _as_cpu_f64(g)
+    lines: list[str] = []
+
+    g_finite = torch.isfinite(g64)
+    a_bad_nonfinite = g_finite & ~torch.isfinite(a64)
+    # Where golden itself is NaN/inf, actual must reproduce it exactly.
+    a_bad_special = ~g_finite & ~((a64 == g64) | (torch.isnan(a64) & torch.isnan(g64)))
+    n_nonfinite = int(a_bad_nonfinite.sum())
+    if n_nonfinite:
+        lines.append(
+            f"{_INDENT}{n_nonfinite} NaN/inf values in actual where golden is finite, "
+            f"first at index {_first_index(a_bad_nonfinite, shape)}"
+        )
+    n_special = int(a_bad_special.sum())
+    if n_special:
+        lines.append(
+            f"{_INDENT}{n_special} elements where golden is NaN/inf and actual differs, "
+            f"first at index {_first_index(a_bad_special, shape)}"
+        )
+
+    # Metrics over positions where golden and actual are finite. Reference errors are taken over the
+    # positions where the reference is finite too (a reference that overflows must not make any
+    # kernel pass, nor make a better kernel fail).
+    mask_a = g_finite & torch.isfinite(a64)
+    mask_r = g_finite & torch.isfinite(r64)
+    zeros = torch.zeros_like(g64)
+    err_a = torch.where(mask_a, (a64 - g64).abs(), zeros)
+    err_r = torch.where(mask_r, (r64 - g64).abs(), zeros)
+    g_fin = torch.where(g_finite, g64, zeros)
+
+    norm_a = float(torch.linalg.vector_norm(err_a))
+    norm_r = float(torch.linalg.vector_norm(err_r))
+    norm_g = float(torch.linalg.vector_norm(g_fin))
+    max_a = float(err_a.max())
+    max_r = float(err_r.max())
+    max_g = float(g_fin.abs().max())
+
+    bound_norm = factor * norm_r + floor_rel * norm_g
+    bound_max = factor * max_r + floor_rel * max_g
+    norm_ok = norm_a <= bound_norm
+    max_ok = max_a <= bound_max
+
+    if norm_ok and max_ok and not lines:
+        return None
+
+    i_worst = int(torch.argmax(err_a.reshape(-1)))
+    header = f"{path}: kernel error exceeds factor * reference error + floor"
+    out = [header, *lines]
+    out.append(
+        f"{_INDENT}normwise:   ||actual-golden||_2 = {_fmt_err(norm_a)}, ||reference-golden||_2 = "
+        f"{_fmt_err(norm_r)}, ratio {_ratio(norm_a, norm_r)}; bound = {factor:g} * {_fmt_err(norm_r)} "
+        f"+ floor * ||golden||_2 ({_fmt_err(floor_rel * norm_g)}) = {_fmt_err(bound_norm)} "
+        f"-> {'ok' if norm_ok else 'FAIL'}"
+    )
+    out.append(
+        f"{_INDENT}elementwise: max|actual-golden| = {_fmt_err(max_a)}, max|reference-golden| = "
+        f"{_fmt_err(max_r)}, ratio {_ratio(max_a, max_r)}; bound = {factor:g} * {_fmt_err(max_r)} "
+        f"+ floor * max|golden| ({_fmt_err(floor_rel * max_g)}) = {_fmt_err(bound_max)} "
+        f"-> {'ok' if max_ok else 'FAIL'}"
+    )
+    af, rf, gf = a64.reshape(-1), r64.reshape(-1), g64.reshape(-1)
+    out.append(
+        f"{_INDENT}worst element of actual at index {_fmt_index(i_worst, shape)}: "
+        f"actual={_fmt_value(af[i_worst], a.dtype)}, reference={_fmt_value(rf[i_worst], r.dtype)}, "
+        f"golden={_fmt_value(gf[i_worst], torch.float64)}"
+    )
+    out.append(f"{_INDENT}factor: {factor:g}; floor (relative to golden's scale): {floor_desc}")
+    return "\n".join(out)
+
+
+def assert_close_to_reference(
+    actual: Any,
+    reference: Any,
+    golden: Any,
+    *,
+    factor: float = 2.0,
+    floor: float | None = None,
+    msg: str | None = None,
+) -> None:
+    """Assert that a kernel is at most ``factor`` times less accurate than the PyTorch reference.
+
+    Reference-error mode: instead of a fixed tolerance, the error of ``actual`` (the kernel result)
+    against ``golden`` (the same computation in float64 on the same inputs) is compared with the
+    error of ``reference`` (the PyTorch result in the same dtype as the kernel) against ``golden``.
+    Two metrics must both hold, per leaf::
+
+        ||actual - golden||_2    <= factor * ||reference - golden||_2    + floor_rel * ||golden||_2
+        max|actual - golden|     <= factor * max|reference - golden|     + floor_abs
+
+    with ``floor_abs = floor_rel * max|golden|``. The default ``floor_rel`` is the machine epsilon
+    of actual's dtype, so that even an exact reference (zero error) still allows the kernel one
+    rounding of its result. ``floor`` overrides ``floor_rel`` (a float relative to the golden's
+    scale).
+
+    NaN/inf in ``actual`` where ``golden`` is finite fail; where ``golden`` is NaN/inf, ``actual``
+    must hold the same value. Nested tuples/lists/dicts are matched like :func:`assert_close` (dicts
+    by key); the three shapes must be equal per leaf.
+
+    Args:
+        actual: kernel output.
+        reference: PyTorch output in the kernel's dtype (the accuracy the kernel must match).
+        golden: high-precision (float64) output of the same computation.
+        factor: allowed multiple of the reference's error.
+        floor: relative error floor; default eps of actual's dtype.
+        msg: extra text prepended to the failure message.
+
+    Raises:
+        AssertionError: listing each failing leaf with both errors in both metrics, their ratio,
+            the factor and floor, and the index of actual's worst element with the actual,
+            reference and golden values there.
+    """
+    leaves, structure_errors = zip_trees((actual, reference, golden), ("actual", "reference", "golden"))
+    failures = list(structure_errors)
+    for path, (a, r, g) in leaves:
+        failure = _compare_reference_leaf(path, a, r, g, factor=factor, floor=floor)
+        if failure is not None:
+            failures.append(failure)
+    if failures:
+        _raise(
+            f"assert_close_to_reference: {len(failures)} problem(s) among {len(leaves)} compared leaves",
+            msg,
+            failures,
+        )

@@ -1,0 +1,68 @@
+"""Hypothesis settings profiles for kernel tests.
+
+Importing this module registers four profiles:
+
+* ``dev``: 20 examples -- quick local runs (the default outside CI).
+* ``ci``: built on Hypothesis's own built-in ``ci`` profile (derandomized, no example database,
+  ``print_blob``), with 25 examples so CPU-interpreter runs stay fast. Hypothesis loads ``ci``
+  by itself when the ``CI`` environment variable is set; re-registering it under the same name
+  keeps that behaviour and applies our changes.
+* ``gpu``: 100 examples, for runs on a real GPU where examples are cheap.
+* ``nightly``: 1000 examples.
+
+All use ``deadline=None`` (the first example of a test compiles its kernels) and ``print_blob=True``,
+and suppress the ``too_slow`` and ``data_too_large`` health checks (tensor inputs are large and slow
+to generate by Hypothesis' standards).
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+__all__ = ["PROFILE_ENV_VAR", "PROFILES", "load_default_profile", "default_profile_name"]
+
+PROFILE_ENV_VAR = "LIGER_HYPOTHESIS_PROFILE"
+PROFILES: tuple[str, ...] = ("dev", "ci", "gpu", "nightly")
+
+_COMMON = dict(
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+def _builtin_ci() -> settings | None:
+    try:
+        return settings.get_profile("ci")
+    except Exception:  # older Hypothesis without a built-in "ci" profile
+        return None
+
+
+settings.register_profile("dev", max_examples=20, **_COMMON)
+settings.register_profile("ci", parent=_builtin_ci(), max_examples=25, **_COMMON)
+settings.register_profile("gpu", max_examples=100, **_COMMON)
+settings.register_profile("nightly", max_examples=1000, **_COMMON)
+
+
+def default_profile_name() -> str:
+    """``$LIGER_HYPOTHESIS_PROFILE`` if set, else ``"ci"`` when ``$CI`` is set, else ``"dev"``."""
+    explicit = os.environ.get(PROFILE_ENV_VAR, "").strip()
+    if explicit:
+        return explicit
+    if os.environ.get("CI"):
+        return "ci"
+    return "dev"
+
+
+def load_default_profile() -> str:
+    """Load :func:`default_profile_name`'s profile into Hypothesis and return its name.
+
+    The pytest plugin calls this in ``pytest_configure`` unless ``--hypothesis-profile`` was given
+    on the command line (an explicit choice always wins). Projects not using the plugin may call it
+    from their ``conftest.py``.
+    """
+    name = default_profile_name()
+    settings.load_profile(name)
+    return name
