@@ -1,0 +1,672 @@
+"""Cross entropy over hard labels, forward and backward, in Triton (the gradient is made in the forward).
+
+Forward, for each row x (length V) with target t != ignore_index (all arithmetic in fp32):
+    z    = softcap * tanh(x / softcap)            (z = x without softcap)
+    lse  = logsumexp(z)                           (online: one pass with a running max and sum)
+    ce   = (1 - eps) * w_t * (lse - z_t) + eps / V * sum_j w_j * (lse - z_j)
+    zl   = lse_square_scale * lse^2               (z-loss)
+w is the class weight (all ones without one), eps the label smoothing: torch.nn.functional.cross_entropy's
+formula. Rows whose target is ignore_index give 0. Reductions, with W = sum of w_t over the rows that are
+not ignored (their count without a class weight) and n = their count:
+    "none": ce + zl per row;   "sum": sum(ce) + sum(zl);   "mean": sum(ce) / W + sum(zl) / n
+(the z-loss is not weighted by class; a denominator of 0 -- every target ignored -- counts as 1, so
+the loss is 0 and the gradient 0 where torch gives NaN).
+
+Gradient (per row, c = 1/W and c_z = 1/n for "mean", both 1 otherwise), with p = softmax(z):
+    dz_j = c * ((1 - eps) * w_t * (p_j - [j == t]) + eps / V * (p_j * sum(w) - w_j)) + c_z * 2 * s * lse * p_j
+    dx_j = dz_j * (1 - (z_j / softcap)^2)         (only with softcap)
+The kernel writes dx in its second pass over the row, over the logits themselves when the caller allows
+it (see ``cross_entropy``), so a forward + backward costs one read of the logits for the logsumexp, a
+second read that mostly hits L2 (the second pass walks the row backwards, starting with what the first
+pass read last) and one write. Nothing else is kept for backward: the backward multiplies the stored
+gradient by the incoming gradient (a scalar, or one value per row for reduction="none"), and leaves
+rows whose incoming gradient is exactly 1 alone, so the usual ``loss.backward()`` costs one tiny launch.
+
+Kept for backward: the gradient (N x V, logits' dtype). Where it is written (``cross_entropy``'s inplace):
+over the logits when they are an intermediate of autograd (default), never over a leaf or a view of one
+(a tensor the caller made and may use again) unless inplace=True, always into a fresh buffer with
+inplace=False. After an overwrite the logits hold the gradient; an op that had saved them for its own
+backward (tanh, exp, softmax...) makes backward raise autograd's "modified by an inplace operation"
+error (use inplace=False there), and so does a second backward through one forward (retain_graph=True),
+because the first one scaled the stored gradient in place. Under torch.compile AOTAutograd copies the
+stored gradient before the backward scales it (one more pass over it; a second backward then works).
+
+Bad targets (outside [0, V) and not ignore_index) raise IndexError before the logits are touched: the
+check costs one host sync on a count made by the same tiny kernel that computes the denominators (set
+``CHECK_TARGETS = False`` to skip it; it is skipped while a CUDA graph is being captured). Unchecked bad
+rows give a NaN loss and gradient rather than a plausible wrong value.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from liger_kernel.ops.utils import check_floating, check_same_device, use_triton
+
+REDUCTIONS = ("mean", "sum", "none")
+
+# Tuning knobs (read at each call, so a sweep can set them): the largest block along V one program
+# loads at once, and warps per program. Each program walks one row block by block.
+BLOCK_MAX = 16384
+NUM_WARPS = 32
+# Whether to sync once per call to raise on targets outside [0, V) (see the module docstring).
+CHECK_TARGETS = True
+
+
+@triton.jit
+def _tanh(x):
+    # (libdevice's tanh is not available in Triton's interpreter.) |x| >= 0.55: from exp, exact limits
+    # at +-inf (exp overflowing to inf gives 1), about 1 ulp. Smaller |x|, where that formula cancels:
+    # the Taylor series to x^19 (truncation < 1e-8 relative at 0.55).
+    ax = tl.abs(x)
+    big = 1.0 - 2.0 / (tl.exp(2.0 * ax) + 1.0)  # on |x|: the quotient stays <= 0.5, no cancellation
+    big = tl.where(x < 0, -big, big)
+    x2 = x * x
+    p = -443861162.0 / 1856156927625.0
+    p = p * x2 + 6404582.0 / 10854718875.0
+    p = p * x2 - 929569.0 / 638512875.0
+    p = p * x2 + 21844.0 / 6081075.0
+    p = p * x2 - 1382.0 / 155925.0
+    p = p * x2 + 62.0 / 2835.0
+    p = p * x2 - 17.0 / 315.0
+    p = p * x2 + 2.0 / 15.0
+    p = p * x2 - 1.0 / 3.0
+    small = x + x * x2 * p
+    return tl.where(ax < 0.55, small, big)
+
+
+@triton.jit
+def _loss_scales_kernel(
+    Y,
+    stride_y,
+    CW,
+    SCALES,
+    n_rows,
+    n_cols,
+    ignore_index,
+    MEAN: tl.constexpr,
+    HAS_WEIGHT: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+):
+    # One program. SCALES = [scale of ce, scale of z-loss, sum of class weights, number of bad targets].
+    count = 0.0
+    weight_of_targets = 0.0
+    bad = 0.0
+    for start in range(0, n_rows, BLOCK_R):
+        rows = start + tl.arange(0, BLOCK_R)
+        row_mask = rows < n_rows
+        t = tl.load(Y + rows.to(tl.int64) * stride_y, mask=row_mask, other=ignore_index).to(tl.int64)
+        valid = row_mask & (t != ignore_index)
+        in_range = (t >= 0) & (t < n_cols)
+        count += tl.sum(valid.to(tl.float32), 0)
+        bad += tl.sum((valid & ~in_range).to(tl.float32), 0)
+        if HAS_WEIGHT:
+            ok = valid & in_range
+            w_t = tl.load(CW + tl.where(ok, t, 0), mask=ok, other=0.0).to(tl.float32)
+            weight_of_targets += tl.sum(w_t, 0)
+    weight_sum = n_cols * 1.0
+    if HAS_WEIGHT:
+        weight_sum = 0.0
+        for start in range(0, n_cols, BLOCK_V):
+            cols = start + tl.arange(0, BLOCK_V)
+            weight_sum += tl.sum(tl.load(CW + cols, mask=cols < n_cols, other=0.0).to(tl.float32), 0)
+    ce_scale = 1.0
+    z_scale = 1.0
+    if MEAN:
+        denom = count
+        if HAS_WEIGHT:
+            denom = weight_of_targets
+        ce_scale = 1.0 / tl.where(denom == 0.0, 1.0, denom)
+        z_scale = 1.0 / tl.maximum(count, 1.0)
+    tl.store(SCALES + 0, ce_scale)
+    tl.store(SCALES + 1, z_scale)
+    tl.store(SCALES + 2, weight_sum)
+    tl.store(SCALES + 3, bad)
+
+
+@triton.jit
+def _cross_entropy_kernel(
+    X,
+    stride_x,
+    G,
+    stride_g,
+    Y,
+    stride_y,
+    CW,
+    ROW_SCALE,
+    stride_rs,
+    SCALES,
+    LOSS,
+    ZLOSS,
+    n_cols,
+    ignore_index,
+    label_smoothing,
+    lse_square_scale,
+    softcap,
+    HAS_WEIGHT: tl.constexpr,
+    HAS_SMOOTHING: tl.constexpr,
+    HAS_Z: tl.constexpr,
+    HAS_SOFTCAP: tl.constexpr,
+    HAS_ROW_SCALE: tl.constexpr,
+    WRITE_GRAD: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    x_row = X + row * stride_x
+    g_row = G + row * stride_g
+    offs = tl.arange(0, BLOCK)
+    t = tl.load(Y + row * stride_y).to(tl.int64)
+
+    if t == ignore_index:
+        tl.store(LOSS + row, 0.0)
+        tl.store(ZLOSS + row, 0.0)
+        if WRITE_GRAD:
+            zeros = tl.zeros((BLOCK,), dtype=tl.float32).to(G.dtype.element_ty)
+            for start in range(0, n_cols, BLOCK):
+                cols = start + offs
+                tl.store(g_row + cols, zeros, mask=cols < n_cols)
+    else:
+        valid = (t >= 0) & (t < n_cols)
+        t_safe = tl.where(valid, t, 0)
+
+        # Pass 1: online logsumexp (running max m, running sum d of exp(z - m)) and sum_j w_j z_j.
+        m = float("-inf")
+        d = 0.0
+        sum_wz = 0.0
+        for start in range(0, n_cols, BLOCK):
+            cols = start + offs
+            mask = cols < n_cols
+            if HAS_SOFTCAP:
+                z = tl.load(x_row + cols, mask=mask, other=0.0).to(tl.float32)
+                z = tl.where(mask, softcap * _tanh(z / softcap), float("-inf"))
+            else:
+                z = tl.load(x_row + cols, mask=mask, other=float("-inf")).to(tl.float32)
+            m_new = tl.maximum(m, tl.max(z, 0))
+            d = d * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new), 0)
+            m = m_new
+            if HAS_SMOOTHING:
+                z0 = tl.where(mask, z, 0.0)
+                if HAS_WEIGHT:
+                    z0 = z0 * tl.load(CW + cols, mask=mask, other=0.0).to(tl.float32)
+                sum_wz += tl.sum(z0, 0)
+        # lse = m + log_d; keeping the two apart leaves z - m exact in z - lse (as torch's log_softmax).
+        log_d = tl.log(d)
+        lse = m + log_d
+
+        z_t = tl.load(x_row + t_safe).to(tl.float32)
+        if HAS_SOFTCAP:
+            z_t = softcap * _tanh(z_t / softcap)
+        w_t = 1.0
+        if HAS_WEIGHT:
+            w_t = tl.load(CW + t_safe).to(tl.float32)
+        weight_sum = tl.load(SCALES + 2)
+        smooth_per_class = label_smoothing / n_cols
+
+        ce = (1.0 - label_smoothing) * w_t * ((m - z_t) + log_d)
+        if HAS_SMOOTHING:
+            ce += smooth_per_class * (weight_sum * log_d + (weight_sum * m - sum_wz))
+        zl = 0.0
+        if HAS_Z:
+            zl = lse_square_scale * lse * lse
+        # An unchecked bad target poisons its row instead of giving a plausible wrong value.
+        ce = tl.where(valid, ce, float("nan"))
+        tl.store(LOSS + row, ce)
+        tl.store(ZLOSS + row, zl)
+
+        if WRITE_GRAD:
+            ce_scale = tl.load(SCALES + 0)
+            z_scale = tl.load(SCALES + 1)
+            if HAS_ROW_SCALE:
+                rs = tl.load(ROW_SCALE + row * stride_rs).to(tl.float32)
+                ce_scale = ce_scale * rs
+                z_scale = z_scale * rs
+            coef_t = ce_scale * (1.0 - label_smoothing) * w_t
+            coef_p = coef_t
+            if HAS_SMOOTHING:
+                coef_p += ce_scale * smooth_per_class * weight_sum
+            if HAS_Z:
+                coef_p += z_scale * 2.0 * lse_square_scale * lse
+            coef_p = tl.where(valid, coef_p, float("nan"))
+            coef_w = ce_scale * smooth_per_class
+
+            # Pass 2, backwards over the row: the blocks pass 1 read last are the likeliest in L2.
+            n_blocks = tl.cdiv(n_cols, BLOCK)
+            for i in range(0, n_blocks):
+                cols = (n_blocks - 1 - i) * BLOCK + offs
+                mask = cols < n_cols
+                z = tl.load(x_row + cols, mask=mask, other=0.0).to(tl.float32)
+                if HAS_SOFTCAP:
+                    z = softcap * _tanh(z / softcap)
+                grad = coef_p * tl.exp((z - m) - log_d) - tl.where(cols == t, coef_t, 0.0)
+                if HAS_SMOOTHING:
+                    if HAS_WEIGHT:
+                        grad -= coef_w * tl.load(CW + cols, mask=mask, other=0.0).to(tl.float32)
+                    else:
+                        grad -= coef_w
+                if HAS_SOFTCAP:
+                    zc = z / softcap
+                    grad = grad * (1.0 - zc * zc)
+                tl.store(g_row + cols, grad.to(G.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _scale_rows_kernel(G, stride_g, GO, stride_go, n_cols, BLOCK: tl.constexpr):
+    # Multiplies row `row` of G in place by GO[row * stride_go] (stride 0: one scalar for all rows).
+    row = tl.program_id(0).to(tl.int64)
+    go = tl.load(GO + row * stride_go).to(tl.float32)
+    if go != 1.0:
+        g_row = G + row * stride_g
+        for start in range(0, n_cols, BLOCK):
+            cols = start + tl.arange(0, BLOCK)
+            mask = cols < n_cols
+            g = tl.load(g_row + cols, mask=mask, other=0.0).to(tl.float32)
+            tl.store(g_row + cols, (g * go).to(G.dtype.element_ty), mask=mask)
+
+
+# --- host side ---------------------------------------------------------------------------------------
+
+
+def _block(n_cols: int) -> int:
+    # At least 16 lanes: tiny rows gain nothing from smaller blocks, and the compiler handles them best.
+    return min(triton.next_power_of_2(max(n_cols, 16)), triton.next_power_of_2(BLOCK_MAX))
+
+
+def _should_check_targets(device: torch.device) -> bool:
+    if not CHECK_TARGETS:
+        return False
+    # A sync is illegal while a CUDA graph is captured; the kernel then marks bad rows with NaN.
+    return not (device.type == "cuda" and torch.cuda.is_current_stream_capturing())
+
+
+def _raise_bad_targets(n_bad: int, n_cols: int, ignore_index: int) -> None:
+    raise IndexError(
+        f"target has {n_bad} value(s) outside [0, {n_cols}) that are not ignore_index={ignore_index}"
+    )
+
+
+def _loss_scales_torch(
+    target: torch.Tensor, weight: torch.Tensor | None, ignore_index: int, reduction: str, n_cols: int
+) -> torch.Tensor:
+    valid = target != ignore_index
+    in_range = (target >= 0) & (target < n_cols)
+    count = valid.sum().float()
+    bad = (valid & ~in_range).sum().float()
+    weight_sum = count.new_tensor(float(n_cols)) if weight is None else weight.float().sum()
+    one = count.new_ones(())
+    ce_scale, z_scale = one, one
+    if reduction == "mean":
+        denom = count
+        if weight is not None:
+            ok = valid & in_range
+            denom = (weight.float()[torch.where(ok, target, 0)] * ok).sum()
+        ce_scale = 1.0 / torch.where(denom == 0, one, denom)
+        z_scale = 1.0 / count.clamp(min=1.0)
+    return torch.stack([ce_scale, z_scale, weight_sum, bad])
+
+
+def loss_scales(
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    n_cols: int,
+    triton_ok: bool,
+) -> torch.Tensor:
+    """fp32 [scale of ce, scale of z-loss, sum of class weights, bad targets]; raises on bad targets."""
+    if triton_ok and target.numel() > 0:
+        scales = torch.empty(4, dtype=torch.float32, device=target.device)
+        _loss_scales_kernel[(1,)](
+            target, target.stride(0), weight if weight is not None else scales, scales,
+            target.shape[0], n_cols, ignore_index,
+            MEAN=reduction == "mean", HAS_WEIGHT=weight is not None, BLOCK_R=1024, BLOCK_V=4096, num_warps=4,
+        )  # fmt: skip
+    else:
+        scales = _loss_scales_torch(target, weight, ignore_index, reduction, n_cols)
+    if _should_check_targets(target.device):
+        n_bad = int(scales[3].item())
+        if n_bad:
+            _raise_bad_targets(n_bad, n_cols, ignore_index)
+    return scales
+
+
+def _cross_entropy_rows_torch(
+    logits, grad, target, weight, scales, row_scale, ignore_index, label_smoothing, lse_square_scale, softcap
+):
+    """The kernel's math in PyTorch: per-row ce and z-loss; writes the gradient into ``grad`` if given."""
+    n_cols = logits.shape[1]
+    x = logits.float()
+    z = softcap * torch.tanh(x / softcap) if softcap else x
+    logp = torch.log_softmax(z, dim=1)
+    lse = torch.logsumexp(z, dim=1)
+    valid = target != ignore_index
+    in_range = (target >= 0) & (target < n_cols)
+    t = torch.where(in_range, target, 0).long()
+    logp_t = logp.gather(1, t[:, None]).squeeze(1)
+    w = weight.float() if weight is not None else None
+    w_t = w[t] if w is not None else torch.ones_like(lse)
+    weight_sum = scales[2]
+    ce = -(1.0 - label_smoothing) * w_t * logp_t
+    if label_smoothing:
+        ce = ce - label_smoothing / n_cols * ((logp * w).sum(1) if w is not None else logp.sum(1))
+    zl = lse_square_scale * lse * lse
+    nan = torch.full_like(ce, float("nan"))
+    ce = torch.where(valid, torch.where(in_range, ce, nan), torch.zeros_like(ce))
+    zl = torch.where(valid, zl, torch.zeros_like(zl))
+    if grad is not None:
+        ce_scale, z_scale = scales[0], scales[1]
+        rs = row_scale.float() if row_scale is not None else torch.ones_like(lse)
+        coef_t = ce_scale * rs * (1.0 - label_smoothing) * w_t
+        coef_p = coef_t + ce_scale * rs * (label_smoothing / n_cols) * weight_sum
+        coef_p = coef_p + z_scale * rs * 2.0 * lse_square_scale * lse
+        coef_p = torch.where(in_range, coef_p, torch.full_like(coef_p, float("nan")))
+        g = coef_p[:, None] * torch.exp(logp)
+        g.scatter_add_(1, t[:, None], -coef_t[:, None])
+        if label_smoothing:
+            coef_w = (ce_scale * rs * label_smoothing / n_cols)[:, None]
+            g = g - coef_w * (w[None, :] if w is not None else 1.0)
+        if softcap:
+            g = g * (1.0 - (z / softcap) ** 2)
+        g = torch.where(valid[:, None], g, torch.zeros_like(g))
+        grad.copy_(g)
+    return ce, zl
+
+
+def cross_entropy_rows(
+    logits: torch.Tensor,
+    grad: torch.Tensor | None,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    scales: torch.Tensor,
+    row_scale: torch.Tensor | None,
+    ignore_index: int,
+    label_smoothing: float,
+    lse_square_scale: float,
+    softcap: float,
+    ce: torch.Tensor | None = None,
+    zl: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row ce and z-loss (fp32) of 2-D ``logits``; writes the gradient into ``grad`` (may be ``logits``).
+
+    ``scales`` comes from ``loss_scales``; ``row_scale`` (optional, one value per row) multiplies the
+    gradient of each row. ``softcap`` 0 means none. ``ce`` and ``zl`` (optional, fp32, contiguous) receive
+    the per-row values. Used by the fused linear cross entropy too.
+    """
+    n_rows, n_cols = logits.shape
+    if n_rows == 0 or not use_triton("cross_entropy", logits):
+        ce_t, zl_t = _cross_entropy_rows_torch(
+            logits, grad, target, weight, scales, row_scale, ignore_index, label_smoothing,
+            lse_square_scale, softcap,
+        )  # fmt: skip
+        if ce is None:
+            return ce_t, zl_t
+        ce.copy_(ce_t)
+        zl.copy_(zl_t)
+        return ce, zl
+    if ce is None:
+        ce = torch.empty(n_rows, dtype=torch.float32, device=logits.device)
+        zl = torch.empty(n_rows, dtype=torch.float32, device=logits.device)
+    write_grad = grad is not None
+    g = grad if write_grad else logits
+    _cross_entropy_kernel[(n_rows,)](
+        logits, logits.stride(0), g, g.stride(0), target, target.stride(0),
+        weight if weight is not None else scales,
+        row_scale if row_scale is not None else scales, row_scale.stride(0) if row_scale is not None else 0,
+        scales, ce, zl, n_cols, ignore_index, label_smoothing, lse_square_scale, softcap,
+        HAS_WEIGHT=weight is not None, HAS_SMOOTHING=label_smoothing > 0, HAS_Z=lse_square_scale != 0,
+        HAS_SOFTCAP=softcap > 0, HAS_ROW_SCALE=row_scale is not None, WRITE_GRAD=write_grad,
+        BLOCK=_block(n_cols), num_warps=NUM_WARPS,
+    )  # fmt: skip
+    return ce, zl
+
+
+def reduce_loss(
+    ce: torch.Tensor, zl: torch.Tensor, scales: torch.Tensor, reduction: str, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, z-loss) from the per-row values, as the reduction asks; the loss includes the z-loss."""
+    if reduction == "none":
+        return (ce + zl).to(dtype), zl.to(dtype)
+    ce_sum, z_sum = ce.sum(), zl.sum()
+    if reduction == "mean":
+        ce_sum, z_sum = ce_sum * scales[0], z_sum * scales[1]
+    return (ce_sum + z_sum).to(dtype), z_sum.to(dtype)
+
+
+def _forward_impl(
+    logits, grad, target, weight, ignore_index, label_smoothing, lse_square_scale, softcap, reduction
+):
+    triton_ok = use_triton("cross_entropy", logits)
+    scales = loss_scales(target, weight, ignore_index, reduction, logits.shape[1], triton_ok)
+    ce, zl = cross_entropy_rows(
+        logits, grad, target, weight, scales, None, ignore_index, label_smoothing, lse_square_scale, softcap
+    )
+    return reduce_loss(ce, zl, scales, reduction, logits.dtype)
+
+
+def scale_rows_(grad: torch.Tensor, grad_output: torch.Tensor) -> None:
+    """grad (2-D) *= grad_output (a scalar, or one value per row), in place; rows times 1 are skipped."""
+    n_rows, n_cols = grad.shape
+    if n_rows == 0 or n_cols == 0:
+        return
+    if not use_triton("cross_entropy", grad):
+        go = grad_output.float().reshape(-1, 1) if grad_output.dim() else grad_output.float()
+        grad.copy_(grad.float() * go)
+        return
+    go = grad_output.reshape(-1)
+    stride_go = go.stride(0) if grad_output.dim() else 0
+    _scale_rows_kernel[(n_rows,)](
+        grad, grad.stride(0), go, stride_go, n_cols, BLOCK=_block(n_cols), num_warps=NUM_WARPS
+    )
+
+
+# --- torch.library registration: opaque to torch.compile, so no graph break --------------------------
+
+
+def _loss_like(logits: torch.Tensor, reduction: str) -> torch.Tensor:
+    return logits.new_empty((logits.shape[0],) if reduction == "none" else ())
+
+
+@torch.library.custom_op("liger::cross_entropy_forward", mutates_args=())
+def cross_entropy_forward(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    label_smoothing: float,
+    lse_square_scale: float,
+    softcap: float,
+    reduction: str,
+    compute_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, z-loss, gradient in a new buffer -- empty when not ``compute_grad``); logits untouched."""
+    grad = torch.empty_like(logits, memory_format=torch.contiguous_format) if compute_grad else None
+    loss, z = _forward_impl(
+        logits, grad, target, weight, ignore_index, label_smoothing, lse_square_scale, softcap, reduction
+    )
+    return loss, z, grad if grad is not None else logits.new_empty(0)
+
+
+@cross_entropy_forward.register_fake
+def _(
+    logits, target, weight, ignore_index, label_smoothing, lse_square_scale, softcap, reduction, compute_grad
+):
+    grad = (
+        torch.empty_like(logits, memory_format=torch.contiguous_format)
+        if compute_grad
+        else logits.new_empty(0)
+    )
+    return _loss_like(logits, reduction), _loss_like(logits, reduction), grad
+
+
+@torch.library.custom_op("liger::cross_entropy_forward_inplace", mutates_args=("logits",))
+def cross_entropy_forward_inplace(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    label_smoothing: float,
+    lse_square_scale: float,
+    softcap: float,
+    reduction: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, z-loss); overwrites ``logits`` (rows with unit stride) with the gradient of the loss."""
+    return _forward_impl(
+        logits, logits, target, weight, ignore_index, label_smoothing, lse_square_scale, softcap, reduction
+    )
+
+
+@cross_entropy_forward_inplace.register_fake
+def _(logits, target, weight, ignore_index, label_smoothing, lse_square_scale, softcap, reduction):
+    return _loss_like(logits, reduction), _loss_like(logits, reduction)
+
+
+@torch.library.custom_op("liger::cross_entropy_scale_grad_", mutates_args=("grad",))
+def cross_entropy_scale_grad_(grad: torch.Tensor, grad_output: torch.Tensor) -> None:
+    """Backward: grad *= grad_output in place (scalar, or per row for reduction="none")."""
+    scale_rows_(grad, grad_output)
+
+
+@cross_entropy_scale_grad_.register_fake
+def _(grad, grad_output):
+    return None
+
+
+class _CrossEntropyFunction(torch.autograd.Function):
+    """Autograd around the ops above: a custom op that mutates an input cannot have its own autograd."""
+
+    @staticmethod
+    def forward(
+        ctx,
+        logits,
+        target,
+        weight,
+        ignore_index,
+        label_smoothing,
+        lse_square_scale,
+        softcap,
+        reduction,
+        inplace,
+    ):
+        args = (target, weight, ignore_index, label_smoothing, lse_square_scale, softcap, reduction)
+        if inplace:
+            loss, z = cross_entropy_forward_inplace(logits, *args)
+            grad = logits
+        else:
+            loss, z, grad = cross_entropy_forward(logits, *args, True)
+        ctx.save_for_backward(grad)
+        ctx.mark_non_differentiable(z)
+        return loss, z
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_z):
+        (grad,) = ctx.saved_tensors
+        cross_entropy_scale_grad_(grad, grad_loss)
+        return grad, None, None, None, None, None, None, None, None
+
+
+def _may_overwrite(logits: torch.Tensor) -> bool:
+    """Whether the gradient may be written over ``logits``: only over an intermediate of autograd.
+
+    A leaf (or a view of one) is a tensor the caller made and may use again, e.g. logits optimized
+    directly: overwriting it would make their next step silently wrong, so it gets a fresh buffer.
+    """
+    root = logits._base if logits._base is not None else logits
+    return not root.is_leaf
+
+
+def _check_inputs(
+    logits, target, weight, ignore_index, label_smoothing, lse_square_scale, softcap, reduction
+):
+    check_floating("input", logits)
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise TypeError(
+            f"target must hold class indices (an integer tensor), got dtype {target.dtype}; "
+            "class probabilities (soft labels) are not supported"
+        )
+    if weight is not None:
+        check_floating("weight", weight)
+    check_same_device(input=logits, target=target, weight=weight)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+    if softcap is not None and not softcap > 0:
+        raise ValueError(f"softcap must be positive (or None), got {softcap}")
+    if lse_square_scale < 0:
+        raise ValueError(f"lse_square_scale must be non-negative, got {lse_square_scale}")
+
+
+def cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    lse_square_scale: float = 0.0,
+    softcap: float | None = None,
+    return_z_loss: bool = False,
+    inplace: bool | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Cross entropy of ``input`` logits against class indices ``target`` (shapes as in torch).
+
+    ``input`` is (C,), (N, C) or (N, C, d1, ...), ``target`` (), (N,) or (N, d1, ...). Returns the loss
+    (shape of ``target`` for reduction="none", else a scalar, in ``input``'s dtype), and with
+    ``return_z_loss`` also the z-loss part (already included in the loss; returned detached, for logging).
+
+    Where the gradient goes (it is computed in the forward) when one is needed:
+      ``inplace=None`` (default): over ``input`` when it is an intermediate of autograd (the output of
+        an ``lm_head``, an upcast copy...), so the pass needs almost no memory; read ``input`` before
+        the call (or pass a copy) if you need its values afterwards. A leaf tensor, or a view of one --
+        a tensor the caller made and may use again, e.g. logits optimized directly -- is never
+        overwritten: its gradient gets a fresh buffer.
+      ``inplace=True``: over ``input`` even when it is a leaf (the caller will not read it again).
+      ``inplace=False``: always into a fresh buffer (one more ``input``-sized tensor until backward).
+    ``input`` is overwritten only when it has unit stride along classes and non-overlapping rows
+    (otherwise a contiguous copy is made and that is overwritten). Without a gradient (no_grad, or
+    ``requires_grad`` false) ``input`` is only read.
+    """
+    _check_inputs(input, target, weight, ignore_index, label_smoothing, lse_square_scale, softcap, reduction)
+    if input.dim() == 0:
+        raise ValueError("input must have a class dim, got a 0-d tensor")
+    n_classes = input.shape[0] if input.dim() == 1 else input.shape[1]
+    expected = () if input.dim() == 1 else (input.shape[0], *input.shape[2:])
+    if tuple(target.shape) != expected:
+        raise ValueError(
+            f"target must have shape {expected} for input of shape {tuple(input.shape)}, got {tuple(target.shape)}"
+        )
+    if n_classes == 0:
+        raise ValueError("input must have at least one class")
+    if weight is not None and tuple(weight.shape) != (n_classes,):
+        raise ValueError(f"weight must have shape ({n_classes},), got {tuple(weight.shape)}")
+
+    if input.dim() == 1:
+        logits = input.unsqueeze(0)
+    elif input.dim() == 2:
+        logits = input
+    else:
+        logits = input.movedim(1, -1).reshape(-1, n_classes)
+    flat_target = target.reshape(-1)
+    n_rows = logits.shape[0]
+    # The kernel needs unit stride along classes and rows that do not overlap.
+    if logits.stride(1) != 1 or (n_rows > 1 and logits.stride(0) < n_classes):
+        logits = logits.contiguous()
+    if weight is not None:
+        weight = weight.contiguous()
+
+    args = (
+        flat_target, weight, int(ignore_index), float(label_smoothing), float(lse_square_scale),
+        float(softcap or 0.0), reduction,
+    )  # fmt: skip
+    if torch.is_grad_enabled() and logits.requires_grad:
+        overwrite = _may_overwrite(logits) if inplace is None else bool(inplace)
+        loss, z = _CrossEntropyFunction.apply(logits, *args, overwrite)
+    else:
+        loss, z, _ = cross_entropy_forward(logits, *args, False)
+    if reduction == "none":
+        loss, z = loss.view(target.shape), z.view(target.shape)
+    return (loss, z) if return_z_loss else loss

@@ -1,0 +1,421 @@
+"""Fused linear + cross entropy: loss(x @ W^T + b, target) without ever holding the (N, V) logits.
+
+Forward, over chunks of rows of x (N, H) (chunk logits in x's dtype, reused buffer of chunk x V):
+    logits_c  = x_c @ W^T (+ b)                           one matmul into the chunk buffer
+    dlogits_c = the cross entropy kernel, run in place on logits_c (ops/cross_entropy.py: online
+                logsumexp, softcap, label smoothing, class weight, z-loss, ignore_index), which also
+                writes the per-row losses
+    dx_c      = dlogits_c @ W                             written into its rows of dx
+    dW       += dlogits_c^T @ x_c                         fp32 accumulator with accum_dtype=torch.float32
+                                                          (or fp32 weights), else in W's dtype
+    db       += sum over rows of dlogits_c (fp32)
+The loss reduction and its denominators are those of ``cross_entropy`` (computed from the targets before
+the first chunk, so the gradients come out already divided by them).
+
+Reductions "mean" and "sum": all gradients are made in the forward and kept; backward multiplies them by
+the incoming scalar in place (a no-op launch when it is exactly 1).
+Reduction "none": the incoming gradient is one value per row, which the kept dW cannot absorb, so the
+forward only computes the losses and the backward recomputes the chunks with each row's gradient
+scaled by its incoming value (one more x @ W^T matmul).
+
+Memory beyond the inputs: dx (N x H), dW (V x H; fp32 with fp32 accumulation), one chunk of logits and
+two fp32 values per row. ``chunk_size`` (rows per chunk) defaults to the largest multiple of 64 rows whose
+logits fit CHUNK_LOGITS_BYTES, spread evenly over the chunks.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from liger_kernel.ops.cross_entropy import (
+    REDUCTIONS,
+    cross_entropy_rows,
+    loss_scales,
+    reduce_loss,
+)
+from liger_kernel.ops.utils import check_floating, check_same_device, use_triton
+
+# Tuning knob (read at each call): bytes of one chunk of logits when chunk_size is not given.
+CHUNK_LOGITS_BYTES = 256 * 2**20
+_SCALE_BLOCK = 4096
+
+
+@triton.jit
+def _scale_kernel(X, n, GO, BLOCK: tl.constexpr):
+    # X (flat) *= GO[0] in place; every program exits at once when GO[0] is exactly 1.
+    go = tl.load(GO).to(tl.float32)
+    if go != 1.0:
+        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < n
+        x = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
+        tl.store(X + offs, (x * go).to(X.dtype.element_ty), mask=mask)
+
+
+def default_chunk_size(n_rows: int, vocab_size: int, element_size: int) -> int:
+    """Rows per chunk: at most CHUNK_LOGITS_BYTES of logits, a multiple of 64, chunks of even size."""
+    budget_rows = max(1, CHUNK_LOGITS_BYTES // max(1, vocab_size * element_size))
+    if budget_rows >= 64:
+        budget_rows -= budget_rows % 64
+    n_chunks = triton.cdiv(max(n_rows, 1), budget_rows)
+    rows = triton.cdiv(max(n_rows, 1), n_chunks)
+    if rows > 64:
+        rows = min(budget_rows, triton.cdiv(rows, 64) * 64)
+    return max(1, min(rows, n_rows))
+
+
+def _addmm_into(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor, first: bool) -> None:
+    """acc (+)= a @ b, with acc possibly wider (fp32) than a and b, without an (M, N) temporary on GPU."""
+    if acc.dtype == a.dtype:
+        if first:
+            torch.mm(a, b, out=acc)
+        else:
+            acc.addmm_(a, b)
+        return
+    if acc.is_cuda:
+        try:  # cuBLAS: low-precision inputs, fp32 output/accumulator (torch >= 2.8)
+            if first:
+                torch.ops.aten.mm.dtype_out(a, b, acc.dtype, out=acc)
+            else:
+                torch.ops.aten.addmm.dtype_out(acc, a, b, acc.dtype, out=acc)
+            return
+        except (AttributeError, RuntimeError, NotImplementedError):
+            pass
+    if first:
+        torch.mm(a.to(acc.dtype), b.to(acc.dtype), out=acc)
+    else:
+        acc.addmm_(a.to(acc.dtype), b.to(acc.dtype))
+
+
+def _chunked(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    bias: torch.Tensor | None,
+    ce_weight: torch.Tensor | None,
+    scales: torch.Tensor,
+    row_scale: torch.Tensor | None,
+    ignore_index: int,
+    lse_square_scale: float,
+    label_smoothing: float,
+    softcap: float,
+    accum_fp32: bool,
+    need_x: bool,
+    need_w: bool,
+    need_b: bool,
+    chunk_size: int,
+):
+    """Runs the chunks (``chunk_size`` rows each, 0: ``default_chunk_size``); returns per-row ce and
+    z-loss (fp32) and the gradients asked for (or None)."""
+    n_rows, _hidden = x.shape
+    vocab = weight.shape[0]
+    device = x.device
+    ce = torch.empty(n_rows, dtype=torch.float32, device=device)
+    zl = torch.empty(n_rows, dtype=torch.float32, device=device)
+    write_grad = need_x or need_w or need_b
+    grad_x = x.new_empty(x.shape) if need_x else None
+    grad_w = None
+    if need_w:
+        w_dtype = torch.float32 if accum_fp32 else weight.dtype
+        grad_w = torch.empty((vocab, weight.shape[1]), dtype=w_dtype, device=device)
+        if n_rows == 0:
+            grad_w.zero_()
+    grad_b = torch.zeros(vocab, dtype=torch.float32, device=device) if need_b else None
+
+    if chunk_size <= 0:  # auto; resolved here, where n_rows is concrete even under torch.compile
+        chunk_size = default_chunk_size(n_rows, vocab, x.element_size())
+    rows = max(1, min(chunk_size, n_rows))
+    buf = torch.empty((rows, vocab), dtype=x.dtype, device=device)
+    w_t = weight.t()
+    with torch.autocast(device.type, enabled=False):  # the dtypes are chosen here, not by autocast
+        for start in range(0, n_rows, rows):
+            end = min(start + rows, n_rows)
+            x_c = x[start:end]
+            logits = buf[: end - start]
+            if bias is None:
+                torch.mm(x_c, w_t, out=logits)
+            else:
+                torch.addmm(bias, x_c, w_t, out=logits)
+            cross_entropy_rows(
+                logits, logits if write_grad else None, target[start:end], ce_weight, scales,
+                None if row_scale is None else row_scale[start:end],
+                ignore_index, label_smoothing, lse_square_scale, softcap, ce[start:end], zl[start:end],
+            )  # fmt: skip
+            if need_x:
+                torch.mm(logits, weight, out=grad_x[start:end])
+            if need_w:
+                _addmm_into(grad_w, logits.t(), x_c, first=start == 0)
+            if need_b:
+                grad_b += logits.sum(0, dtype=torch.float32)
+    if grad_w is not None:
+        grad_w = grad_w.to(weight.dtype)
+    if grad_b is not None:
+        grad_b = grad_b.to(bias.dtype)
+    return ce, zl, grad_x, grad_w, grad_b
+
+
+def _scale_(t: torch.Tensor, grad_output: torch.Tensor) -> None:
+    if t.numel() == 0:
+        return
+    if not use_triton("fused_linear_cross_entropy", t):
+        t.mul_(grad_output.to(t.dtype) if t.dtype != torch.float32 else grad_output.float())
+        return
+    n = t.numel()
+    _scale_kernel[(triton.cdiv(n, _SCALE_BLOCK),)](t, n, grad_output, BLOCK=_SCALE_BLOCK, num_warps=8)
+
+
+# --- torch.library registration: opaque to torch.compile, so no graph break --------------------------
+
+
+def _empty(t: torch.Tensor) -> torch.Tensor:
+    return t.new_empty(0)
+
+
+@torch.library.custom_op("liger::fused_linear_cross_entropy_forward", mutates_args=())
+def fused_linear_cross_entropy_forward(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    bias: torch.Tensor | None,
+    ce_weight: torch.Tensor | None,
+    ignore_index: int,
+    lse_square_scale: float,
+    label_smoothing: float,
+    softcap: float,
+    reduction: str,
+    accum_fp32: bool,
+    need_x: bool,
+    need_w: bool,
+    need_b: bool,
+    chunk_size: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, z-loss, dx, dW, db) -- each gradient empty when not asked for or reduction="none"."""
+    if reduction == "none":
+        need_x = need_w = need_b = False
+    triton_ok = use_triton("fused_linear_cross_entropy", x)
+    scales = loss_scales(target, ce_weight, ignore_index, reduction, weight.shape[0], triton_ok)
+    ce, zl, gx, gw, gb = _chunked(
+        x, weight, target, bias, ce_weight, scales, None, ignore_index, lse_square_scale, label_smoothing,
+        softcap, accum_fp32, need_x, need_w, need_b, chunk_size,
+    )  # fmt: skip
+    loss, z = reduce_loss(ce, zl, scales, reduction, torch.float32)
+    return (
+        loss,
+        z,
+        gx if gx is not None else _empty(x),
+        gw if gw is not None else _empty(weight),
+        gb if gb is not None else _empty(weight),
+    )
+
+
+@fused_linear_cross_entropy_forward.register_fake
+def _(x, weight, target, bias, ce_weight, ignore_index, lse_square_scale, label_smoothing, softcap,
+      reduction, accum_fp32, need_x, need_w, need_b, chunk_size):  # fmt: skip
+    loss = x.new_empty((x.shape[0],) if reduction == "none" else (), dtype=torch.float32)
+    grads = reduction != "none"
+    return (
+        loss,
+        torch.empty_like(loss),
+        x.new_empty(x.shape) if grads and need_x else _empty(x),
+        weight.new_empty(weight.shape) if grads and need_w else _empty(weight),
+        x.new_empty((weight.shape[0],), dtype=bias.dtype) if grads and need_b else _empty(weight),
+    )
+
+
+@torch.library.custom_op(
+    "liger::fused_linear_cross_entropy_scale_grads_", mutates_args=("grad_x", "grad_w", "grad_b")
+)
+def fused_linear_cross_entropy_scale_grads_(
+    grad_x: torch.Tensor, grad_w: torch.Tensor, grad_b: torch.Tensor, grad_output: torch.Tensor
+) -> None:
+    """Backward of "mean"/"sum": the kept gradients *= the incoming scalar, in place."""
+    for t in (grad_x, grad_w, grad_b):
+        _scale_(t, grad_output)
+
+
+@fused_linear_cross_entropy_scale_grads_.register_fake
+def _(grad_x, grad_w, grad_b, grad_output):
+    return None
+
+
+@torch.library.custom_op("liger::fused_linear_cross_entropy_backward", mutates_args=())
+def fused_linear_cross_entropy_backward(
+    grad_output: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    bias: torch.Tensor | None,
+    ce_weight: torch.Tensor | None,
+    ignore_index: int,
+    lse_square_scale: float,
+    label_smoothing: float,
+    softcap: float,
+    accum_fp32: bool,
+    need_x: bool,
+    need_w: bool,
+    need_b: bool,
+    chunk_size: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Backward of reduction="none": recomputes the chunks with row i's gradient times grad_output[i]."""
+    triton_ok = use_triton("fused_linear_cross_entropy", x)
+    scales = loss_scales(target, ce_weight, ignore_index, "none", weight.shape[0], triton_ok)
+    _ce, _zl, gx, gw, gb = _chunked(
+        x, weight, target, bias, ce_weight, scales, grad_output, ignore_index, lse_square_scale,
+        label_smoothing, softcap, accum_fp32, need_x, need_w, need_b, chunk_size,
+    )  # fmt: skip
+    return (
+        gx if gx is not None else _empty(x),
+        gw if gw is not None else _empty(weight),
+        gb if gb is not None else _empty(weight),
+    )
+
+
+@fused_linear_cross_entropy_backward.register_fake
+def _(grad_output, x, weight, target, bias, ce_weight, ignore_index, lse_square_scale, label_smoothing,
+      softcap, accum_fp32, need_x, need_w, need_b, chunk_size):  # fmt: skip
+    return (
+        x.new_empty(x.shape) if need_x else _empty(x),
+        weight.new_empty(weight.shape) if need_w else _empty(weight),
+        x.new_empty((weight.shape[0],), dtype=bias.dtype) if need_b else _empty(weight),
+    )
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, target, bias, ce_weight = inputs[:5]
+    (ignore_index, lse_square_scale, label_smoothing, softcap, reduction, accum_fp32,
+     need_x, need_w, need_b, chunk_size) = inputs[5:]  # fmt: skip
+    _loss, z, gx, gw, gb = output
+    ctx.mark_non_differentiable(z, gx, gw, gb)
+    ctx.reduction = reduction
+    ctx.options = (ignore_index, lse_square_scale, label_smoothing, softcap, accum_fp32)
+    ctx.needs = (need_x, need_w, need_b)
+    ctx.chunk_size = chunk_size
+    ctx.has_bias = bias is not None
+    if reduction == "none":
+        ctx.save_for_backward(x, weight, target, bias, ce_weight)
+    else:
+        ctx.save_for_backward(gx, gw, gb)
+
+
+def _backward(ctx, grad_loss, _grad_z, _gx, _gw, _gb):
+    need_x, need_w, need_b = ctx.needs
+    if ctx.reduction == "none":
+        x, weight, target, bias, ce_weight = ctx.saved_tensors
+        gx, gw, gb = fused_linear_cross_entropy_backward(
+            grad_loss,
+            x,
+            weight,
+            target,
+            bias,
+            ce_weight,
+            *ctx.options,
+            need_x,
+            need_w,
+            need_b,
+            ctx.chunk_size,
+        )
+    else:
+        gx, gw, gb = ctx.saved_tensors
+        fused_linear_cross_entropy_scale_grads_(gx, gw, gb, grad_loss)
+    return (
+        gx if need_x else None,
+        gw if need_w else None,
+        None,
+        gb if need_b and ctx.has_bias else None,
+        *([None] * 11),
+    )
+
+
+fused_linear_cross_entropy_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+def fused_linear_cross_entropy(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    lse_square_scale: float = 0.0,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+    softcap: float | None = None,
+    return_z_loss: bool = False,
+    accum_dtype: torch.dtype | None = None,
+    ce_weight: torch.Tensor | None = None,
+    chunk_size: int | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Cross entropy of ``input @ weight.T + bias`` against ``target``, never materializing the logits.
+
+    ``input`` is (..., H), ``weight`` (V, H), ``bias`` (V,), ``target`` the leading shape of ``input``
+    with class indices (or ``ignore_index``), ``ce_weight`` an optional (V,) class weight. Options as in
+    ``cross_entropy``; the loss (shape of ``target`` for reduction="none", else a scalar) is fp32
+    (as Hugging Face's loss over upcast logits), and ``return_z_loss`` also returns the z-loss (included in the loss; detached).
+    ``accum_dtype=torch.float32`` accumulates the weight (and bias) gradient in fp32 across chunks;
+    ``chunk_size`` is the number of rows per chunk (default: see ``default_chunk_size``).
+    """
+    check_floating("input", input)
+    check_floating("weight", weight)
+    if bias is not None:
+        check_floating("bias", bias)
+    if ce_weight is not None:
+        check_floating("ce_weight", ce_weight)
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise TypeError(f"target must hold class indices (an integer tensor), got dtype {target.dtype}")
+    check_same_device(input=input, weight=weight, target=target, bias=bias, ce_weight=ce_weight)
+    if input.dim() < 1 or weight.dim() != 2 or input.shape[-1] != weight.shape[1]:
+        raise ValueError(
+            f"input (..., H) and weight (V, H) must share H, got input {tuple(input.shape)} and "
+            f"weight {tuple(weight.shape)}"
+        )
+    vocab, hidden = weight.shape
+    if vocab == 0 or hidden == 0:
+        raise ValueError(f"weight must be non-empty, got shape {tuple(weight.shape)}")
+    device_type = input.device.type
+    if torch.is_autocast_enabled(device_type):
+        # Under autocast the matmuls run in its dtype (as F.linear would); the casts are differentiable,
+        # so the gradients come back in the original dtypes.
+        amp_dtype = torch.get_autocast_dtype(device_type)
+        input, weight = input.to(amp_dtype), weight.to(amp_dtype)
+        bias = None if bias is None else bias.to(amp_dtype)
+    if input.dtype != weight.dtype:
+        raise TypeError(f"input and weight must have one dtype, got {input.dtype} and {weight.dtype}")
+    if bias is not None:
+        if tuple(bias.shape) != (vocab,):
+            raise ValueError(f"bias must have shape ({vocab},), got {tuple(bias.shape)}")
+        if bias.dtype != input.dtype:
+            raise TypeError(f"bias must have input's dtype {input.dtype}, got {bias.dtype}")
+    if ce_weight is not None and tuple(ce_weight.shape) != (vocab,):
+        raise ValueError(f"ce_weight must have shape ({vocab},), got {tuple(ce_weight.shape)}")
+    if tuple(target.shape) != tuple(input.shape[:-1]):
+        raise ValueError(
+            f"target must have shape {tuple(input.shape[:-1])} (input's leading dims), got {tuple(target.shape)}"
+        )
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+    if softcap is not None and not softcap > 0:
+        raise ValueError(f"softcap must be positive (or None), got {softcap}")
+    if lse_square_scale < 0:
+        raise ValueError(f"lse_square_scale must be non-negative, got {lse_square_scale}")
+    if accum_dtype is not None and accum_dtype not in (torch.float32, weight.dtype):
+        raise ValueError(f"accum_dtype must be None, torch.float32 or weight's dtype, got {accum_dtype}")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+
+    x = input.reshape(-1, hidden)
+    flat_target = target.reshape(-1)
+    grad_on = torch.is_grad_enabled()
+    loss, z, *_ = fused_linear_cross_entropy_forward(
+        x, weight, flat_target, bias, None if ce_weight is None else ce_weight.contiguous(),
+        int(ignore_index), float(lse_square_scale), float(label_smoothing), float(softcap or 0.0), reduction,
+        accum_dtype == torch.float32 or weight.dtype == torch.float32,
+        grad_on and input.requires_grad, grad_on and weight.requires_grad,
+        grad_on and bias is not None and bias.requires_grad, int(chunk_size or 0),
+    )  # fmt: skip
+    if reduction == "none":
+        loss, z = loss.view(target.shape), z.view(target.shape)
+    return (loss, z) if return_z_loss else loss

@@ -1,0 +1,78 @@
+"""LigerCrossEntropyLoss: a drop-in for torch.nn.CrossEntropyLoss (hard labels) with z-loss and softcap."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from liger_kernel.ops.cross_entropy import REDUCTIONS, cross_entropy
+
+
+class LigerCrossEntropyLoss(nn.Module):
+    """Cross entropy over class indices, its gradient computed in the forward pass.
+
+    Options as in ``torch.nn.CrossEntropyLoss`` (``weight``, ``ignore_index``, ``label_smoothing``,
+    ``reduction``), plus ``lse_square_scale`` (z-loss ``s * logsumexp(logits)^2`` per token, added to the
+    loss, averaged over the tokens that are not ignored with reduction="mean"), ``softcap`` (logits go
+    through ``softcap * tanh(logits / softcap)`` first) and ``return_z_loss`` (also return the z-loss,
+    detached, for logging). Called as ``loss_fn(logits, target)``.
+
+    Differences from torch: with reduction="mean" and every target ignored the loss is 0 (torch: NaN);
+    a target outside [0, C) that is not ``ignore_index`` raises IndexError. The gradient is written over
+    ``logits`` when they are an intermediate of autograd (``inplace=None``; see
+    ``liger_kernel.ops.cross_entropy.cross_entropy`` for ``inplace=True/False``): read them before the
+    loss if you need them afterwards. Backward through one forward twice (``retain_graph=True``) raises.
+    """
+
+    def __init__(
+        self,
+        weight: torch.Tensor | None = None,
+        ignore_index: int = -100,
+        lse_square_scale: float = 0.0,
+        label_smoothing: float = 0.0,
+        reduction: str = "mean",
+        softcap: float | None = None,
+        return_z_loss: bool = False,
+        *,
+        inplace: bool | None = None,
+    ) -> None:
+        super().__init__()
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+        if softcap is not None and not softcap > 0:
+            raise ValueError(f"softcap must be positive (or None), got {softcap}")
+        if lse_square_scale < 0:
+            raise ValueError(f"lse_square_scale must be non-negative, got {lse_square_scale}")
+        self.register_buffer("weight", weight)
+        self.ignore_index = ignore_index
+        self.lse_square_scale = lse_square_scale
+        self.label_smoothing = label_smoothing
+        self.reduction = reduction
+        self.softcap = softcap
+        self.return_z_loss = return_z_loss
+        self.inplace = inplace
+
+    def forward(
+        self, _input: torch.Tensor, target: torch.Tensor
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        return cross_entropy(
+            _input,
+            target,
+            self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            label_smoothing=self.label_smoothing,
+            lse_square_scale=self.lse_square_scale,
+            softcap=self.softcap,
+            return_z_loss=self.return_z_loss,
+            inplace=self.inplace,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"ignore_index={self.ignore_index}, reduction={self.reduction!r}, "
+            f"label_smoothing={self.label_smoothing}, lse_square_scale={self.lse_square_scale}, "
+            f"softcap={self.softcap}, return_z_loss={self.return_z_loss}"
+        )
