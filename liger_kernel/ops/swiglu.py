@@ -1,0 +1,37 @@
+"""SwiGLU: ``silu(a) * b`` and the Llama MLP built on it; the kernels live in ``liger_kernel.ops.glu``.
+
+silu(a) = a * sigmoid(a);  da = dc * b * s * (1 + a * (1 - s)) with s = sigmoid(a),  db = dc * silu(a).
+Kept for backward: a and b (silu(a) is recomputed).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from liger_kernel.ops.glu import glu, glu_mlp
+
+
+def swiglu(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``silu(a) * b`` fused in one kernel, differentiable in ``a`` and ``b`` (same shape, dtype, device)."""
+    return glu(a, b, "silu")
+
+
+def swiglu_mlp(
+    x: torch.Tensor,
+    gate_weight: torch.Tensor,
+    up_weight: torch.Tensor,
+    down_weight: torch.Tensor,
+    gate_bias: torch.Tensor | None = None,
+    up_bias: torch.Tensor | None = None,
+    down_bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``down(silu(gate(x)) * up(x))`` with nn.Linear weight layouts; see ``liger_kernel.ops.glu``."""
+    return glu_mlp(x, gate_weight, up_weight, down_weight, gate_bias, up_bias, down_bias, "silu")
+
+
+class LigerSiLUMulFunction:
+    """Compatibility name: ``LigerSiLUMulFunction.apply(a, b)`` is ``swiglu(a, b)``."""
+
+    @staticmethod
+    def apply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return swiglu(a, b)
