@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import torch
 
+from liger_kernel.ops.cross_entropy import cross_entropy
+from liger_kernel.ops.fused_linear_cross_entropy import fused_linear_cross_entropy
+from liger_kernel.ops.geglu import geglu
+from liger_kernel.ops.layer_norm import layer_norm
 from liger_kernel.ops.rms_norm import rms_norm
+from liger_kernel.ops.rope import rope
+from liger_kernel.ops.swiglu import swiglu
 
 
 def liger_rms_norm(
@@ -22,4 +28,90 @@ def liger_rms_norm(
     return rms_norm(X, W, eps, offset, casting_mode)
 
 
-__all__ = ["liger_rms_norm"]
+def liger_layer_norm(
+    X: torch.Tensor, W: torch.Tensor, B: torch.Tensor | None, eps: float = 1e-6
+) -> torch.Tensor:
+    """LayerNorm of ``X`` over its last dim with weight ``W`` and bias ``B`` (or None); see ``LigerLayerNorm``."""
+    return layer_norm(X, W, B, eps)
+
+
+def liger_rope(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    position_ids: torch.Tensor | None = None,
+    unsqueeze_dim: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotary position embedding of q and k; see ``liger_kernel.transformers.liger_rotary_pos_emb``."""
+    return rope(q, k, cos, sin, position_ids, unsqueeze_dim)
+
+
+def liger_swiglu(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``silu(a) * b`` fused in one kernel (any leading shape), differentiable in ``a`` and ``b``."""
+    return swiglu(a, b)
+
+
+def liger_geglu(a: torch.Tensor, b: torch.Tensor, approximate: str = "tanh") -> torch.Tensor:
+    """``gelu(a) * b`` fused in one kernel; ``approximate`` is "tanh" (Gemma) or "none" (exact GELU)."""
+    return geglu(a, b, approximate)
+
+
+def liger_cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    size_average: bool | None = None,
+    ignore_index: int = -100,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    lse_square_scale: float = 0.0,
+    softcap: float | None = None,
+    return_z_loss: bool = False,
+    *,
+    inplace: bool | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """``torch.nn.functional.cross_entropy`` for class-index targets, plus z-loss and softcap.
+
+    See ``LigerCrossEntropyLoss`` for the options, and for the gradient written over ``input``.
+    ``size_average`` and ``reduce`` are torch's deprecated options, mapped to ``reduction`` as torch does.
+    """
+    if size_average is not None or reduce is not None:
+        reduction = torch.nn._reduction.legacy_get_string(size_average, reduce)
+    return cross_entropy(
+        input, target, weight, ignore_index=ignore_index, reduction=reduction,
+        label_smoothing=label_smoothing, lse_square_scale=lse_square_scale, softcap=softcap,
+        return_z_loss=return_z_loss, inplace=inplace,
+    )  # fmt: skip
+
+
+def liger_fused_linear_cross_entropy(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    lse_square_scale: float = 0.0,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+    softcap: float | None = None,
+    return_z_loss: bool = False,
+    accum_dtype: torch.dtype | None = None,
+    *,
+    ce_weight: torch.Tensor | None = None,
+    chunk_size: int | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Cross entropy of ``input @ weight.T + bias`` (input (..., H), weight (V, H)) without the logits.
+
+    See ``LigerFusedLinearCrossEntropyLoss`` for the options.
+    """
+    return fused_linear_cross_entropy(
+        input, weight, target, bias, ignore_index=ignore_index, lse_square_scale=lse_square_scale,
+        label_smoothing=label_smoothing, reduction=reduction, softcap=softcap, return_z_loss=return_z_loss,
+        accum_dtype=accum_dtype, ce_weight=ce_weight, chunk_size=chunk_size,
+    )  # fmt: skip
+
+
+__all__ = ["liger_geglu", "liger_swiglu", "liger_layer_norm", "liger_rope", "liger_rms_norm"]
+__all__ += ["liger_cross_entropy", "liger_fused_linear_cross_entropy"]

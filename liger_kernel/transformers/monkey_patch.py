@@ -1,0 +1,885 @@
+"""Patch Hugging Face models with Liger kernels: one table of what to replace, one mechanism to do it.
+
+``MODEL_SPECS`` has one entry per supported ``config.model_type``. An entry names the modeling module
+and, for each option of ``apply_liger_kernel_to_<model_type>``, the targets that option replaces:
+
+* ``Function(name)``: a function of the modeling module (``apply_rotary_pos_emb`` -> Liger RoPE);
+* ``Norm(name, ...)``: the module's RMSNorm class -> a ``LigerRMSNorm`` subclass with the entry's
+  ``offset`` / ``casting_mode`` / ``init_fn``;
+* ``GatedMLP(name, liger)``: an MLP class with gate_proj/up_proj/down_proj -> a subclass of
+  ``LigerSwiGLUMLP`` / ``LigerGEGLUMLP``, used only when the config's activation is the one the
+  kernel computes (otherwise the original class is built, with a warning);
+* ``Method(cls, method, make)``: one method of a modeling class, replaced by ``make(original)``
+  (Phi-3's fused gate_up MLP forward, Mixtral's experts gate).
+The loss options are the same for every model: ``fused_linear_cross_entropy`` wraps
+``XForCausalLM.forward`` (``model/causal_lm.py``), ``cross_entropy`` sets the class's loss function to
+``liger_for_causal_lm_loss`` (Hugging Face's ``loss_function`` property returns ``_loss_function``).
+
+Two ways to apply, one bookkeeping:
+
+* classes (``model=None``): the targets are set on the modeling module / classes, so models built
+  afterwards use Liger; undone by ``revert_liger_kernel_to_<model_type>()`` / ``unpatch(model_type)``,
+  or scoped with ``with liger_patched(model_type, ...):``. Each patched attribute remembers its original
+  and who holds the patch (the plain apply call, each open ``liger_patched`` context, each patched
+  instance); it is restored when the last holder lets go, so patching twice is harmless and nested
+  scopes compose. A model built inside the scope keeps its Liger modules after the scope ends, but its
+  forward and RoPE function revert with the classes: train inside the scope.
+* an instance (``model=...``): submodules whose class is a target get their ``__class__`` swapped to
+  the replacement in place (parameters, dtype, device and state-dict keys unchanged; attributes the
+  replacement needs are added and removed again by ``unpatch(model)``); the causal-LM forward and loss
+  function are set on the instance, so ``type(model)`` and the saved ``architectures`` stay Hugging
+  Face's. RoPE is the exception: the attention layers call ``apply_rotary_pos_emb`` as a module
+  global, so ``rope=True`` patches the modeling module (every model of that type in the process) until
+  ``unpatch(model)`` (or ``unpatch(model_type)``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import logging
+import types
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from liger_kernel.transformers.model.causal_lm import is_liger_forward, liger_causal_lm_forward
+from liger_kernel.transformers.model.loss_utils import liger_for_causal_lm_loss
+
+logger = logging.getLogger(__name__)
+
+_SILU = ("silu", "swish")
+
+
+def _liger(name: str) -> Any:
+    """A public object of ``liger_kernel.transformers`` (imported when a patch is applied, not before)."""
+    return getattr(importlib.import_module("liger_kernel.transformers"), name)
+
+
+def _functional(name: str) -> Callable:
+    return getattr(importlib.import_module("liger_kernel.transformers.functional"), name)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Replacements that need the original they stand in for
+# ----------------------------------------------------------------------------------------------------
+
+
+def _rope(original: Callable) -> Callable:
+    """``apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1)`` computed by the Liger kernel.
+
+    Keeps Hugging Face's signature (Liger's function has ``position_ids`` in fifth place). Partial
+    rotary embeddings (cos narrower than the head, Phi-3 with ``partial_rotary_factor < 1``) go to
+    the original function.
+    """
+
+    liger_rotary_pos_emb = _liger("liger_rotary_pos_emb")
+
+    def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
+        if cos.shape[-1] != q.shape[-1]:
+            return original(q, k, cos, sin, unsqueeze_dim)
+        return liger_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=unsqueeze_dim)
+
+    apply_rotary_pos_emb.__doc__ = original.__doc__
+    return apply_rotary_pos_emb
+
+
+def _act_of(config: Any, attr: str) -> Any:
+    return getattr(config, attr, None)
+
+
+def _fused_gate_up_mlp_forward(original: Callable) -> Callable:
+    """Phi-3's MLP (one ``gate_up_proj``, halves gate | up) with ``liger_swiglu`` on the two halves."""
+    liger_swiglu = _functional("liger_swiglu")
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if _act_of(self.config, "hidden_act") not in _SILU:
+            return original(self, hidden_states)
+        gate, up = self.gate_up_proj(hidden_states).chunk(2, dim=-1)
+        return self.down_proj(liger_swiglu(gate, up))
+
+    return forward
+
+
+def _experts_apply_gate(original: Callable) -> Callable:
+    """Mixtral's experts gate ``act(gate) * up`` on the (tokens, 2 * intermediate) gate_up output.
+
+    transformers 5.x stores the experts as fused 3-D parameters (``gate_up_proj``, ``down_proj``) and
+    runs them through the implementation chosen by ``config._experts_implementation``; the grouped_mm
+    and batched_mm implementations (grouped_mm is the default) call ``self._apply_gate`` -- the one
+    place where SwiGLU is a drop-in. The "eager" implementation inlines ``act_fn(gate) * up`` in its
+    loop and is left as it is.
+    """
+    liger_swiglu = _functional("liger_swiglu")
+
+    def _apply_gate(self, gate_up_out: torch.Tensor) -> torch.Tensor:
+        if _act_of(getattr(self, "config", None), "hidden_act") not in _SILU:
+            return original(self, gate_up_out)
+        gate, up = gate_up_out.chunk(2, dim=-1)
+        return liger_swiglu(gate, up)
+
+    return _apply_gate
+
+
+# ----------------------------------------------------------------------------------------------------
+# Targets: what one option replaces
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Function:
+    """A function of the modeling module, replaced by ``make(original)``."""
+
+    name: str
+    make: Callable[[Callable], Callable] = _rope
+    liger: str = "liger_rotary_pos_emb"
+
+    def describe(self) -> str:
+        return f"function {self.name} -> {self.liger}"
+
+
+@dataclass(frozen=True)
+class Norm:
+    """The modeling module's RMSNorm class, replaced by a ``LigerRMSNorm`` subclass."""
+
+    name: str
+    offset: float = 0.0
+    casting_mode: str = "llama"
+    init_fn: str = "ones"
+
+    def describe(self) -> str:
+        return (
+            f"class {self.name} -> LigerRMSNorm(offset={self.offset}, casting_mode={self.casting_mode!r}, "
+            f"init_fn={self.init_fn!r})"
+        )
+
+    def make(self, original: type) -> type:
+        liger_rms_norm = _liger("LigerRMSNorm")
+        spec = self
+
+        def __init__(self, hidden_size: int, eps: float = 1e-6) -> None:
+            liger_rms_norm.__init__(
+                self,
+                hidden_size,
+                eps=eps,
+                offset=spec.offset,
+                casting_mode=spec.casting_mode,
+                init_fn=spec.init_fn,
+            )
+
+        return _subclass(original, liger_rms_norm, {"__init__": __init__})
+
+    @staticmethod
+    def constructor_args(module: nn.Module) -> tuple[tuple, dict]:
+        eps = getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6))
+        return (module.weight.shape[0],), {"eps": eps}
+
+    @staticmethod
+    def supports(module: nn.Module) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class GatedMLP:
+    """An MLP class with gate_proj/up_proj/down_proj, replaced by a subclass of a Liger MLP.
+
+    Used for a config only when the Liger MLP accepts it (its activation, read from ``config.act_attr``
+    like the Hugging Face class does, is one the kernel computes); otherwise the original class is built
+    (class patching) or the module is left alone (instance patching), with a warning.
+    """
+
+    name: str
+    liger: str
+    act_attr: str = "hidden_act"
+
+    def describe(self) -> str:
+        return f"class {self.name} -> {self.liger} (activation from config.{self.act_attr})"
+
+    def unsupported_reason(self, config: Any) -> str | None:
+        """None when the Liger MLP can stand in for this config, else why not."""
+        try:
+            with torch.device("meta"):  # builds no real weights; the Liger class validates the config
+                _liger(self.liger)(config)
+        except (ValueError, TypeError, AttributeError) as exc:
+            return str(exc)
+        return None
+
+    def make(self, original: type) -> type:
+        liger_mlp = _liger(self.liger)
+        spec = self
+
+        def __new__(cls, config, *args, **kwargs):
+            reason = spec.unsupported_reason(config)
+            if reason is not None:
+                logger.warning("liger_kernel: %s keeps %s: %s", original.__name__, original.__name__, reason)
+                return original(config, *args, **kwargs)
+            return nn.Module.__new__(cls)
+
+        return _subclass(original, liger_mlp, {"__new__": __new__})
+
+    @staticmethod
+    def constructor_args(module: nn.Module) -> tuple[tuple, dict]:
+        return (module.config,), {}
+
+    def supports(self, module: nn.Module) -> bool:
+        return self.unsupported_reason(getattr(module, "config", None)) is None
+
+
+@dataclass(frozen=True)
+class Method:
+    """One method of a modeling class, replaced by ``make(original)`` (``description`` says with what)."""
+
+    cls: str
+    method: str
+    make: Callable[[Callable], Callable]
+    description: str
+
+    def describe(self) -> str:
+        return f"method {self.cls}.{self.method} -> {self.description}"
+
+
+@dataclass(frozen=True)
+class CausalLMForward:
+    """``XForCausalLM.forward`` -> the shared forward computing the fused linear cross entropy."""
+
+    logit_softcap_attr: str | None = None
+    load_balancing_loss: str | None = None  # name of the modeling module's MoE aux-loss function
+
+    def describe(self, spec: ModelSpec) -> str:
+        extras = []
+        if self.logit_softcap_attr:
+            extras.append(f"soft-cap from config.{self.logit_softcap_attr}")
+        if self.load_balancing_loss:
+            extras.append(f"plus {self.load_balancing_loss} aux loss")
+        suffix = f" ({', '.join(extras)})" if extras else ""
+        return f"method {spec.causal_lm}.forward -> liger_causal_lm_forward{suffix}"
+
+
+@dataclass(frozen=True)
+class LossFunction:
+    """The class's ``loss_function`` (through ``_loss_function``) -> ``liger_for_causal_lm_loss``."""
+
+    def describe(self, spec: ModelSpec) -> str:
+        return f"{spec.causal_lm}.loss_function -> liger_for_causal_lm_loss (liger_cross_entropy)"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything that differs between supported models."""
+
+    model_type: str
+    module: str
+    causal_lm: str
+    rms_norm: Norm
+    mlp_option: str  # "swiglu" or "geglu"
+    mlp: GatedMLP | Method
+    rope: Function = Function("apply_rotary_pos_emb")
+    forward: CausalLMForward = CausalLMForward()
+    doc_name: str = ""
+    loss: LossFunction = field(default_factory=LossFunction)
+
+    def option_defaults(self) -> dict[str, bool]:
+        return {
+            "rope": True,
+            "cross_entropy": False,
+            "fused_linear_cross_entropy": True,
+            "rms_norm": True,
+            self.mlp_option: True,
+        }
+
+    def targets(self, option: str) -> tuple:
+        return {
+            "rope": (self.rope,),
+            "rms_norm": (self.rms_norm,),
+            self.mlp_option: (self.mlp,),
+            "fused_linear_cross_entropy": (self.forward,),
+            "cross_entropy": (self.loss,),
+        }[option]
+
+    def modeling(self) -> types.ModuleType:
+        return importlib.import_module(self.module)
+
+
+def _tf(name: str) -> str:
+    return f"transformers.models.{name}.modeling_{name}"
+
+
+# ----------------------------------------------------------------------------------------------------
+# The table
+# ----------------------------------------------------------------------------------------------------
+
+_GEMMA_NORM = {"offset": 1.0, "casting_mode": "gemma", "init_fn": "zeros"}
+
+MODEL_SPECS: dict[str, ModelSpec] = {
+    spec.model_type: spec
+    for spec in (
+        ModelSpec(
+            "llama",
+            _tf("llama"),
+            "LlamaForCausalLM",
+            rms_norm=Norm("LlamaRMSNorm"),
+            mlp_option="swiglu",
+            mlp=GatedMLP("LlamaMLP", "LigerSwiGLUMLP"),
+            doc_name="Llama (2, 3, 3.x)",
+        ),
+        ModelSpec(
+            "mistral",
+            _tf("mistral"),
+            "MistralForCausalLM",
+            rms_norm=Norm("MistralRMSNorm"),
+            mlp_option="swiglu",
+            mlp=GatedMLP("MistralMLP", "LigerSwiGLUMLP"),
+            doc_name="Mistral",
+        ),
+        ModelSpec(
+            "mixtral",
+            _tf("mixtral"),
+            "MixtralForCausalLM",
+            rms_norm=Norm("MixtralRMSNorm"),
+            mlp_option="swiglu",
+            mlp=Method(
+                "MixtralExperts",
+                "_apply_gate",
+                _experts_apply_gate,
+                "liger_swiglu on the gate_up halves (grouped_mm / batched_mm experts; eager experts unchanged)",
+            ),
+            forward=CausalLMForward(load_balancing_loss="load_balancing_loss_func"),
+            doc_name="Mixtral",
+        ),
+        ModelSpec(
+            "gemma",
+            _tf("gemma"),
+            "GemmaForCausalLM",
+            rms_norm=Norm("GemmaRMSNorm", **_GEMMA_NORM),
+            mlp_option="geglu",
+            mlp=GatedMLP("GemmaMLP", "LigerGEGLUMLP", "hidden_act"),
+            doc_name="Gemma",
+        ),
+        ModelSpec(
+            "gemma2",
+            _tf("gemma2"),
+            "Gemma2ForCausalLM",
+            rms_norm=Norm("Gemma2RMSNorm", **_GEMMA_NORM),
+            mlp_option="geglu",
+            mlp=GatedMLP("Gemma2MLP", "LigerGEGLUMLP", "hidden_activation"),
+            forward=CausalLMForward(logit_softcap_attr="final_logit_softcapping"),
+            doc_name="Gemma 2",
+        ),
+        ModelSpec(
+            "qwen2",
+            _tf("qwen2"),
+            "Qwen2ForCausalLM",
+            rms_norm=Norm("Qwen2RMSNorm"),
+            mlp_option="swiglu",
+            mlp=GatedMLP("Qwen2MLP", "LigerSwiGLUMLP"),
+            doc_name="Qwen2 (and Qwen2.5)",
+        ),
+        ModelSpec(
+            "phi3",
+            _tf("phi3"),
+            "Phi3ForCausalLM",
+            rms_norm=Norm("Phi3RMSNorm"),
+            mlp_option="swiglu",
+            mlp=Method(
+                "Phi3MLP",
+                "forward",
+                _fused_gate_up_mlp_forward,
+                "liger_swiglu on the two halves of gate_up_proj (when config.hidden_act is silu)",
+            ),
+            doc_name="Phi-3 (and Phi-3.5)",
+        ),
+    )
+}
+
+
+def describe(model_type: str) -> dict[str, list[str]]:
+    """What each option of ``apply_liger_kernel_to_<model_type>`` replaces, in words."""
+    spec = _spec(model_type)
+    out = {}
+    for option in spec.option_defaults():
+        lines = []
+        for target in spec.targets(option):
+            text = (
+                target.describe(spec)
+                if isinstance(target, (CausalLMForward, LossFunction))
+                else target.describe()
+            )
+            lines.append(f"{spec.module.rsplit('.', 1)[-1]}: {text}")
+        out[option] = lines
+    return out
+
+
+def _spec(model_type: str) -> ModelSpec:
+    try:
+        return MODEL_SPECS[model_type]
+    except KeyError:
+        raise ValueError(
+            f"Liger Kernel does not support model type {model_type!r}; supported model types: "
+            f"{', '.join(sorted(MODEL_SPECS))}"
+        ) from None
+
+
+# ----------------------------------------------------------------------------------------------------
+# The mechanism: patched attributes with their originals and holders
+# ----------------------------------------------------------------------------------------------------
+
+_MISSING = object()
+
+
+@dataclass
+class _Patched:
+    owner: Any  # a module or a class
+    attr: str
+    raw_original: Any  # owner.__dict__[attr] before patching, or _MISSING when it was inherited/absent
+    holders: set = field(default_factory=set)
+
+
+# (id(owner), attr) -> _Patched. Owners are modeling modules and their classes, alive for the process.
+_PATCHED: dict[tuple[int, str], _Patched] = {}
+# (id(owner), attr, id(original)) -> replacement, so a replacement class keeps one identity.
+_REPLACEMENTS: dict[tuple[int, str, int], Any] = {}
+_CLASS_HOLDER = "apply_liger_kernel_to_<model_type>()"
+
+
+def _subclass(original: type, base: type, namespace: dict) -> type:
+    name = f"Liger{original.__name__}"
+    namespace = {"__module__": __name__, "__qualname__": name, **namespace}
+    return type(name, (base,), namespace)
+
+
+def _original(owner: Any, attr: str) -> Any:
+    """The value ``owner.attr`` had before Liger patched it (the current value if it is not patched)."""
+    patched = _PATCHED.get((id(owner), attr))
+    if patched is None:
+        return getattr(owner, attr, None)
+    if patched.raw_original is _MISSING:  # inherited (or absent): look past the owner itself
+        for base in getattr(owner, "__mro__", ())[1:]:
+            if attr in base.__dict__:
+                return getattr(base, attr)
+        return None
+    raw = patched.raw_original
+    return raw.__func__ if isinstance(raw, (staticmethod, classmethod)) else raw
+
+
+def _replacement(owner: Any, attr: str, make: Callable[[Any], Any]) -> Any:
+    original = _original(owner, attr)
+    key = (id(owner), attr, id(original))
+    if key not in _REPLACEMENTS:
+        _REPLACEMENTS[key] = make(original)
+    return _REPLACEMENTS[key]
+
+
+def _hold(owner: Any, attr: str, make: Callable[[Any], Any], holder: Any) -> None:
+    """Set ``owner.attr`` to its Liger replacement (once) and record ``holder`` as one of its users."""
+    key = (id(owner), attr)
+    patched = _PATCHED.get(key)
+    if patched is None:
+        replacement = _replacement(owner, attr, make)
+        raw = owner.__dict__.get(attr, _MISSING)
+        patched = _PATCHED[key] = _Patched(owner, attr, raw)
+        setattr(owner, attr, replacement)
+        logger.debug("liger_kernel: patched %s.%s", getattr(owner, "__name__", owner), attr)
+    patched.holders.add(holder)
+
+
+def _restore(patched: _Patched) -> None:
+    if patched.raw_original is _MISSING:
+        delattr(patched.owner, patched.attr)
+    else:
+        setattr(patched.owner, patched.attr, patched.raw_original)
+    del _PATCHED[(id(patched.owner), patched.attr)]
+    logger.debug(
+        "liger_kernel: restored %s.%s", getattr(patched.owner, "__name__", patched.owner), patched.attr
+    )
+
+
+def _release(holder: Any) -> None:
+    """Drop ``holder`` from every patch; restore the ones nobody holds any more."""
+    for patched in list(_PATCHED.values()):
+        patched.holders.discard(holder)
+        if not patched.holders:
+            _restore(patched)
+
+
+def _owners(spec: ModelSpec) -> set[int]:
+    modeling = spec.modeling()
+    return {id(modeling)} | {id(obj) for obj in vars(modeling).values() if isinstance(obj, type)}
+
+
+def _class_patches(spec: ModelSpec, option: str) -> Iterator[tuple[Any, str, Callable[[Any], Any]]]:
+    """(owner, attribute, make) for every attribute that ``option`` sets in class mode."""
+    modeling = spec.modeling()
+    for target in spec.targets(option):
+        if isinstance(target, (Function, Norm, GatedMLP)):
+            if not hasattr(modeling, target.name):
+                logger.warning("liger_kernel: %s has no %s; not patched", spec.module, target.name)
+                continue
+            yield modeling, target.name, target.make
+        elif isinstance(target, Method):
+            cls = getattr(modeling, target.cls, None)
+            if cls is None or not hasattr(cls, target.method):
+                logger.warning(
+                    "liger_kernel: %s has no %s.%s; not patched", spec.module, target.cls, target.method
+                )
+                continue
+            yield cls, target.method, target.make
+        elif isinstance(target, CausalLMForward):
+            yield getattr(modeling, spec.causal_lm), "forward", _forward_maker(spec)
+        elif isinstance(target, LossFunction):
+            yield (
+                getattr(modeling, spec.causal_lm),
+                "_loss_function",
+                lambda _: staticmethod(liger_for_causal_lm_loss),
+            )
+
+
+def _forward_maker(spec: ModelSpec) -> Callable[[Callable], Callable]:
+    def make(original: Callable) -> Callable:
+        aux = spec.forward.load_balancing_loss
+        return liger_causal_lm_forward(
+            original,
+            logit_softcap_attr=spec.forward.logit_softcap_attr,
+            load_balancing_loss=getattr(spec.modeling(), aux) if aux else None,
+        )
+
+    return make
+
+
+def _check_options(spec: ModelSpec, options: dict[str, bool]) -> None:
+    unknown = set(options) - set(spec.option_defaults())
+    if unknown:
+        raise TypeError(
+            f"apply_liger_kernel_to_{spec.model_type}() got unexpected options {sorted(unknown)}; "
+            f"its options are {list(spec.option_defaults())}"
+        )
+    if options.get("cross_entropy") and options.get("fused_linear_cross_entropy"):
+        raise ValueError(
+            "cross_entropy and fused_linear_cross_entropy cannot both be True: the fused loss never "
+            "materializes the logits that cross_entropy would be applied to; choose one"
+        )
+
+
+def _apply_to_classes(spec: ModelSpec, options: dict[str, bool], holder: Any) -> None:
+    for option, enabled in options.items():
+        if enabled:
+            for owner, attr, make in _class_patches(spec, option):
+                _hold(owner, attr, make, holder)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Instance patching
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _InstanceRecord:
+    swapped: list = field(default_factory=list)  # (module, original class, names of attributes added)
+    attrs: list = field(default_factory=list)  # (name, previous value or _MISSING) set on the model
+    holder: Any = None
+
+
+_INSTANCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _swap_class(module: nn.Module, new_cls: type, constructor_args: Callable | None) -> list[str]:
+    """Make ``module`` an instance of ``new_cls`` in place; returns the attributes that had to be added."""
+    added: list[str] = []
+    if not issubclass(new_cls, type(module)):
+        # An unrelated class (LigerRMSNorm for LlamaRMSNorm): build one on the meta device to learn the
+        # plain attributes its forward needs, and check it holds the same parameters.
+        args, kwargs = constructor_args(module)
+        with torch.device("meta"):
+            fresh = new_cls(*args, **kwargs)
+        ours = {n: tuple(p.shape) for n, p in module.named_parameters()}
+        theirs = {n: tuple(p.shape) for n, p in fresh.named_parameters()}
+        if ours != theirs:
+            raise RuntimeError(
+                f"liger_kernel: cannot patch {type(module).__name__} in place: its parameters {ours} differ "
+                f"from {new_cls.__name__}'s {theirs}"
+            )
+        for name, value in fresh.__dict__.items():
+            if name not in module.__dict__:
+                module.__dict__[name] = value
+                added.append(name)
+    module.__class__ = new_cls
+    return added
+
+
+def _apply_to_instance(spec: ModelSpec, model: nn.Module, options: dict[str, bool]) -> None:
+    modeling = spec.modeling()
+    record = _INSTANCES.get(model)
+    if record is None:
+        record = _INSTANCES[model] = _InstanceRecord(holder=object())
+        # A model dropped without unpatch() lets go of its module-level patches (RoPE) when collected.
+        weakref.finalize(model, _release, record.holder)
+    for option, enabled in options.items():
+        if not enabled:
+            continue
+        for target in spec.targets(option):
+            if isinstance(target, Function):
+                # Called as a module global by the attention layers: there is no per-instance hook.
+                if hasattr(modeling, target.name):
+                    _hold(modeling, target.name, target.make, record.holder)
+            elif isinstance(target, (Norm, GatedMLP, Method)):
+                _swap_submodules(spec, model, target, record)
+            elif isinstance(target, CausalLMForward):
+                _set_instance_attr(spec, model, "forward", record)
+            elif isinstance(target, LossFunction):
+                _set_instance_attr(spec, model, "_loss_function", record)
+
+
+def _swap_submodules(spec: ModelSpec, model: nn.Module, target: Any, record: _InstanceRecord) -> None:
+    modeling = spec.modeling()
+    if isinstance(target, Method):
+        original_cls = getattr(modeling, target.cls, None)
+        if original_cls is None or not hasattr(original_cls, target.method):
+            logger.warning(
+                "liger_kernel: %s has no %s.%s; not patched", spec.module, target.cls, target.method
+            )
+            return
+        method = _replacement(original_cls, target.method, target.make)
+        new_cls = _REPLACEMENTS.setdefault(
+            (id(original_cls), f"subclass:{target.method}", id(method)),
+            _subclass(original_cls, original_cls, {target.method: method}),
+        )
+        constructor_args = None
+    else:
+        if not hasattr(modeling, target.name):
+            logger.warning("liger_kernel: %s has no %s; not patched", spec.module, target.name)
+            return
+        original_cls = _original(modeling, target.name)
+        new_cls = _replacement(modeling, target.name, target.make)
+        constructor_args = target.constructor_args
+    for module in model.modules():
+        if type(module) is not original_cls:  # exact: already swapped (or built patched) modules are skipped
+            continue
+        if not isinstance(target, Method) and not target.supports(module):
+            logger.warning(
+                "liger_kernel: %s of this model is not patched: %s", type(module).__name__, target.describe()
+            )
+            continue
+        added = _swap_class(module, new_cls, constructor_args)
+        record.swapped.append((module, original_cls, added))
+
+
+def _set_instance_attr(spec: ModelSpec, model: nn.Module, name: str, record: _InstanceRecord) -> None:
+    causal_lm = getattr(spec.modeling(), spec.causal_lm)
+    if not isinstance(model, causal_lm):
+        logger.debug(
+            "liger_kernel: %s is not a %s; its loss is not patched", type(model).__name__, spec.causal_lm
+        )
+        return
+    if name == "forward":
+        current = model.__dict__.get("forward", type(model).forward)
+        if is_liger_forward(current):
+            return
+        if type(model).forward is not _original(causal_lm, "forward") and not is_liger_forward(
+            type(model).forward
+        ):
+            logger.warning(
+                "liger_kernel: %s overrides forward; the fused linear cross entropy is not applied to it",
+                type(model).__name__,
+            )
+            return
+        value = types.MethodType(_forward_maker(spec)(_original(causal_lm, "forward")), model)
+    else:
+        if model.__dict__.get(name) is liger_for_causal_lm_loss:
+            return
+        value = liger_for_causal_lm_loss
+    record.attrs.append((name, model.__dict__.get(name, _MISSING)))
+    model.__dict__[name] = value
+
+
+def _unpatch_instance(model: nn.Module) -> None:
+    record = _INSTANCES.pop(model, None)
+    if record is None:
+        return
+    for module, original_cls, added in reversed(record.swapped):
+        module.__class__ = original_cls
+        for name in added:
+            module.__dict__.pop(name, None)
+    for name, previous in reversed(record.attrs):
+        if previous is _MISSING:
+            model.__dict__.pop(name, None)
+        else:
+            model.__dict__[name] = previous
+    _release(record.holder)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Public API
+# ----------------------------------------------------------------------------------------------------
+
+
+def apply_liger_kernel(model_type: str, model: nn.Module | None = None, **options: bool) -> None:
+    """Apply Liger kernels to ``model_type``'s classes (``model=None``) or to one model in place.
+
+    Options not given take the model type's defaults (see ``describe(model_type)``).
+    """
+    spec = _spec(model_type)
+    _check_options(spec, options)
+    options = {**spec.option_defaults(), **options}
+    _check_options(spec, options)
+    if model is None:
+        _apply_to_classes(spec, options, _CLASS_HOLDER)
+    else:
+        _apply_to_instance(spec, model, options)
+
+
+def unpatch(target: str | nn.Module | None = None) -> None:
+    """Undo Liger patches, restoring the original attributes exactly.
+
+    ``target`` a model type: restore that type's modeling module and classes (every holder let go;
+    instances patched in place keep their swapped submodules). A model: undo ``apply(model=...)`` on it
+    (and its hold on module-level patches). None: everything.
+    """
+    if target is None:
+        for model in list(_INSTANCES.keys()):
+            _unpatch_instance(model)
+        for patched in list(_PATCHED.values()):
+            _restore(patched)
+    elif isinstance(target, str):
+        owners = _owners(_spec(target))
+        for patched in list(_PATCHED.values()):
+            if id(patched.owner) in owners:
+                _restore(patched)
+    else:
+        _unpatch_instance(target)
+
+
+@contextlib.contextmanager
+def liger_patched(model_type: str, model: nn.Module | None = None, **options: bool) -> Iterator[None]:
+    """``with liger_patched("llama", swiglu=False): ...`` applies Liger for the block and undoes it after.
+
+    Without ``model``, models built in the block use Liger (run their training in the block too: the
+    forward and RoPE revert at exit). With ``model``, that model is patched in place for the block.
+    """
+    spec = _spec(model_type)
+    _check_options(spec, options)
+    options = {**spec.option_defaults(), **options}
+    _check_options(spec, options)
+    if model is not None:
+        already = model in _INSTANCES
+        _apply_to_instance(spec, model, options)
+        try:
+            yield
+        finally:
+            if not already:
+                _unpatch_instance(model)
+        return
+    holder = object()
+    try:
+        _apply_to_classes(spec, options, holder)
+        yield
+    finally:
+        _release(holder)
+
+
+def _make_apply(model_type: str) -> Callable[..., None]:
+    spec = MODEL_SPECS[model_type]
+    params = [
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation="bool")
+        for name, default in spec.option_defaults().items()
+    ]
+    params.append(inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None))
+    signature = inspect.Signature(params, return_annotation=None)
+
+    def apply(*args: Any, **kwargs: Any) -> None:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        options = dict(bound.arguments)
+        model = options.pop("model")
+        apply_liger_kernel(model_type, model=model, **options)
+
+    lines = [
+        f"Apply Liger kernels to {spec.doc_name} models ({spec.module}).",
+        "",
+        "Before a model is built (``model=None``) the modeling module's classes and functions are patched;",
+        "with ``model=`` that model is patched in place. Undo with ``revert_liger_kernel_to_"
+        f"{model_type}()`` / ``unpatch(model)``. Options:",
+    ]
+    for option, replaced in describe(model_type).items():
+        lines.append(f"    {option} (default {spec.option_defaults()[option]}): " + "; ".join(replaced))
+    lines.append("cross_entropy and fused_linear_cross_entropy cannot both be True.")
+    apply.__signature__ = signature
+    apply.__name__ = apply.__qualname__ = f"apply_liger_kernel_to_{model_type}"
+    apply.__doc__ = "\n".join(lines)
+    apply.__module__ = __name__
+    return apply
+
+
+def _make_revert(model_type: str) -> Callable[[], None]:
+    def revert() -> None:
+        unpatch(model_type)
+
+    revert.__name__ = revert.__qualname__ = f"revert_liger_kernel_to_{model_type}"
+    revert.__doc__ = f"Restore {MODEL_SPECS[model_type].module} exactly as it was before Liger patched it."
+    revert.__module__ = __name__
+    return revert
+
+
+apply_liger_kernel_to_llama = _make_apply("llama")
+apply_liger_kernel_to_mistral = _make_apply("mistral")
+apply_liger_kernel_to_mixtral = _make_apply("mixtral")
+apply_liger_kernel_to_gemma = _make_apply("gemma")
+apply_liger_kernel_to_gemma2 = _make_apply("gemma2")
+apply_liger_kernel_to_qwen2 = _make_apply("qwen2")
+apply_liger_kernel_to_phi3 = _make_apply("phi3")
+
+revert_liger_kernel_to_llama = _make_revert("llama")
+revert_liger_kernel_to_mistral = _make_revert("mistral")
+revert_liger_kernel_to_mixtral = _make_revert("mixtral")
+revert_liger_kernel_to_gemma = _make_revert("gemma")
+revert_liger_kernel_to_gemma2 = _make_revert("gemma2")
+revert_liger_kernel_to_qwen2 = _make_revert("qwen2")
+revert_liger_kernel_to_phi3 = _make_revert("phi3")
+
+MODEL_TYPE_TO_APPLY_LIGER_FN: dict[str, Callable[..., None]] = {
+    "llama": apply_liger_kernel_to_llama,
+    "mistral": apply_liger_kernel_to_mistral,
+    "mixtral": apply_liger_kernel_to_mixtral,
+    "gemma": apply_liger_kernel_to_gemma,
+    "gemma2": apply_liger_kernel_to_gemma2,
+    "qwen2": apply_liger_kernel_to_qwen2,
+    "phi3": apply_liger_kernel_to_phi3,
+}
+assert set(MODEL_TYPE_TO_APPLY_LIGER_FN) == set(MODEL_SPECS)
+
+
+def _apply_liger_kernel_to_instance(model: nn.Module, **kwargs: Any) -> None:
+    """Patch ``model`` in place with the function for ``model.config.model_type``.
+
+    This is what Hugging Face's Trainer calls with ``use_liger_kernel=True`` (``liger_kernel_config``
+    as kwargs). Keyword arguments the model type's function does not take are dropped (logged at debug
+    level), since the Trainer passes one config for every model type.
+    """
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in MODEL_TYPE_TO_APPLY_LIGER_FN:
+        raise ValueError(
+            f"Liger Kernel does not support model type {model_type!r} ({type(model).__name__}); "
+            f"supported model types: {', '.join(sorted(MODEL_TYPE_TO_APPLY_LIGER_FN))}"
+        )
+    apply_fn = MODEL_TYPE_TO_APPLY_LIGER_FN[model_type]
+    accepted = set(inspect.signature(apply_fn).parameters) - {"model"}
+    dropped = sorted(set(kwargs) - accepted)
+    if dropped:
+        logger.debug("liger_kernel: %s does not take %s; ignored", apply_fn.__name__, dropped)
+    apply_fn(model=model, **{k: v for k, v in kwargs.items() if k in accepted})
+
+
+__all__ = [
+    "MODEL_SPECS",
+    "MODEL_TYPE_TO_APPLY_LIGER_FN",
+    "apply_liger_kernel",
+    "describe",
+    "liger_patched",
+    "unpatch",
+    "_apply_liger_kernel_to_instance",
+    *(f"apply_liger_kernel_to_{t}" for t in MODEL_SPECS),
+    *(f"revert_liger_kernel_to_{t}" for t in MODEL_SPECS),
+]

@@ -1,0 +1,395 @@
+"""Patching Hugging Face models with Liger kernels: same numbers as the original, exact undo.
+
+Each model type is checked both ways (classes patched before the model is built, an instance patched
+in place) against the unpatched Hugging Face model holding the same fp32 weights: the loss, the logits
+where they are returned and every parameter gradient by name. Undoing the patch must give back the
+original module attributes by identity and bit-identical outputs.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import inspect
+import logging
+from types import SimpleNamespace
+
+import _hf_tiny as T
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import liger_kernel.transformers as lt
+from liger_kernel.transformers import (
+    MODEL_TYPE_TO_APPLY_LIGER_FN,
+    LigerRMSNorm,
+    _apply_liger_kernel_to_instance,
+    liger_patched,
+    unpatch,
+)
+from liger_kernel.transformers.model.causal_lm import is_liger_forward
+from liger_kernel.transformers.model.loss_utils import liger_for_causal_lm_loss
+from liger_kernel.transformers.monkey_patch import MODEL_SPECS, apply_liger_kernel
+from liger_testing import assert_close
+
+SUPPORTED = "gemma, gemma2, llama, mistral, mixtral, phi3, qwen2"
+
+
+@functools.cache
+def _reference(model_type: str) -> SimpleNamespace:
+    """The unpatched model's weights, loss, gradients and eval logits on the test batch (computed once)."""
+    assert not _patched_attributes(model_type), "reference computed while patched"
+    model = T.build(model_type)
+    ids, mask, labels = T.batch()
+    out, grads = T.train_step(model, ids, mask, labels)
+    logits = T.eval_logits(model, ids, mask)
+    return SimpleNamespace(
+        state_dict={k: v.clone() for k, v in model.state_dict().items()},
+        keys=list(model.state_dict()),
+        batch=(ids, mask, labels),
+        loss=out.loss.detach(),
+        train_logits=out.logits.detach(),
+        grads=grads,
+        logits=logits,
+    )
+
+
+def _snapshot(model_type: str) -> dict[str, object]:
+    """Every attribute of the modeling module, and of the classes it defines, by identity."""
+    mod = T.modeling(model_type)
+    snap = {}
+    for name, value in vars(mod).items():
+        snap[name] = value
+        if isinstance(value, type) and value.__module__ == mod.__name__:
+            for attr, v in vars(value).items():
+                if not attr.endswith("_cached_value"):  # caches transformers fills in lazily
+                    snap[f"{name}.{attr}"] = v
+    return snap
+
+
+def _patched_attributes(model_type: str) -> list[str]:
+    """Names in the snapshot whose value came from liger_kernel."""
+    return [
+        k
+        for k, v in _snapshot(model_type).items()
+        if str(getattr(v, "__module__", "")).startswith("liger_kernel") or is_liger_forward(v)
+    ]
+
+
+def _assert_same_snapshot(after: dict, before: dict) -> None:
+    assert after.keys() == before.keys(), sorted(after.keys() ^ before.keys())
+    changed = [k for k in before if after[k] is not before[k]]
+    assert not changed, f"not restored: {changed}"
+
+
+def _assert_matches_reference(model_type: str, out, grads, logits=None) -> None:
+    ref = _reference(model_type)
+    assert_close(out.loss.detach(), ref.loss, msg=f"{model_type} loss")
+    assert_close(grads, ref.grads, msg=f"{model_type} grads")
+    if logits is not None:
+        assert_close(logits, ref.logits, msg=f"{model_type} eval logits")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Same numbers as Hugging Face, both ways of patching
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model_type", T.MODEL_TYPES)
+def test_class_patching_matches_hugging_face(model_type):
+    ref = _reference(model_type)
+    with liger_patched(model_type):
+        assert _patched_attributes(model_type)
+        model = T.build(model_type, ref.state_dict)
+        assert list(model.state_dict()) == ref.keys
+        assert any(isinstance(m, LigerRMSNorm) for m in model.modules())
+        out, grads = T.train_step(model, *ref.batch)
+        assert out.logits is None  # the fused loss never built them
+        logits = T.eval_logits(model, *ref.batch[:2])
+    _assert_matches_reference(model_type, out, grads, logits)
+    assert not _patched_attributes(model_type)
+
+
+@pytest.mark.parametrize("model_type", T.MODEL_TYPES)
+def test_instance_patching_matches_hugging_face_and_unpatch_restores_exactly(model_type):
+    ref = _reference(model_type)
+    model = T.build(model_type, ref.state_dict)
+    params = dict(model.named_parameters())
+    classes = {name: type(m) for name, m in model.named_modules()}
+
+    MODEL_TYPE_TO_APPLY_LIGER_FN[model_type](model=model)
+    assert type(model) is T.causal_lm_class(model_type)  # save_pretrained's architectures unchanged
+    assert list(model.state_dict()) == ref.keys
+    assert all(p is params[n] for n, p in model.named_parameters())  # same tensors, nothing reallocated
+    assert any(isinstance(m, LigerRMSNorm) for m in model.modules())
+    assert is_liger_forward(model.forward)
+    with liger_patched(model_type):  # the same replacement classes as class patching
+        built_patched = dict(T.build(model_type).named_modules())
+    swapped = dict(model.named_modules())  # (swapped MLPs keep HF's parameter-free act_fn child)
+    # (Method targets patch the class itself, the instance gets a subclass overriding that method)
+    assert all(issubclass(type(swapped[n]), type(m)) for n, m in built_patched.items())
+    # Gradients through each replacement class are checked by the class-patching test; here the
+    # swapped-in-place modules run forward (the fused loss in training, logits in eval), to keep the
+    # interpreter time down, except for two models whose norms differ (eps attribute, Gemma casting).
+    if model_type in ("llama", "gemma"):
+        out, grads = T.train_step(model, *ref.batch)
+    else:
+        model.train()
+        with torch.no_grad():
+            out, grads = model(*ref.batch[:2], labels=ref.batch[2]), ref.grads
+    assert out.logits is None
+    _assert_matches_reference(model_type, out, grads, T.eval_logits(model, *ref.batch[:2]))
+
+    unpatch(model)
+    assert {name: type(m) for name, m in model.named_modules()} == classes
+    assert "forward" not in vars(model)
+    assert not _patched_attributes(model_type)
+    out, grads = T.train_step(model, *ref.batch)
+    assert torch.equal(out.loss, ref.loss) and torch.equal(out.logits, ref.train_logits)
+    assert grads.keys() == ref.grads.keys()
+    assert all(torch.equal(grads[k], ref.grads[k]) for k in grads)
+    assert torch.equal(T.eval_logits(model, *ref.batch[:2]), ref.logits)
+
+
+@pytest.mark.parametrize("model_type", T.MODEL_TYPES)
+def test_revert_restores_the_modeling_module_exactly(model_type):
+    ref = _reference(model_type)
+    before = _snapshot(model_type)
+    apply_fn = MODEL_TYPE_TO_APPLY_LIGER_FN[model_type]
+    apply_fn()
+    patched = _snapshot(model_type)
+    apply_fn()  # twice: harmless
+    _assert_same_snapshot(_snapshot(model_type), patched)
+    getattr(lt, f"revert_liger_kernel_to_{model_type}")()
+    _assert_same_snapshot(_snapshot(model_type), before)
+
+    model = T.build(model_type, ref.state_dict)  # built after the revert: plain Hugging Face, bit for bit
+    assert not any(type(m).__module__.startswith("liger_kernel") for m in model.modules())
+    out, grads = T.train_step(model, *ref.batch)
+    assert torch.equal(out.loss, ref.loss)
+    assert all(torch.equal(grads[k], ref.grads[k]) for k in ref.grads)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Idempotence, scopes, errors
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_double_instance_patching_is_harmless():
+    ref = _reference("llama")
+    model = T.build("llama", ref.state_dict)
+    lt.apply_liger_kernel_to_llama(model=model)
+    first = {name: type(m) for name, m in model.named_modules()}
+    forward = model.forward
+    lt.apply_liger_kernel_to_llama(model=model)
+    _apply_liger_kernel_to_instance(model=model)
+    assert {name: type(m) for name, m in model.named_modules()} == first
+    assert model.forward == forward
+    assert model.forward.__func__.__liger_original__ is T.causal_lm_class("llama").forward  # not re-wrapped
+    unpatch(model)
+    assert not any(type(m).__module__.startswith("liger_kernel") for m in model.modules())
+    assert "forward" not in vars(model)
+    assert not _patched_attributes("llama")
+
+
+def test_scopes_nest_and_instances_keep_their_own_patches():
+    before = _snapshot("llama")
+    lt.apply_liger_kernel_to_llama()
+    patched = _snapshot("llama")
+    with liger_patched("llama", swiglu=False):
+        pass
+    _assert_same_snapshot(_snapshot("llama"), patched)  # the plain apply still holds every patch
+    with liger_patched("llama"):
+        model = T.build("llama")  # built patched: instance patching finds nothing left to swap
+    lt.apply_liger_kernel_to_llama(model=model)
+    unpatch(model)
+    _assert_same_snapshot(_snapshot("llama"), patched)
+    lt.revert_liger_kernel_to_llama()
+    _assert_same_snapshot(_snapshot("llama"), before)
+
+    # An instance's hold on the module-level RoPE outlives a scope that ends first.
+    instance = T.build("llama")
+    with liger_patched("llama"):
+        lt.apply_liger_kernel_to_llama(model=instance)
+    assert T.modeling("llama").apply_rotary_pos_emb is not before["apply_rotary_pos_emb"]
+    unpatch(instance)
+    _assert_same_snapshot(_snapshot("llama"), before)
+
+    # A patched model that is dropped without unpatch() lets go of the module-level RoPE when collected.
+    lt.apply_liger_kernel_to_llama(model=instance)
+    assert T.modeling("llama").apply_rotary_pos_emb is not before["apply_rotary_pos_emb"]
+    del instance
+    gc.collect()
+    _assert_same_snapshot(_snapshot("llama"), before)
+
+
+def test_only_requested_options_are_patched():
+    mod = T.modeling("llama")
+    before = _snapshot("llama")
+    with liger_patched("llama", rope=False, swiglu=False, fused_linear_cross_entropy=False):
+        assert mod.LlamaRMSNorm is not before["LlamaRMSNorm"]
+        assert mod.LlamaMLP is before["LlamaMLP"]
+        assert mod.apply_rotary_pos_emb is before["apply_rotary_pos_emb"]
+        assert mod.LlamaForCausalLM.forward is before["LlamaForCausalLM.forward"]
+    model = T.build("llama")
+    lt.apply_liger_kernel_to_llama(model=model, rope=False, rms_norm=False, fused_linear_cross_entropy=False)
+    assert type(model.model.layers[0].mlp).__name__ == "LigerLlamaMLP"
+    assert type(model.model.norm) is before["LlamaRMSNorm"]
+    assert mod.apply_rotary_pos_emb is before["apply_rotary_pos_emb"]
+    assert "forward" not in vars(model)
+
+
+def test_unsupported_model_type_lists_the_supported_ones():
+    class Other(nn.Module):
+        config = SimpleNamespace(model_type="gpt2")
+
+    with pytest.raises(ValueError, match=f"model type 'gpt2'.*supported model types: {SUPPORTED}"):
+        _apply_liger_kernel_to_instance(model=Other())
+    with pytest.raises(ValueError, match=f"supported model types: {SUPPORTED}"):
+        apply_liger_kernel("gpt2")
+    with pytest.raises(ValueError, match=f"supported model types: {SUPPORTED}"):
+        liger_patched("gpt2").__enter__()
+
+
+def test_both_cross_entropy_options_is_an_error():
+    model = T.build("llama")
+    with pytest.raises(ValueError, match="cross_entropy and fused_linear_cross_entropy cannot both be True"):
+        lt.apply_liger_kernel_to_llama(cross_entropy=True)
+    with pytest.raises(ValueError, match="cannot both be True"):
+        lt.apply_liger_kernel_to_llama(cross_entropy=True, fused_linear_cross_entropy=True, model=model)
+    with pytest.raises(TypeError):
+        lt.apply_liger_kernel_to_llama(geglu=True)
+    assert not _patched_attributes("llama")
+    assert not any(type(m).__module__.startswith("liger_kernel") for m in model.modules())
+
+
+def test_instance_entry_point_drops_options_the_model_type_does_not_take(caplog):
+    model = T.build("gemma")
+    with caplog.at_level(logging.DEBUG, logger="liger_kernel.transformers.monkey_patch"):
+        _apply_liger_kernel_to_instance(model=model, swiglu=True, geglu=False, rope=False, not_an_option=1)
+    assert "['not_an_option', 'swiglu']" in caplog.text
+    assert type(model.model.layers[0].mlp).__name__ == "GemmaMLP"  # geglu=False honoured
+    assert type(model.model.norm).__name__ == "LigerGemmaRMSNorm"
+    assert T.modeling("gemma").apply_rotary_pos_emb.__module__.startswith("transformers")
+
+
+def test_unsupported_activation_keeps_the_original_mlp(caplog):
+    config = T.tiny_config("llama", hidden_act="relu")
+    with liger_patched("llama"):
+        model = T.build("llama", config=config)
+    assert type(model.model.layers[0].mlp) is T.modeling("llama").LlamaMLP
+    assert isinstance(model.model.norm, LigerRMSNorm)
+    assert "hidden_act" in caplog.text
+    other = T.build("llama", config=config)
+    lt.apply_liger_kernel_to_llama(model=other)
+    assert type(other.model.layers[0].mlp) is T.modeling("llama").LlamaMLP
+
+
+def test_generated_functions_describe_the_table():
+    for model_type, spec in MODEL_SPECS.items():
+        fn = MODEL_TYPE_TO_APPLY_LIGER_FN[model_type]
+        params = inspect.signature(fn).parameters
+        assert list(params) == [*spec.option_defaults(), "model"]
+        assert params["fused_linear_cross_entropy"].default is True
+        assert params["cross_entropy"].default is False
+        assert spec.rms_norm.name in fn.__doc__ and spec.causal_lm in fn.__doc__
+    assert "offset=1.0, casting_mode='gemma', init_fn='zeros'" in lt.apply_liger_kernel_to_gemma2.__doc__
+    assert "final_logit_softcapping" in lt.apply_liger_kernel_to_gemma2.__doc__
+    assert "geglu" in inspect.signature(lt.apply_liger_kernel_to_gemma).parameters
+
+
+# ----------------------------------------------------------------------------------------------------
+# The causal-LM forward: loss kwargs, logits_to_keep, skip_logits, the other loss option
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_num_items_in_batch_gives_the_hugging_face_loss():
+    ref = _reference("llama")
+    n = torch.tensor(23)  # e.g. the token count of a whole gradient-accumulation step
+    plain = T.build("llama", ref.state_dict)
+    expected, expected_grads = T.train_step(plain, *ref.batch, num_items_in_batch=n)
+    model = T.build("llama", ref.state_dict)
+    lt.apply_liger_kernel_to_llama(model=model, rope=False, rms_norm=False, swiglu=False)
+    out, grads = T.train_step(model, *ref.batch, num_items_in_batch=n)
+    assert out.logits is None
+    assert_close(out.loss.detach(), expected.loss.detach())
+    assert_close(grads, expected_grads)
+
+
+def test_logits_to_keep():
+    ref = _reference("llama")
+    ids, mask, labels = ref.batch
+    model = T.build("llama", ref.state_dict)
+    lt.apply_liger_kernel_to_llama(model=model, rope=False, rms_norm=False, swiglu=False)  # the loss only
+    assert_close(T.eval_logits(model, ids, mask, logits_to_keep=3), ref.logits[:, -3:])
+
+    # Fused: each kept position is scored against its next token, as with the kept logits.
+    model.train()
+    shifted = F.pad(labels, (0, 1), value=-100)[:, 1:]
+    for keep, positions in ((3, slice(-3, None)), (torch.tensor([1, 4, 6]), torch.tensor([1, 4, 6]))):
+        with torch.no_grad():
+            out = model(input_ids=ids, attention_mask=mask, labels=labels, logits_to_keep=keep)
+        kept_logits = ref.logits[:, positions].reshape(-1, T.VOCAB)
+        assert_close(out.loss, F.cross_entropy(kept_logits, shifted[:, positions].reshape(-1)))
+
+
+def test_skip_logits_and_eval_mode():
+    ref = _reference("llama")
+    ids, mask, labels = ref.batch
+    model = T.build("llama", ref.state_dict)
+    lt.apply_liger_kernel_to_llama(model=model, rope=False, rms_norm=False, swiglu=False)
+    plain = T.build("llama", ref.state_dict).eval()
+    model.eval()
+    with torch.no_grad():
+        expected = plain(input_ids=ids, attention_mask=mask, labels=labels)
+        # eval with labels: logits and Hugging Face's loss, through the original forward
+        out = model(input_ids=ids, attention_mask=mask, labels=labels)
+        assert torch.equal(out.logits, expected.logits) and torch.equal(out.loss, expected.loss)
+        # what the Trainer passes in loss-only evaluation
+        out = model(input_ids=ids, attention_mask=mask, labels=labels, skip_logits=True)
+        assert out.logits is None
+        assert_close(out.loss, expected.loss)
+        with pytest.raises(ValueError, match="skip_logits=True needs labels"):
+            model(input_ids=ids, attention_mask=mask, skip_logits=True)
+    out, _ = T.train_step(model, ids, mask, labels, skip_logits=False)
+    assert_close(out.logits.detach(), ref.train_logits)
+    out = model(ids, mask, None, None, None, labels, return_dict=False)  # positional, tuple output
+    assert isinstance(out, tuple) and out[0].ndim == 0
+    assert_close(out[0].detach(), ref.loss)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gemma2"])
+def test_cross_entropy_option(model_type):
+    ref = _reference(model_type)
+    options = {"rope": False, "rms_norm": False, "cross_entropy": True, "fused_linear_cross_entropy": False}
+    options["geglu" if model_type == "gemma2" else "swiglu"] = False
+    with liger_patched(model_type, **options):
+        model = T.build(model_type, ref.state_dict)
+        assert model.loss_function is liger_for_causal_lm_loss
+        out, grads = T.train_step(model, *ref.batch)
+    assert_close(out.logits.detach(), ref.train_logits)
+    _assert_matches_reference(model_type, out, grads)
+    assert model.loss_function is not liger_for_causal_lm_loss  # reverted with the class
+
+    model = T.build(model_type, ref.state_dict)
+    MODEL_TYPE_TO_APPLY_LIGER_FN[model_type](model=model, **options)
+    assert model.loss_function is liger_for_causal_lm_loss
+    out, grads = T.train_step(model, *ref.batch)
+    _assert_matches_reference(model_type, out, grads)
+    unpatch(model)
+    assert "_loss_function" not in vars(model)
+
+
+def test_mixtral_router_aux_loss_is_added():
+    config = T.tiny_config("mixtral", output_router_logits=True, router_aux_loss_coef=0.5)
+    plain = T.build("mixtral", config=config)
+    ids, mask, labels = T.batch()
+    expected, expected_grads = T.train_step(plain, ids, mask, labels)
+    model = T.build("mixtral", plain.state_dict(), config=config)
+    lt.apply_liger_kernel_to_mixtral(model=model, rope=False, rms_norm=False, swiglu=False)
+    out, grads = T.train_step(model, ids, mask, labels)
+    assert out.logits is None and out.aux_loss is not None
+    assert_close(out.aux_loss.detach(), expected.aux_loss.detach())
+    assert_close(out.loss.detach(), expected.loss.detach())
+    assert_close(grads, expected_grads)
