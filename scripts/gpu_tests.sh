@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Run the test suite on a GPU machine where the package is not installed (the device tool's copy of
+# the tree): load the liger_testing plugin by name and put the tree on PYTHONPATH. Logs go to $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+out=${OUT:-/tmp}
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)"
+python3 -m pytest -p liger_testing.pytest_plugin -p no:cacheprovider -q -n "${WORKERS:-8}" \
+    --junitxml="$out/junit.xml" "$@" 2>&1 | tee "$out/tests.log" | tail -40
