@@ -3,9 +3,16 @@
 # the tree): load the liger_testing plugin by name and put the tree on PYTHONPATH. Logs go to $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1
 out=${OUT:-/tmp}
+# Installed (no deps, no network) so that the pytest11 entry point and the distribution's version are
+# there, as for a user; falls back to loading the plugin from the tree.
+plugin=()
+if ! python3 -m pip install -q --no-deps --no-build-isolation -e . >"$out/pip.log" 2>&1; then
+    export PYTHONPATH=$PWD
+    plugin=(-p liger_testing.pytest_plugin)
+fi
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)"
-python3 -m pytest -p liger_testing.pytest_plugin -p no:cacheprovider -q -n "${WORKERS:-8}" \
+python3 -m pytest "${plugin[@]}" -p no:cacheprovider -q -n "${WORKERS:-8}" \
     --junitxml="$out/junit.xml" "$@" 2>&1 | tee "$out/tests.log" | tail -40

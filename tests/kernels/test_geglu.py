@@ -122,9 +122,9 @@ def test_other_names_of_the_same_functions(device, seed, act):
 
 
 def test_gemma_config_gelu_means_tanh_like_gemma_mlp(device, seed):
-    """GemmaConfig rewrites hidden_act="gelu" to the tanh approximation; the module follows it."""
+    """Whatever the installed GemmaConfig makes of hidden_act="gelu" (transformers 5.24 rewrites it to
+    the tanh approximation, 5.17 keeps exact GELU), the module computes what GemmaMLP computes."""
     config = GemmaConfig(hidden_size=16, intermediate_size=40, hidden_act="gelu", **_TINY)
-    assert LigerGEGLUMLP(config).activation == "gelu_tanh"
     r = run_mlp(config, torch.randn(4, 16, device=device), torch.float32)
     assert_mlp_close(r, torch.float32)
 

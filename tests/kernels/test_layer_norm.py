@@ -66,7 +66,10 @@ def run_all(x, weight, bias, *, weight_grad=True, bias_grad=True):
 @pytest.mark.parametrize("has_bias", [True, False])
 @given(
     shape=lst.shapes(min_dims=1, max_dims=2, max_side=5),
-    hidden=lst.dims(max_value=600),
+    # hidden 1 and 2 are left out: there x_hat is fixed (0, or ±1) whatever x is, so dx is exactly 0
+    # and any fp32 kernel (with FMA contraction on the GPU) leaves rounding residue of order
+    # eps32 * rstd * |dy * w|, which no bound relative to the (zero) result can admit.
+    hidden=lst.dims(min_value=3, max_value=600),
     dtype=lst.dtypes(),
     data=st.data(),
 )
@@ -158,7 +161,12 @@ def test_fp32_parameters_bf16_input_like_torch(device, seed):
             m.load_state_dict(ref.state_dict())
             m = m.to(device=device, dtype=torch.float64)
         xi = x.clone().to(m.weight.dtype if name == "golden" else x.dtype).requires_grad_()
-        y = m(xi)
+        if name == "ref" and device == "cuda":
+            # torch's CUDA kernel rejects bf16 input with fp32 parameters; its CPU semantics are
+            # fp32 math with y and dx in the input's dtype, which this reproduces.
+            y = m(xi.float()).to(xi.dtype)
+        else:
+            y = m(xi)
         y.backward(grad.to(y.dtype))
         out[name] = {"y": y.detach(), "dx": xi.grad, "dw": m.weight.grad, "db": m.bias.grad}
     for key in out["ref"]:

@@ -59,6 +59,11 @@ _CLASS_NAMES = {
 }
 
 
+# Where models and batches live; the conftest sets it from liger_testing's `device` fixture, so a GPU
+# run exercises the compiled kernels and a CPU run the interpreter.
+DEVICE = "cpu"
+
+
 def modeling(model_type: str):
     return importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
 
@@ -82,7 +87,7 @@ def build(model_type: str, state_dict=None, config=None, dtype=torch.float32):
     model = causal_lm_class(model_type)(copy.deepcopy(config))
     if state_dict is not None:
         model.load_state_dict(state_dict)
-    return model.to(dtype)
+    return model.to(device=DEVICE, dtype=dtype)
 
 
 def batch(seed: int = 0, ignore_some: bool = True):
@@ -93,7 +98,7 @@ def batch(seed: int = 0, ignore_some: bool = True):
         labels[0, :2] = -100  # a masked prompt
         labels[1, -1] = -100
     attention_mask = torch.ones_like(input_ids)
-    return input_ids, attention_mask, labels
+    return input_ids.to(DEVICE), attention_mask.to(DEVICE), labels.to(DEVICE)
 
 
 def grads(model) -> dict[str, torch.Tensor]:

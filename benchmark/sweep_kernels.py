@@ -1,0 +1,148 @@
+"""Sweep launch settings of LayerNorm, RoPE, CrossEntropy and FusedLinearCrossEntropy on a GPU, timing
+each full pass (forward + backward) as CUDA-graph replays (GPU time, no launch gaps); also measures the
+host overhead of one launched full pass at a small shape. Prints the best settings of each op."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+
+import torch
+from triton.testing import do_bench
+
+import liger_kernel.ops.cross_entropy as CE
+import liger_kernel.ops.layer_norm as LN
+import liger_kernel.ops.rope as RP
+from liger_kernel.transformers.functional import (
+    liger_cross_entropy,
+    liger_fused_linear_cross_entropy,
+    liger_layer_norm,
+    liger_rms_norm,
+    liger_rope,
+)
+
+DEV, BF16 = "cuda", torch.bfloat16
+
+
+def graph_ms(fn) -> float:
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return do_bench(graph.replay, warmup=10, rep=50, return_mode="median")
+
+
+def report(name: str, results: list[tuple[float, str]], top: int = 4) -> None:
+    for t, cfg in sorted(results)[:top]:
+        print(f"{name} {cfg}: {t:.4f} ms", flush=True)
+
+
+def sweep_layer_norm() -> None:
+    x = torch.randn(16384, 4096, device=DEV, dtype=BF16, requires_grad=True)
+    w = (1 + 0.1 * torch.randn(4096, device=DEV)).to(BF16).requires_grad_()
+    b = (0.1 * torch.randn(4096, device=DEV)).to(BF16).requires_grad_()
+    g = torch.randn_like(x)
+    res = []
+    for per_sm, rows, warps in itertools.product((1, 2, 4), (1, 2, 4), (8, 16)):
+        LN._backward_programs = lambda n, dev, k=per_sm: max(1, min(n, k * 132))
+        LN._backward_config = lambda bn, r=rows, nw=warps: (r, nw)
+        try:
+            t = graph_ms(lambda: torch.autograd.grad(liger_layer_norm(x, w, b, 1e-5), (x, w, b), g))
+        except Exception as e:  # noqa: BLE001 - keep sweeping
+            print("layer_norm", per_sm, rows, warps, "error", type(e).__name__, e, file=sys.stderr)
+            continue
+        res.append((t, f"per_sm={per_sm} rows={rows} warps={warps}"))
+    report("layer_norm full(graph)", res)
+
+
+def sweep_rope() -> None:
+    q = torch.randn(4, 2048, 32, 128, device=DEV, dtype=BF16).transpose(1, 2).requires_grad_()
+    k = torch.randn(4, 2048, 8, 128, device=DEV, dtype=BF16).transpose(1, 2).requires_grad_()
+    cos, sin = torch.randn(2, 1, 2048, 128, device=DEV, dtype=BF16).unbind(0)
+    gq, gk = torch.randn_like(q), torch.randn_like(k)
+    orig = RP._rope_config
+    res = []
+    for tile, warps in itertools.product((512, 1024, 2048, 4096), (1, 2, 4, 8)):
+        RP._rope_config = lambda a, c, hd, t=tile, nw=warps: orig(a, c, hd, t, nw)
+        try:
+            t = graph_ms(lambda: torch.autograd.grad(liger_rope(q, k, cos, sin), (q, k), (gq, gk)))
+        except Exception as e:  # noqa: BLE001
+            print("rope", tile, warps, "error", type(e).__name__, e, file=sys.stderr)
+            continue
+        res.append((t, f"max_tile={tile} warps={warps}"))
+    RP._rope_config = orig
+    report("rope full(graph)", res)
+
+
+def sweep_cross_entropy() -> None:
+    logits = torch.randn(8192, 128256, device=DEV, dtype=BF16, requires_grad=True)
+    target = torch.randint(0, 128256, (8192,), device=DEV)
+    res = []
+    for block, warps in itertools.product((4096, 8192, 16384, 32768), (4, 8, 16, 32)):
+        CE.BLOCK_MAX, CE.NUM_WARPS = block, warps
+        try:
+            t = graph_ms(
+                lambda: torch.autograd.grad(liger_cross_entropy(logits, target, inplace=True), logits)
+            )
+        except Exception as e:  # noqa: BLE001
+            print("ce", block, warps, "error", type(e).__name__, e, file=sys.stderr)
+            continue
+        res.append((t, f"BLOCK_MAX={block} warps={warps}"))
+    report("cross_entropy full(graph)", res, top=6)
+
+
+def sweep_flce() -> None:
+    x = torch.randn(8192, 4096, device=DEV, dtype=BF16, requires_grad=True)
+    w = (0.02 * torch.randn(128256, 4096, device=DEV)).to(BF16).requires_grad_()
+    target = torch.randint(0, 128256, (8192,), device=DEV)
+    for chunk in (512, 1024, 2048, 4096):
+
+        def full(c=chunk):
+            return torch.autograd.grad(liger_fused_linear_cross_entropy(x, w, target, chunk_size=c), (x, w))
+
+        full()
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        grads = full()
+        torch.cuda.synchronize()
+        peak = (torch.cuda.max_memory_allocated() - before) / 2**20
+        del grads
+        t = do_bench(full, warmup=5, rep=200, return_mode="median")
+        print(f"flce chunk={chunk}: launched {t:.2f} ms, peak extra {peak:.0f} MiB", flush=True)
+        mm = torch.empty(chunk, 128256, device=DEV, dtype=BF16)
+        t_mm = do_bench(lambda o=mm: torch.mm(x[: o.shape[0]], w.t(), out=o), warmup=5, rep=50)
+        print(f"   one ({chunk} x 4096) @ (4096 x 128256) product: {t_mm:.3f} ms", flush=True)
+        del mm
+
+
+def host_overhead() -> None:
+    """Launched vs graph time of a small full pass: the difference is host (Python + launch) cost."""
+    x = torch.randn(64, 4096, device=DEV, dtype=BF16, requires_grad=True)
+    w = torch.ones(4096, device=DEV, dtype=BF16, requires_grad=True)
+    g = torch.randn_like(x)
+
+    def eager():
+        xf = x.float()
+        y = w * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-6)).to(BF16)
+        return torch.autograd.grad(y, (x, w), g)
+
+    def liger():
+        return torch.autograd.grad(liger_rms_norm(x, w), (x, w), g)
+
+    for name, fn in (("eager", eager), ("liger", liger)):
+        launched = do_bench(fn, warmup=20, rep=200, return_mode="median")
+        print(f"rms_norm 64x4096 {name}: launched {launched * 1e3:.0f} us, graph {graph_ms(fn) * 1e3:.0f} us")
+
+
+if __name__ == "__main__":
+    which = sys.argv[1:] or ["host", "layer_norm", "rope", "cross_entropy", "flce"]
+    funcs = {"host": host_overhead, "layer_norm": sweep_layer_norm, "rope": sweep_rope,
+             "cross_entropy": sweep_cross_entropy, "flce": sweep_flce}  # fmt: skip
+    for name in which:
+        funcs[name]()
