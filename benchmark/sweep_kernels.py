@@ -83,8 +83,9 @@ def sweep_cross_entropy() -> None:
     logits = torch.randn(8192, 128256, device=DEV, dtype=BF16, requires_grad=True)
     target = torch.randint(0, 128256, (8192,), device=DEV)
     res = []
-    for block, warps in itertools.product((4096, 8192, 16384, 32768), (4, 8, 16, 32)):
-        CE.BLOCK_MAX, CE.NUM_WARPS = block, warps
+    configs = itertools.product((0, 1, 2, 4), (4096, 8192, 16384), (4, 8, 16, 32))
+    for per_sm, block, warps in configs:
+        CE.PROGRAMS_PER_SM, CE.BLOCK_MAX, CE.NUM_WARPS = per_sm, block, warps
         try:
             t = graph_ms(
                 lambda: torch.autograd.grad(liger_cross_entropy(logits, target, inplace=True), logits)
@@ -92,8 +93,8 @@ def sweep_cross_entropy() -> None:
         except Exception as e:  # noqa: BLE001
             print("ce", block, warps, "error", type(e).__name__, e, file=sys.stderr)
             continue
-        res.append((t, f"BLOCK_MAX={block} warps={warps}"))
-    report("cross_entropy full(graph)", res, top=6)
+        res.append((t, f"per_sm={per_sm} BLOCK_MAX={block} warps={warps}"))
+    report("cross_entropy full(graph)", res, top=8)
 
 
 def sweep_flce() -> None:
@@ -115,10 +116,32 @@ def sweep_flce() -> None:
         del grads
         t = do_bench(full, warmup=5, rep=200, return_mode="median")
         print(f"flce chunk={chunk}: launched {t:.2f} ms, peak extra {peak:.0f} MiB", flush=True)
-        mm = torch.empty(chunk, 128256, device=DEV, dtype=BF16)
-        t_mm = do_bench(lambda o=mm: torch.mm(x[: o.shape[0]], w.t(), out=o), warmup=5, rep=50)
-        print(f"   one ({chunk} x 4096) @ (4096 x 128256) product: {t_mm:.3f} ms", flush=True)
-        del mm
+    flce_memory_at_peak(x, w, target)
+
+
+def flce_memory_at_peak(x, w, target) -> None:
+    """Replays the allocator's trace of one full pass and prints the blocks alive at its peak."""
+    torch.cuda.synchronize()
+    torch.cuda.memory._record_memory_history(max_entries=100000)
+    grads = torch.autograd.grad(liger_fused_linear_cross_entropy(x, w, target), (x, w))
+    torch.cuda.synchronize()
+    snap = torch.cuda.memory._snapshot()
+    torch.cuda.memory._record_memory_history(enabled=None)
+    del grads
+    live, cur, peak, at_peak = {}, 0, 0, {}
+    for ev in snap["device_traces"][0]:
+        if ev["action"] == "alloc":
+            live[ev["addr"]] = ev
+            cur += ev["size"]
+            if cur > peak:
+                peak, at_peak = cur, dict(live)
+        elif ev["action"] in ("free_requested", "free_completed") and ev["addr"] in live:
+            cur -= live.pop(ev["addr"])["size"]
+    print(f"flce peak of blocks allocated during the pass: {peak / 2**20:.0f} MiB", flush=True)
+    for ev in sorted(at_peak.values(), key=lambda e: -e["size"])[:6]:
+        frames = [f"{f['filename'].split('/')[-1]}:{f['line']}:{f['name']}" for f in ev.get("frames", [])]
+        user = [f for f in frames if "liger" in f or "sweep" in f][:4]
+        print(f"  {ev['size'] / 2**20:8.0f} MiB  {' <- '.join(user)}", flush=True)
 
 
 def host_overhead() -> None:

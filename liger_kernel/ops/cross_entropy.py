@@ -43,7 +43,7 @@ import torch
 import triton
 import triton.language as tl
 
-from liger_kernel.ops.utils import check_floating, check_same_device, use_triton
+from liger_kernel.ops.utils import check_floating, check_same_device, multiprocessor_count, use_triton
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -51,6 +51,9 @@ REDUCTIONS = ("mean", "sum", "none")
 # loads at once, and warps per program. Each program walks one row block by block.
 BLOCK_MAX = 16384
 NUM_WARPS = 32
+# Programs per SM of the persistent grid (0: one program per row). Few rows in flight keep the second
+# pass over each row in L2.
+PROGRAMS_PER_SM = 1
 # Whether to sync once per call to raise on targets outside [0, V) (see the module docstring).
 CHECK_TARGETS = True
 
@@ -141,7 +144,9 @@ def _cross_entropy_kernel(
     SCALES,
     LOSS,
     ZLOSS,
+    n_rows,
     n_cols,
+    n_programs,
     ignore_index,
     label_smoothing,
     lse_square_scale,
@@ -154,102 +159,105 @@ def _cross_entropy_kernel(
     WRITE_GRAD: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    row = tl.program_id(0).to(tl.int64)
-    x_row = X + row * stride_x
-    g_row = G + row * stride_g
-    offs = tl.arange(0, BLOCK)
-    t = tl.load(Y + row * stride_y).to(tl.int64)
+    # Persistent grid: program p takes rows p, p + n_programs, ... so that only n_programs rows are
+    # in flight at once and pass 2 re-reads each row from L2 rather than from memory.
+    for row_i in range(tl.program_id(0), n_rows, n_programs):
+        row = row_i + tl.zeros((), dtype=tl.int64)  # int64 row offsets (N * V may pass 2^31)
+        x_row = X + row * stride_x
+        g_row = G + row * stride_g
+        offs = tl.arange(0, BLOCK)
+        t = tl.load(Y + row * stride_y).to(tl.int64)
 
-    if t == ignore_index:
-        tl.store(LOSS + row, 0.0)
-        tl.store(ZLOSS + row, 0.0)
-        if WRITE_GRAD:
-            zeros = tl.zeros((BLOCK,), dtype=tl.float32).to(G.dtype.element_ty)
+        if t == ignore_index:
+            tl.store(LOSS + row, 0.0)
+            tl.store(ZLOSS + row, 0.0)
+            if WRITE_GRAD:
+                zeros = tl.zeros((BLOCK,), dtype=tl.float32).to(G.dtype.element_ty)
+                for start in range(0, n_cols, BLOCK):
+                    cols = start + offs
+                    tl.store(g_row + cols, zeros, mask=cols < n_cols)
+        else:
+            valid = (t >= 0) & (t < n_cols)
+            t_safe = tl.where(valid, t, 0)
+
+            # Pass 1: online logsumexp (running max m, running sum d of exp(z - m)) and sum_j w_j z_j.
+            m = float("-inf")
+            d = 0.0
+            sum_wz = 0.0
             for start in range(0, n_cols, BLOCK):
                 cols = start + offs
-                tl.store(g_row + cols, zeros, mask=cols < n_cols)
-    else:
-        valid = (t >= 0) & (t < n_cols)
-        t_safe = tl.where(valid, t, 0)
-
-        # Pass 1: online logsumexp (running max m, running sum d of exp(z - m)) and sum_j w_j z_j.
-        m = float("-inf")
-        d = 0.0
-        sum_wz = 0.0
-        for start in range(0, n_cols, BLOCK):
-            cols = start + offs
-            mask = cols < n_cols
-            if HAS_SOFTCAP:
-                z = tl.load(x_row + cols, mask=mask, other=0.0).to(tl.float32)
-                z = tl.where(mask, softcap * _tanh(z / softcap), float("-inf"))
-            else:
-                z = tl.load(x_row + cols, mask=mask, other=float("-inf")).to(tl.float32)
-            m_new = tl.maximum(m, tl.max(z, 0))
-            d = d * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new), 0)
-            m = m_new
-            if HAS_SMOOTHING:
-                z0 = tl.where(mask, z, 0.0)
-                if HAS_WEIGHT:
-                    z0 = z0 * tl.load(CW + cols, mask=mask, other=0.0).to(tl.float32)
-                sum_wz += tl.sum(z0, 0)
-        # lse = m + log_d; keeping the two apart leaves z - m exact in z - lse (as torch's log_softmax).
-        log_d = tl.log(d)
-        lse = m + log_d
-
-        z_t = tl.load(x_row + t_safe).to(tl.float32)
-        if HAS_SOFTCAP:
-            z_t = softcap * _tanh(z_t / softcap)
-        w_t = 1.0
-        if HAS_WEIGHT:
-            w_t = tl.load(CW + t_safe).to(tl.float32)
-        weight_sum = tl.load(SCALES + 2)
-        smooth_per_class = label_smoothing / n_cols
-
-        ce = (1.0 - label_smoothing) * w_t * ((m - z_t) + log_d)
-        if HAS_SMOOTHING:
-            ce += smooth_per_class * (weight_sum * log_d + (weight_sum * m - sum_wz))
-        zl = 0.0
-        if HAS_Z:
-            zl = lse_square_scale * lse * lse
-        # An unchecked bad target poisons its row instead of giving a plausible wrong value.
-        ce = tl.where(valid, ce, float("nan"))
-        tl.store(LOSS + row, ce)
-        tl.store(ZLOSS + row, zl)
-
-        if WRITE_GRAD:
-            ce_scale = tl.load(SCALES + 0)
-            z_scale = tl.load(SCALES + 1)
-            if HAS_ROW_SCALE:
-                rs = tl.load(ROW_SCALE + row * stride_rs).to(tl.float32)
-                ce_scale = ce_scale * rs
-                z_scale = z_scale * rs
-            coef_t = ce_scale * (1.0 - label_smoothing) * w_t
-            coef_p = coef_t
-            if HAS_SMOOTHING:
-                coef_p += ce_scale * smooth_per_class * weight_sum
-            if HAS_Z:
-                coef_p += z_scale * 2.0 * lse_square_scale * lse
-            coef_p = tl.where(valid, coef_p, float("nan"))
-            coef_w = ce_scale * smooth_per_class
-
-            # Pass 2, backwards over the row: the blocks pass 1 read last are the likeliest in L2.
-            n_blocks = tl.cdiv(n_cols, BLOCK)
-            for i in range(0, n_blocks):
-                cols = (n_blocks - 1 - i) * BLOCK + offs
                 mask = cols < n_cols
-                z = tl.load(x_row + cols, mask=mask, other=0.0).to(tl.float32)
                 if HAS_SOFTCAP:
-                    z = softcap * _tanh(z / softcap)
-                grad = coef_p * tl.exp((z - m) - log_d) - tl.where(cols == t, coef_t, 0.0)
+                    z = tl.load(x_row + cols, mask=mask, other=0.0).to(tl.float32)
+                    z = tl.where(mask, softcap * _tanh(z / softcap), float("-inf"))
+                else:
+                    z = tl.load(x_row + cols, mask=mask, other=float("-inf")).to(tl.float32)
+                m_new = tl.maximum(m, tl.max(z, 0))
+                d = d * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new), 0)
+                m = m_new
                 if HAS_SMOOTHING:
+                    z0 = tl.where(mask, z, 0.0)
                     if HAS_WEIGHT:
-                        grad -= coef_w * tl.load(CW + cols, mask=mask, other=0.0).to(tl.float32)
-                    else:
-                        grad -= coef_w
-                if HAS_SOFTCAP:
-                    zc = z / softcap
-                    grad = grad * (1.0 - zc * zc)
-                tl.store(g_row + cols, grad.to(G.dtype.element_ty), mask=mask)
+                        z0 = z0 * tl.load(CW + cols, mask=mask, other=0.0).to(tl.float32)
+                    sum_wz += tl.sum(z0, 0)
+            # lse = m + log_d; keeping the two apart leaves z - m exact in z - lse (as torch's log_softmax).
+            log_d = tl.log(d)
+            lse = m + log_d
+
+            z_t = tl.load(x_row + t_safe).to(tl.float32)
+            if HAS_SOFTCAP:
+                z_t = softcap * _tanh(z_t / softcap)
+            w_t = 1.0
+            if HAS_WEIGHT:
+                w_t = tl.load(CW + t_safe).to(tl.float32)
+            weight_sum = tl.load(SCALES + 2)
+            smooth_per_class = label_smoothing / n_cols
+
+            ce = (1.0 - label_smoothing) * w_t * ((m - z_t) + log_d)
+            if HAS_SMOOTHING:
+                ce += smooth_per_class * (weight_sum * log_d + (weight_sum * m - sum_wz))
+            zl = 0.0
+            if HAS_Z:
+                zl = lse_square_scale * lse * lse
+            # An unchecked bad target poisons its row instead of giving a plausible wrong value.
+            ce = tl.where(valid, ce, float("nan"))
+            tl.store(LOSS + row, ce)
+            tl.store(ZLOSS + row, zl)
+
+            if WRITE_GRAD:
+                ce_scale = tl.load(SCALES + 0)
+                z_scale = tl.load(SCALES + 1)
+                if HAS_ROW_SCALE:
+                    rs = tl.load(ROW_SCALE + row * stride_rs).to(tl.float32)
+                    ce_scale = ce_scale * rs
+                    z_scale = z_scale * rs
+                coef_t = ce_scale * (1.0 - label_smoothing) * w_t
+                coef_p = coef_t
+                if HAS_SMOOTHING:
+                    coef_p += ce_scale * smooth_per_class * weight_sum
+                if HAS_Z:
+                    coef_p += z_scale * 2.0 * lse_square_scale * lse
+                coef_p = tl.where(valid, coef_p, float("nan"))
+                coef_w = ce_scale * smooth_per_class
+
+                # Pass 2, backwards over the row: the blocks pass 1 read last are the likeliest in L2.
+                n_blocks = tl.cdiv(n_cols, BLOCK)
+                for i in range(0, n_blocks):
+                    cols = (n_blocks - 1 - i) * BLOCK + offs
+                    mask = cols < n_cols
+                    z = tl.load(x_row + cols, mask=mask, other=0.0).to(tl.float32)
+                    if HAS_SOFTCAP:
+                        z = softcap * _tanh(z / softcap)
+                    grad = coef_p * tl.exp((z - m) - log_d) - tl.where(cols == t, coef_t, 0.0)
+                    if HAS_SMOOTHING:
+                        if HAS_WEIGHT:
+                            grad -= coef_w * tl.load(CW + cols, mask=mask, other=0.0).to(tl.float32)
+                        else:
+                            grad -= coef_w
+                    if HAS_SOFTCAP:
+                        zc = z / softcap
+                        grad = grad * (1.0 - zc * zc)
+                    tl.store(g_row + cols, grad.to(G.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -410,11 +418,14 @@ def cross_entropy_rows(
         zl = torch.empty(n_rows, dtype=torch.float32, device=logits.device)
     write_grad = grad is not None
     g = grad if write_grad else logits
-    _cross_entropy_kernel[(n_rows,)](
+    n_programs = n_rows
+    if PROGRAMS_PER_SM > 0:
+        n_programs = min(n_rows, PROGRAMS_PER_SM * multiprocessor_count(logits.device))
+    _cross_entropy_kernel[(n_programs,)](
         logits, logits.stride(0), g, g.stride(0), target, target.stride(0),
         weight if weight is not None else scales,
         row_scale if row_scale is not None else scales, row_scale.stride(0) if row_scale is not None else 0,
-        scales, ce, zl, n_cols, ignore_index, label_smoothing, lse_square_scale, softcap,
+        scales, ce, zl, n_rows, n_cols, n_programs, ignore_index, label_smoothing, lse_square_scale, softcap,
         HAS_WEIGHT=weight is not None, HAS_SMOOTHING=label_smoothing > 0, HAS_Z=lse_square_scale != 0,
         HAS_SOFTCAP=softcap > 0, HAS_ROW_SCALE=row_scale is not None, WRITE_GRAD=write_grad,
         BLOCK=_block(n_cols), num_warps=NUM_WARPS,

@@ -27,10 +27,11 @@ from liger_kernel.ops.utils import (
     as_rows,
     check_floating,
     check_same_device,
-    multiprocessor_count,
+    norm_backward_config,
+    norm_backward_programs,
+    norm_forward_config,
     row_block_size,
     use_triton,
-    warps_for_row,
 )
 
 
@@ -134,23 +135,6 @@ def _layer_norm_backward_kernel(
         tl.store(DWDB_PARTIAL + (n_programs + pid) * n_cols + cols, db, mask=col_mask)
 
 
-def _forward_config(block_n: int) -> tuple[int, int]:
-    """(rows per program, warps) for the forward: small rows are packed several to a program."""
-    rows = max(1, min(16, 2048 // block_n))
-    return rows, warps_for_row(block_n * rows)
-
-
-def _backward_config(block_n: int) -> tuple[int, int]:
-    """(rows per loop step, warps) for the backward."""
-    rows = max(1, min(16, 2048 // block_n))
-    return rows, warps_for_row(block_n * rows)
-
-
-def _backward_programs(n_row_blocks: int, device: torch.device) -> int:
-    """Persistent-grid size: a few programs per SM hide load latency; each costs 2 x N fp32 of shares."""
-    return max(1, min(n_row_blocks, 4 * multiprocessor_count(device)))
-
-
 def _layer_norm_forward_torch(x2, weight, bias, eps):
     xf = x2.float()
     mean = xf.mean(-1)
@@ -185,7 +169,7 @@ def layer_norm_forward_impl(
     mean = torch.empty(n_rows, dtype=torch.float32, device=x.device)
     rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
     block_n = row_block_size(n_cols)
-    block_m, num_warps = _forward_config(block_n)
+    block_m, num_warps = norm_forward_config(block_n)
     _layer_norm_forward_kernel[(triton.cdiv(n_rows, block_m),)](
         x2, y, weight, bias if bias is not None else weight, mean, rstd,
         x2.stride(0), y.stride(0), n_rows, n_cols, eps,
@@ -218,8 +202,8 @@ def layer_norm_backward_impl(
         return dx.view(x.shape), dwdb
     dx = torch.empty((n_rows, n_cols), dtype=x.dtype, device=x.device)
     block_n = row_block_size(n_cols)
-    block_m, num_warps = _backward_config(block_n)
-    n_programs = _backward_programs(triton.cdiv(n_rows, block_m), x.device)
+    block_m, num_warps = norm_backward_config(block_n)
+    n_programs = norm_backward_programs(triton.cdiv(n_rows, block_m), x.device)
     rows_per_program = triton.cdiv(n_rows, n_programs)
     n_programs = triton.cdiv(n_rows, rows_per_program)
     planes = n_programs if (compute_dw or compute_db) else 1

@@ -29,17 +29,14 @@ from liger_kernel.ops.utils import (
     as_rows,
     check_floating,
     check_same_device,
-    multiprocessor_count,
+    norm_backward_config,
+    norm_backward_programs,
+    norm_forward_config,
     row_block_size,
     use_triton,
-    warps_for_row,
 )
 
 CASTING_MODES = {"llama": 0, "gemma": 1, "none": 2}
-# Backward programs per SM. Swept on the H200 (benchmark/sweep_rms_norm.py, 16384 x 4096/8192 bf16):
-# one program per SM walking tiles of 16K elements was fastest (1, 2, 4, 8, 16 tried); more programs
-# only add dw shares to sum.
-BACKWARD_PROGRAMS_PER_SM = 1
 _LLAMA = tl.constexpr(0)
 
 
@@ -131,19 +128,6 @@ def _rms_norm_backward_kernel(
         tl.store(DW_PARTIAL + pid * n_cols + cols, dw, mask=col_mask)
 
 
-def _forward_config(block_n: int) -> tuple[int, int]:
-    """(rows per program, warps) for the forward: small rows are packed several to a program."""
-    rows = max(1, min(16, 2048 // block_n))
-    return rows, warps_for_row(block_n * rows)
-
-
-def _backward_config(block_n: int) -> tuple[int, int]:
-    """(rows per loop step, warps) for the backward: tiles of about 16K elements (H200 sweep: 4 rows x
-    4096 and 2 rows x 8192 with 8-16 warps were best, 0.128 and 0.245 ms)."""
-    rows = max(1, min(16, 16384 // block_n))
-    return rows, warps_for_row(block_n * rows)
-
-
 def _output_dtype(x: torch.Tensor, weight: torch.Tensor, casting_mode: str) -> torch.dtype:
     if casting_mode == "gemma":
         return x.dtype
@@ -185,7 +169,7 @@ def rms_norm_forward_impl(
     y = torch.empty((n_rows, n_cols), dtype=_output_dtype(x2, weight, casting_mode), device=x.device)
     rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
     block_n = row_block_size(n_cols)
-    block_m, num_warps = _forward_config(block_n)
+    block_m, num_warps = norm_forward_config(block_n)
     _rms_norm_forward_kernel[(triton.cdiv(n_rows, block_m),)](
         x2, y, weight, rstd, x2.stride(0), y.stride(0), n_rows, n_cols, eps, offset,
         CASTING=CASTING_MODES[casting_mode], BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps,
@@ -210,9 +194,8 @@ def rms_norm_backward_impl(
         return dx.view(x.shape), None if dw is None else dw.to(weight.dtype)
     dx = torch.empty((n_rows, n_cols), dtype=x.dtype, device=x.device)
     block_n = row_block_size(n_cols)
-    block_m, num_warps = _backward_config(block_n)
-    n_programs = triton.cdiv(n_rows, block_m)
-    n_programs = max(1, min(n_programs, BACKWARD_PROGRAMS_PER_SM * multiprocessor_count(x.device)))
+    block_m, num_warps = norm_backward_config(block_n)
+    n_programs = norm_backward_programs(triton.cdiv(n_rows, block_m), x.device)
     rows_per_program = triton.cdiv(n_rows, n_programs)
     n_programs = triton.cdiv(n_rows, rows_per_program)
     dw_partial = torch.empty((n_programs if compute_dw else 1, n_cols), dtype=torch.float32, device=x.device)

@@ -96,3 +96,28 @@ def check_same_device(**tensors: torch.Tensor | None) -> None:
     if len(devices) > 1:
         where = ", ".join(f"{name} on {t.device}" for name, t in present.items())
         raise ValueError(f"all tensors must be on one device, got {where}")
+
+
+# Launch settings of the row-norm kernels (RMSNorm, LayerNorm). Swept on the H200 at 16384 x 4096 and
+# 16384 x 8192 bf16 (benchmark/sweep_rms_norm.py, benchmark/sweep_kernels.py; results in
+# benchmark/results/): the forward wants one row of up to 2K elements per program (several small rows
+# packed together); the backward wants one persistent program per SM walking tiles of ~16K elements
+# (1, 2, 4, 8 and 16 programs per SM tried: more only add dw shares to sum).
+NORM_BACKWARD_PROGRAMS_PER_SM = 1
+
+
+def norm_forward_config(block_n: int) -> tuple[int, int]:
+    """(rows per program, warps) of a row-norm forward whose rows fit a block of ``block_n``."""
+    rows = max(1, min(16, 2048 // block_n))
+    return rows, warps_for_row(block_n * rows)
+
+
+def norm_backward_config(block_n: int) -> tuple[int, int]:
+    """(rows per loop step, warps) of a row-norm backward: tiles of about 16K elements."""
+    rows = max(1, min(16, 16384 // block_n))
+    return rows, warps_for_row(block_n * rows)
+
+
+def norm_backward_programs(n_row_blocks: int, device: torch.device) -> int:
+    """Persistent-grid size of a row-norm backward (each program adds one row of weight-grad shares)."""
+    return max(1, min(n_row_blocks, NORM_BACKWARD_PROGRAMS_PER_SM * multiprocessor_count(device)))

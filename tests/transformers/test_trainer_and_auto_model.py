@@ -51,7 +51,7 @@ def test_trainer_with_use_liger_kernel_trains_a_patched_model(tmp_path):
     assert is_liger_forward(model.forward)
     assert T.modeling("llama").apply_rotary_pos_emb.__module__.startswith("liger_kernel")
     assert math.isfinite(result.training_loss)
-    changed = [n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])]
+    changed = [n for n, p in model.named_parameters() if not torch.equal(p.detach().cpu(), before[n].cpu())]
     assert len(changed) == len(before)  # every parameter got a gradient through the kernels
 
     # Loss-only evaluation: the Trainer passes skip_logits=True, the fused loss answers.
@@ -70,8 +70,8 @@ def saved_llama(tmp_path):
 
 def test_auto_liger_model_loads_a_patched_model(saved_llama):
     modeling = T.modeling("llama")
-    plain = AutoModelForCausalLM.from_pretrained(saved_llama, attn_implementation="eager")
-    model = AutoLigerKernelForCausalLM.from_pretrained(saved_llama, attn_implementation="eager")
+    plain = AutoModelForCausalLM.from_pretrained(saved_llama, attn_implementation="eager").to(T.DEVICE)
+    model = AutoLigerKernelForCausalLM.from_pretrained(saved_llama, attn_implementation="eager").to(T.DEVICE)
 
     assert type(model) is modeling.LlamaForCausalLM  # an instance patched in place, classes untouched
     assert modeling.LlamaRMSNorm.__module__ == modeling.__name__
