@@ -166,6 +166,18 @@ def test_all_options_at_once(device, seed, dtype, reduction):
         check_against_torch(x, target, "random", "intermediate", opts, seed=seed)
 
 
+def test_persistent_grid(device, seed, monkeypatch):
+    """With a persistent grid each program walks several rows (ignored ones among them)."""
+    monkeypatch.setattr("liger_kernel.ops.cross_entropy.PROGRAMS_PER_SM", 1)
+    gen = torch.Generator().manual_seed(seed)
+    n, vocab = 1000 if device == "cuda" else 11, 300
+    x = torch.randn(n, vocab, generator=gen).to(device)
+    target = torch.randint(0, vocab, (n,), generator=gen).to(device)
+    target[::3] = -100
+    with block_max(64):
+        check_against_torch(x, target, "random", "intermediate", {"label_smoothing": 0.1}, seed=seed)
+
+
 def test_ignore_index_inside_vocab(device):
     # ignore_index 0 is a valid class: rows with target 0 are ignored, also in the weight denominator.
     gen = torch.Generator().manual_seed(3)
