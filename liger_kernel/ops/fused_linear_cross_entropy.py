@@ -38,9 +38,10 @@ from liger_kernel.ops.cross_entropy import (
 from liger_kernel.ops.utils import check_floating, check_same_device, use_triton
 
 # Tuning knob (read at each call): bytes of one chunk of logits when chunk_size is not given.
-# H200 sweep, 8192 x 4096 -> 128256 bf16 (benchmark/sweep_kernels.py): chunks of 512/1024/2048/4096
-# rows took 45.0/43.3/40.1/40.9 ms a full pass; the peak did not change (it is set in the backward).
-CHUNK_LOGITS_BYTES = 512 * 2**20
+# Memory against speed. H200 sweep, 8192 x 4096 -> 128256 bf16 (benchmark/sweep_kernels.py): chunks of
+# 512/1024/2048/4096 rows took 45.0/43.3/40.1/40.9 ms a full pass. 2048 rows (512 MiB) is 3 ms faster,
+# but then an 8192 x 32768 loss holds all its logits at once; 256 MiB keeps a chunk a small share.
+CHUNK_LOGITS_BYTES = 256 * 2**20
 _SCALE_BLOCK = 4096
 
 
