@@ -23,7 +23,12 @@ from pathlib import Path
 
 BASELINES = ("eager", "compile")
 PROVIDERS = ("eager", "compile", "liger")
-TIME_METRICS = (("fwd_ms", "forward"), ("bwd_ms", "backward"), ("full_ms", "full pass (fwd + bwd)"))
+TIME_METRICS = (
+    ("fwd_ms", "forward"),
+    ("bwd_ms", "backward"),
+    ("full_ms", "full pass (fwd + bwd), launched from Python"),
+    ("graph_ms", "full pass as CUDA-graph replay (GPU time)"),
+)
 COLORS = {"eager": "#8c8c8c", "compile": "#4c72b0", "liger": "#dd8452"}
 
 
