@@ -290,6 +290,9 @@ def _setup_context(ctx, inputs, output):
      need_x, need_w, need_b, chunk_size) = inputs[5:]  # fmt: skip
     _loss, z, gx, gw, gb = output
     ctx.mark_non_differentiable(z, gx, gw, gb)
+    # Autograd would otherwise hand backward zero-filled gradients for these outputs: for dW a
+    # second (V, H) buffer, the whole gap between the measured peak and the gradients' own size.
+    ctx.set_materialize_grads(False)
     ctx.reduction = reduction
     ctx.options = (ignore_index, lse_square_scale, label_smoothing, softcap, accum_fp32)
     ctx.needs = (need_x, need_w, need_b)

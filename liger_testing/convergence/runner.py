@@ -465,13 +465,19 @@ class _Float64Everywhere(TorchFunctionMode):
     On float64 tensors those are downcasts that would make the reference only as accurate as float32
     there, and its rounding there would be correlated with the float32 arm's, hiding part of the noise.
     Under this mode they keep float64, so the reference is the model's math in float64 throughout.
+    Integer tensors made floating there (``position_ids.float()`` in the rotary embedding) become
+    float64 too: a float32 one would meet float64 operands (a dtype error on CUDA).
     """
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if args and isinstance(args[0], torch.Tensor) and args[0].dtype == torch.float64:
+        if (
+            args
+            and isinstance(args[0], torch.Tensor)
+            and args[0].dtype in (torch.float64, torch.int64, torch.int32, torch.bool)
+        ):
             if func is torch.Tensor.float:
-                return args[0]
+                return args[0].double()
             if func is torch.Tensor.to:
                 args = tuple(torch.float64 if a is torch.float32 else a for a in args)
             if kwargs.get("dtype") is torch.float32:
