@@ -465,29 +465,41 @@ class _Float64Everywhere(TorchFunctionMode):
     On float64 tensors those are downcasts that would make the reference only as accurate as float32
     there, and its rounding there would be correlated with the float32 arm's, hiding part of the noise.
     Under this mode they keep float64, so the reference is the model's math in float64 throughout.
-    Integer tensors made floating there (``position_ids.float()`` in the rotary embedding) become
-    float64 too: a float32 one would meet float64 operands (a dtype error on CUDA).
+    Every float32 request becomes float64, whatever it applies to (``position_ids.float()`` in the
+    rotary embedding, ``torch.zeros(..., dtype=torch.float32)`` in Mixtral's router loss), and tensors
+    made without a dtype are float64 (the caller sets the default dtype), so that no float32 operand
+    ever meets a float64 one.
     """
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if (
-            args
-            and isinstance(args[0], torch.Tensor)
-            and args[0].dtype in (torch.float64, torch.int64, torch.int32, torch.bool)
-        ):
-            if func is torch.Tensor.float:
-                return args[0].double()
-            if func is torch.Tensor.to:
-                args = tuple(torch.float64 if a is torch.float32 else a for a in args)
-            if kwargs.get("dtype") is torch.float32:
-                kwargs = {**kwargs, "dtype": torch.float64}
+        if func is torch.Tensor.float:
+            return args[0].double()
+        if func is torch.Tensor.to:
+            args = tuple(torch.float64 if a is torch.float32 else a for a in args)
+        if kwargs.get("dtype") is torch.float32:
+            kwargs = {**kwargs, "dtype": torch.float64}
         return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def _arm_precision(arm: _Arm):
+    """The reference arm runs with float64 as the default dtype and every float32 request widened."""
+    if arm.name != "reference":
+        yield
+        return
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        with _Float64Everywhere():
+            yield
+    finally:
+        torch.set_default_dtype(default)
 
 
 def _forward_backward(arm: _Arm, input_ids: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One training forward and backward; returns (loss, gradient norm) as float64 0-d tensors."""
-    with _Float64Everywhere() if arm.name == "reference" else contextlib.nullcontext():
+    with _arm_precision(arm):
         return _forward_backward_impl(arm, input_ids, seed)
 
 
@@ -511,7 +523,7 @@ def _forward_backward_impl(
 @torch.no_grad()
 def _eval_logits(arm: _Arm, input_ids: torch.Tensor) -> torch.Tensor:
     arm.model.eval()
-    with _Float64Everywhere() if arm.name == "reference" else contextlib.nullcontext():
+    with _arm_precision(arm):
         out = arm.model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids))
     if getattr(out, "logits", None) is None:
         raise ConvergenceSetupError(f"the {arm.name} model returned no logits in eval mode")
