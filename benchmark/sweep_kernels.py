@@ -98,6 +98,7 @@ def sweep_cross_entropy() -> None:
 
 
 def sweep_flce() -> None:
+    """Chunk sizes: time and peak (``diag_flce_memory.py`` shows what is alive at the peak)."""
     x = torch.randn(8192, 4096, device=DEV, dtype=BF16, requires_grad=True)
     w = (0.02 * torch.randn(128256, 4096, device=DEV)).to(BF16).requires_grad_()
     target = torch.randint(0, 128256, (8192,), device=DEV)
@@ -116,32 +117,6 @@ def sweep_flce() -> None:
         del grads
         t = do_bench(full, warmup=5, rep=200, return_mode="median")
         print(f"flce chunk={chunk}: launched {t:.2f} ms, peak extra {peak:.0f} MiB", flush=True)
-    flce_memory_at_peak(x, w, target)
-
-
-def flce_memory_at_peak(x, w, target) -> None:
-    """Replays the allocator's trace of one full pass and prints the blocks alive at its peak."""
-    torch.cuda.synchronize()
-    torch.cuda.memory._record_memory_history(max_entries=100000)
-    grads = torch.autograd.grad(liger_fused_linear_cross_entropy(x, w, target), (x, w))
-    torch.cuda.synchronize()
-    snap = torch.cuda.memory._snapshot()
-    torch.cuda.memory._record_memory_history(enabled=None)
-    del grads
-    live, cur, peak, at_peak = {}, 0, 0, {}
-    for ev in snap["device_traces"][0]:
-        if ev["action"] == "alloc":
-            live[ev["addr"]] = ev
-            cur += ev["size"]
-            if cur > peak:
-                peak, at_peak = cur, dict(live)
-        elif ev["action"] in ("free_requested", "free_completed") and ev["addr"] in live:
-            cur -= live.pop(ev["addr"])["size"]
-    print(f"flce peak of blocks allocated during the pass: {peak / 2**20:.0f} MiB", flush=True)
-    for ev in sorted(at_peak.values(), key=lambda e: -e["size"])[:6]:
-        frames = [f"{f['filename'].split('/')[-1]}:{f['line']}:{f['name']}" for f in ev.get("frames", [])]
-        user = [f for f in frames if "liger" in f or "sweep" in f][:4]
-        print(f"  {ev['size'] / 2**20:8.0f} MiB  {' <- '.join(user)}", flush=True)
 
 
 def host_overhead() -> None:
