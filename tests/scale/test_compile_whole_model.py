@@ -34,6 +34,19 @@ class _RecordingBackend:
         return self.inner(gm, example_inputs)
 
 
+def _xfail_if_hugging_face_fails_alone(model_type: str, backend_name: str, exc: Exception) -> None:
+    """When the unpatched model fails to compile the same way, the failure is Hugging Face's (or
+    PyTorch's), not ours: xfail with both errors instead of passing or blaming the kernels. (Seen on
+    the H200 with inductor: Mixtral's grouped_mm fallback backward guards on a data-dependent size.)"""
+    torch._dynamo.reset()
+    plain = T.build(model_type)
+    try:
+        T.train_step(torch.compile(plain, fullgraph=True, backend=backend_name), *T.batch())
+    except Exception as plain_exc:
+        if type(plain_exc) is type(exc):
+            pytest.xfail(f"the unpatched {model_type} model fails to compile too: {type(exc).__name__}")
+
+
 @pytest.mark.parametrize("model_type", T.MODEL_TYPES)
 def test_compiled_patched_model_trains_like_eager(model_type, device):
     torch._dynamo.reset()
@@ -44,9 +57,14 @@ def test_compiled_patched_model_trains_like_eager(model_type, device):
     assert is_liger_forward(compiled_model.forward)
     expected, expected_grads = T.train_step(eager, ids, mask, labels)
 
-    backend = _RecordingBackend("inductor" if device == "cuda" else "aot_eager")
+    backend_name = "inductor" if device == "cuda" else "aot_eager"
+    backend = _RecordingBackend(backend_name)
     compiled = torch.compile(compiled_model, fullgraph=True, backend=backend)
-    out, _ = T.train_step(compiled, ids, mask, labels)  # backward through the compiled forward
+    try:
+        out, _ = T.train_step(compiled, ids, mask, labels)  # backward through the compiled forward
+    except Exception as exc:
+        _xfail_if_hugging_face_fails_alone(model_type, backend_name, exc)
+        raise
     grads = T.grads(compiled_model)  # by the model's own parameter names (no "_orig_mod." prefix)
 
     assert len(backend.graphs) == 1, "fullgraph=True compiles exactly one graph"

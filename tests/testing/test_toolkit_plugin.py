@@ -132,7 +132,11 @@ def test_seed_function_is_a_stable_hash():
 
 
 def test_resolve_device_and_interpreter(monkeypatch):
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    # setenv first so that teardown restores the original state: delenv of an unset variable records
+    # nothing, and the "1" set below would then leak into later tests of this process (on a GPU run,
+    # inductor's Triton helpers imported afterwards would be interpreted).
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    monkeypatch.delenv("TRITON_INTERPRET")
     assert set_interpreter_if_no_gpu("cpu") == "cpu"
     import os
 
