@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as _dt
-import gc
 import math
 import os
 import statistics
@@ -55,7 +54,7 @@ if not torch.cuda.is_available():
     # Must happen before anything imports triton or liger_kernel (kernels are decorated at import).
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from benchmark.run import _REPO, _short, environment  # noqa: E402
+from benchmark.run import _REPO, _free, _short, _sync, environment  # noqa: E402
 
 ARMS = ("eager", "compile", "liger", "liger_compile")
 KINDS = ("fwd_bwd", "train_step")
@@ -167,18 +166,6 @@ def build_model(preset: Preset, device: torch.device, attn: str) -> torch.nn.Mod
     finally:
         torch.set_default_dtype(previous)
     return model.to(dtype).train()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _free(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.empty_cache()
 
 
 def measure_kind(

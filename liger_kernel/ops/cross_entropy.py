@@ -577,6 +577,20 @@ class _CrossEntropyFunction(torch.autograd.Function):
         return grad, None, None, None, None, None, None, None, None
 
 
+def check_loss_options(
+    reduction: str, label_smoothing: float, softcap: float | None, lse_square_scale: float
+) -> None:
+    """Clear errors for the options the cross-entropy losses share (functions and modules alike)."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+    if softcap is not None and not softcap > 0:
+        raise ValueError(f"softcap must be positive (or None), got {softcap}")
+    if lse_square_scale < 0:
+        raise ValueError(f"lse_square_scale must be non-negative, got {lse_square_scale}")
+
+
 def _may_overwrite(logits: torch.Tensor) -> bool:
     """Whether the gradient may be written over ``logits``: only over an intermediate of autograd.
 
@@ -601,14 +615,7 @@ def _check_inputs(
     if weight is not None:
         check_floating("weight", weight)
     check_same_device(input=logits, target=target, weight=weight)
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
-    if softcap is not None and not softcap > 0:
-        raise ValueError(f"softcap must be positive (or None), got {softcap}")
-    if lse_square_scale < 0:
-        raise ValueError(f"lse_square_scale must be non-negative, got {lse_square_scale}")
+    check_loss_options(reduction, label_smoothing, softcap, lse_square_scale)
 
 
 def cross_entropy(

@@ -30,7 +30,7 @@ import triton
 import triton.language as tl
 
 from liger_kernel.ops.cross_entropy import (
-    REDUCTIONS,
+    check_loss_options,
     cross_entropy_rows,
     loss_scales,
     reduce_loss,
@@ -399,14 +399,7 @@ def fused_linear_cross_entropy(
         raise ValueError(
             f"target must have shape {tuple(input.shape[:-1])} (input's leading dims), got {tuple(target.shape)}"
         )
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
-    if softcap is not None and not softcap > 0:
-        raise ValueError(f"softcap must be positive (or None), got {softcap}")
-    if lse_square_scale < 0:
-        raise ValueError(f"lse_square_scale must be non-negative, got {lse_square_scale}")
+    check_loss_options(reduction, label_smoothing, softcap, lse_square_scale)
     if accum_dtype is not None and accum_dtype not in (torch.float32, weight.dtype):
         raise ValueError(f"accum_dtype must be None, torch.float32 or weight's dtype, got {accum_dtype}")
     if chunk_size is not None and chunk_size < 1:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from liger_kernel.ops.cross_entropy import REDUCTIONS, cross_entropy
+from liger_kernel.ops.cross_entropy import check_loss_options, cross_entropy
 
 
 class LigerCrossEntropyLoss(nn.Module):
@@ -37,14 +37,7 @@ class LigerCrossEntropyLoss(nn.Module):
         inplace: bool | None = None,
     ) -> None:
         super().__init__()
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-        if not 0.0 <= label_smoothing <= 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
-        if softcap is not None and not softcap > 0:
-            raise ValueError(f"softcap must be positive (or None), got {softcap}")
-        if lse_square_scale < 0:
-            raise ValueError(f"lse_square_scale must be non-negative, got {lse_square_scale}")
+        check_loss_options(reduction, label_smoothing, softcap, lse_square_scale)
         self.register_buffer("weight", weight)
         self.ignore_index = ignore_index
         self.lse_square_scale = lse_square_scale

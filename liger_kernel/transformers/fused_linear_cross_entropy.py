@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from liger_kernel.ops.cross_entropy import REDUCTIONS
+from liger_kernel.ops.cross_entropy import check_loss_options
 from liger_kernel.ops.fused_linear_cross_entropy import fused_linear_cross_entropy
 
 
@@ -36,14 +36,7 @@ class LigerFusedLinearCrossEntropyLoss(nn.Module):
         chunk_size: int | None = None,
     ) -> None:
         super().__init__()
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-        if not 0.0 <= label_smoothing <= 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
-        if softcap is not None and not softcap > 0:
-            raise ValueError(f"softcap must be positive (or None), got {softcap}")
-        if lse_square_scale < 0:
-            raise ValueError(f"lse_square_scale must be non-negative, got {lse_square_scale}")
+        check_loss_options(reduction, label_smoothing, softcap, lse_square_scale)
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         self.register_buffer("ce_weight", ce_weight)
