@@ -300,6 +300,23 @@ def test_reference_mode_floor_allows_one_rounding_of_an_exact_reference():
     assert_close_to_reference(reference + 1e-3, reference, exact, floor=1e-3)
 
 
+def test_reference_mode_floor_doubles_for_bf16_under_the_interpreter(monkeypatch):
+    # Two bf16 roundings by truncation (the interpreter's fp32 -> bf16) can be 2 ulp off an exact
+    # reference: allowed under TRITON_INTERPRET=1, not on hardware that rounds to nearest.
+    golden = torch.linspace(1.0, 1.9, 101, dtype=torch.float64).to(torch.bfloat16).double()
+    reference = golden.to(torch.bfloat16)
+    two_ulp_off = reference.float() - 2 * 2.0**-7
+    two_ulp_off = two_ulp_off.to(torch.bfloat16)
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(AssertionError, match="default: eps of torch.bfloat16"):
+        assert_close_to_reference(two_ulp_off, reference, golden)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert_close_to_reference(two_ulp_off, reference, golden)
+    four_ulp_off = (reference.float() - 4 * 2.0**-7).to(torch.bfloat16)
+    with pytest.raises(AssertionError, match="truncation"):
+        assert_close_to_reference(four_ulp_off, reference, golden)
+
+
 def test_reference_mode_nonfinite_actual_fails():
     golden = torch.linspace(0.5, 1.5, 8, dtype=torch.float64)
     reference = golden.to(torch.float32)
