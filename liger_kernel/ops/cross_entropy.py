@@ -49,11 +49,13 @@ REDUCTIONS = ("mean", "sum", "none")
 
 # Tuning knobs (read at each call, so a sweep can set them): the largest block along V one program
 # loads at once, and warps per program. Each program walks one row block by block.
-BLOCK_MAX = 16384
-NUM_WARPS = 32
-# Programs per SM of the persistent grid (0: one program per row). Few rows in flight keep the second
-# pass over each row in L2.
-PROGRAMS_PER_SM = 1
+# H200 sweeps (benchmark/results/sweep_kernels_2026-11-29_h200_run*.txt): 4096 x 8 warps, one program
+# per row, was best in both runs (1.57 ms full pass at 8192 x 128256 bf16).
+BLOCK_MAX = 4096
+NUM_WARPS = 8
+# Programs per SM of a persistent grid (0: one program per row). The idea was that few rows in flight
+# keep the second pass over each row in L2; on the H200 one per SM was slower (see benchmark/NOTES.md).
+PROGRAMS_PER_SM = 0
 # Whether to sync once per call to raise on targets outside [0, V) (see the module docstring).
 CHECK_TARGETS = True
 
