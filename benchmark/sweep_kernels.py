@@ -80,12 +80,27 @@ def sweep_rope() -> None:
 
 
 def sweep_cross_entropy() -> None:
+    """Grid (one program per row, or persistent with k per SM), block, warps and L2 eviction hints."""
     logits = torch.randn(8192, 128256, device=DEV, dtype=BF16, requires_grad=True)
     target = torch.randint(0, 128256, (8192,), device=DEV)
     res = []
-    configs = itertools.product((0, 1, 2, 4), (4096, 8192, 16384), (4, 8, 16, 32))
-    for per_sm, block, warps in configs:
-        CE.PROGRAMS_PER_SM, CE.BLOCK_MAX, CE.NUM_WARPS = per_sm, block, warps
+    hints = (("", ""), ("evict_last", "evict_first"), ("evict_last", ""))
+    configs = [(0, 4096, 8, "", ""), (0, 16384, 32, "", "")]
+    configs += [
+        (per_sm, block, warps, p1, p2)
+        for per_sm in (1, 2)
+        for block, warps in ((4096, 8), (8192, 16), (16384, 32))
+        for p1, p2 in hints
+    ]
+    saved = (CE.PROGRAMS_PER_SM, CE.BLOCK_MAX, CE.NUM_WARPS, CE.PASS1_EVICT, CE.PASS2_EVICT)
+    for per_sm, block, warps, p1, p2 in configs:
+        CE.PROGRAMS_PER_SM, CE.BLOCK_MAX, CE.NUM_WARPS, CE.PASS1_EVICT, CE.PASS2_EVICT = (
+            per_sm,
+            block,
+            warps,
+            p1,
+            p2,
+        )
         try:
             t = graph_ms(
                 lambda: torch.autograd.grad(liger_cross_entropy(logits, target, inplace=True), logits)
@@ -93,8 +108,9 @@ def sweep_cross_entropy() -> None:
         except Exception as e:  # noqa: BLE001
             print("ce", block, warps, "error", type(e).__name__, e, file=sys.stderr)
             continue
-        res.append((t, f"per_sm={per_sm} BLOCK_MAX={block} warps={warps}"))
-    report("cross_entropy full(graph)", res, top=8)
+        res.append((t, f"per_sm={per_sm} BLOCK_MAX={block} warps={warps} evict=({p1 or '-'},{p2 or '-'})"))
+    CE.PROGRAMS_PER_SM, CE.BLOCK_MAX, CE.NUM_WARPS, CE.PASS1_EVICT, CE.PASS2_EVICT = saved
+    report("cross_entropy full(graph)", res, top=len(res))
 
 
 def sweep_flce() -> None:
