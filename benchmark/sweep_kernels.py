@@ -84,32 +84,36 @@ def sweep_cross_entropy() -> None:
     logits = torch.randn(8192, 128256, device=DEV, dtype=BF16, requires_grad=True)
     target = torch.randint(0, 128256, (8192,), device=DEV)
     res = []
-    hints = (("", ""), ("evict_last", "evict_first"), ("evict_last", ""))
-    configs = [(0, 4096, 8, "", ""), (0, 16384, 32, "", "")]
+    blocks = ((4096, 8), (8192, 16), (16384, 32))
+    configs = [(0, b, w, "", "", st) for b, w in blocks for st in (None, 2, 3, 4)]
     configs += [
-        (per_sm, block, warps, p1, p2)
+        (per_sm, b, w, p1, p2, st)
         for per_sm in (1, 2)
-        for block, warps in ((4096, 8), (8192, 16), (16384, 32))
-        for p1, p2 in hints
+        for b, w in blocks
+        for st in (None, 2, 3, 4)
+        for p1, p2 in (("", ""), ("evict_last", "evict_first"))
     ]
-    saved = (CE.PROGRAMS_PER_SM, CE.BLOCK_MAX, CE.NUM_WARPS, CE.PASS1_EVICT, CE.PASS2_EVICT)
-    for per_sm, block, warps, p1, p2 in configs:
-        CE.PROGRAMS_PER_SM, CE.BLOCK_MAX, CE.NUM_WARPS, CE.PASS1_EVICT, CE.PASS2_EVICT = (
-            per_sm,
-            block,
-            warps,
-            p1,
-            p2,
-        )
+    names = ("PROGRAMS_PER_SM", "BLOCK_MAX", "NUM_WARPS", "PASS1_EVICT", "PASS2_EVICT", "NUM_STAGES")
+    saved = [getattr(CE, n) for n in names]
+    for cfg in configs:
+        for n, v in zip(names, cfg):
+            setattr(CE, n, v)
+        per_sm, block, warps, p1, p2, st = cfg
         try:
             t = graph_ms(
                 lambda: torch.autograd.grad(liger_cross_entropy(logits, target, inplace=True), logits)
             )
         except Exception as e:  # noqa: BLE001
-            print("ce", block, warps, "error", type(e).__name__, e, file=sys.stderr)
+            print("ce", cfg, "error", type(e).__name__, e, file=sys.stderr)
             continue
-        res.append((t, f"per_sm={per_sm} BLOCK_MAX={block} warps={warps} evict=({p1 or '-'},{p2 or '-'})"))
-    CE.PROGRAMS_PER_SM, CE.BLOCK_MAX, CE.NUM_WARPS, CE.PASS1_EVICT, CE.PASS2_EVICT = saved
+        res.append(
+            (
+                t,
+                f"per_sm={per_sm} BLOCK_MAX={block} warps={warps} evict=({p1 or '-'},{p2 or '-'}) stages={st}",
+            )
+        )
+    for n, v in zip(names, saved):
+        setattr(CE, n, v)
     report("cross_entropy full(graph)", res, top=len(res))
 
 

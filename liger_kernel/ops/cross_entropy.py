@@ -60,6 +60,9 @@ PROGRAMS_PER_SM = 0
 # "evict_first"). Meant for a persistent grid, where the rows in flight fit in L2.
 PASS1_EVICT = ""
 PASS2_EVICT = ""
+# Software-pipelining depth of the loops over a row (tl.range's num_stages; None: Triton's default,
+# which pipelines only loads that feed a dot, i.e. none here).
+NUM_STAGES = None
 # Whether to sync once per call to raise on targets outside [0, V) (see the module docstring).
 CHECK_TARGETS = True
 
@@ -166,6 +169,7 @@ def _cross_entropy_kernel(
     BLOCK: tl.constexpr,
     PASS1_EVICT: tl.constexpr,
     PASS2_EVICT: tl.constexpr,
+    NUM_STAGES: tl.constexpr,
 ):
     # Persistent grid: program p takes rows p, p + n_programs, ... so that only n_programs rows are
     # in flight at once and pass 2 re-reads each row from L2 rather than from memory.
@@ -192,7 +196,7 @@ def _cross_entropy_kernel(
             m = float("-inf")
             d = 0.0
             sum_wz = 0.0
-            for start in range(0, n_cols, BLOCK):
+            for start in tl.range(0, n_cols, BLOCK, num_stages=NUM_STAGES):
                 cols = start + offs
                 mask = cols < n_cols
                 if HAS_SOFTCAP:
@@ -252,7 +256,7 @@ def _cross_entropy_kernel(
 
                 # Pass 2, backwards over the row: the blocks pass 1 read last are the likeliest in L2.
                 n_blocks = tl.cdiv(n_cols, BLOCK)
-                for i in range(0, n_blocks):
+                for i in tl.range(0, n_blocks, num_stages=NUM_STAGES):
                     cols = (n_blocks - 1 - i) * BLOCK + offs
                     mask = cols < n_cols
                     z = tl.load(x_row + cols, mask=mask, other=0.0, eviction_policy=PASS2_EVICT)
@@ -441,7 +445,8 @@ def cross_entropy_rows(
         scales, ce, zl, n_rows, n_cols, n_programs, ignore_index, label_smoothing, lse_square_scale, softcap,
         HAS_WEIGHT=weight is not None, HAS_SMOOTHING=label_smoothing > 0, HAS_Z=lse_square_scale != 0,
         HAS_SOFTCAP=softcap > 0, HAS_ROW_SCALE=row_scale is not None, WRITE_GRAD=write_grad,
-        BLOCK=_block(n_cols), PASS1_EVICT=PASS1_EVICT, PASS2_EVICT=PASS2_EVICT, num_warps=NUM_WARPS,
+        BLOCK=_block(n_cols), PASS1_EVICT=PASS1_EVICT, PASS2_EVICT=PASS2_EVICT,
+        NUM_STAGES=NUM_STAGES, num_warps=NUM_WARPS,
     )  # fmt: skip
     return ce, zl
 
