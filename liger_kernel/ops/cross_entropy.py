@@ -43,7 +43,14 @@ import torch
 import triton
 import triton.language as tl
 
-from liger_kernel.ops.utils import check_floating, check_same_device, multiprocessor_count, use_triton
+from liger_kernel.ops.utils import (
+    check_floating,
+    check_same_device,
+    liger_op,
+    multiprocessor_count,
+    next_power_of_2,
+    use_triton,
+)
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -296,7 +303,7 @@ def _scale_rows_kernel(G, stride_g, GO, stride_go, n_cols, BLOCK: tl.constexpr):
 
 def _block(n_cols: int) -> int:
     # At least 16 lanes: tiny rows gain nothing from smaller blocks, and the compiler handles them best.
-    return min(triton.next_power_of_2(max(n_cols, 16)), triton.next_power_of_2(BLOCK_MAX))
+    return min(next_power_of_2(max(n_cols, 16)), next_power_of_2(BLOCK_MAX))
 
 
 def _should_check_targets(device: torch.device) -> bool:
@@ -497,7 +504,7 @@ def _loss_like(logits: torch.Tensor, reduction: str) -> torch.Tensor:
     return logits.new_empty((logits.shape[0],) if reduction == "none" else ())
 
 
-@torch.library.custom_op("liger::cross_entropy_forward", mutates_args=())
+@liger_op("liger::cross_entropy_forward", mutates_args=())
 def cross_entropy_forward(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -529,7 +536,7 @@ def _(
     return _loss_like(logits, reduction), _loss_like(logits, reduction), grad
 
 
-@torch.library.custom_op("liger::cross_entropy_forward_inplace", mutates_args=("logits",))
+@liger_op("liger::cross_entropy_forward_inplace", mutates_args=("logits",))
 def cross_entropy_forward_inplace(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -551,7 +558,7 @@ def _(logits, target, weight, ignore_index, label_smoothing, lse_square_scale, s
     return _loss_like(logits, reduction), _loss_like(logits, reduction)
 
 
-@torch.library.custom_op("liger::cross_entropy_scale_grad_", mutates_args=("grad",))
+@liger_op("liger::cross_entropy_scale_grad_", mutates_args=("grad",))
 def cross_entropy_scale_grad_(grad: torch.Tensor, grad_output: torch.Tensor) -> None:
     """Backward: grad *= grad_output in place (scalar, or per row for reduction="none")."""
     scale_rows_(grad, grad_output)

@@ -35,7 +35,13 @@ from liger_kernel.ops.cross_entropy import (
     loss_scales,
     reduce_loss,
 )
-from liger_kernel.ops.utils import check_floating, check_same_device, use_triton
+from liger_kernel.ops.utils import (
+    cdiv,
+    check_floating,
+    check_same_device,
+    liger_op,
+    use_triton,
+)
 
 # Tuning knob (read at each call): bytes of one chunk of logits when chunk_size is not given.
 # Memory against speed. H200 sweep, 8192 x 4096 -> 128256 bf16 (benchmark/sweep_kernels.py): chunks of
@@ -61,10 +67,10 @@ def default_chunk_size(n_rows: int, vocab_size: int, element_size: int) -> int:
     budget_rows = max(1, CHUNK_LOGITS_BYTES // max(1, vocab_size * element_size))
     if budget_rows >= 64:
         budget_rows -= budget_rows % 64
-    n_chunks = triton.cdiv(max(n_rows, 1), budget_rows)
-    rows = triton.cdiv(max(n_rows, 1), n_chunks)
+    n_chunks = cdiv(max(n_rows, 1), budget_rows)
+    rows = cdiv(max(n_rows, 1), n_chunks)
     if rows > 64:
-        rows = min(budget_rows, triton.cdiv(rows, 64) * 64)
+        rows = min(budget_rows, cdiv(rows, 64) * 64)
     return max(1, min(rows, n_rows))
 
 
@@ -165,7 +171,7 @@ def _scale_(t: torch.Tensor, grad_output: torch.Tensor) -> None:
         t.mul_(grad_output.to(t.dtype) if t.dtype != torch.float32 else grad_output.float())
         return
     n = t.numel()
-    _scale_kernel[(triton.cdiv(n, _SCALE_BLOCK),)](t, n, grad_output, BLOCK=_SCALE_BLOCK, num_warps=8)
+    _scale_kernel[(cdiv(n, _SCALE_BLOCK),)](t, n, grad_output, BLOCK=_SCALE_BLOCK, num_warps=8)
 
 
 # --- torch.library registration: opaque to torch.compile, so no graph break --------------------------
@@ -175,7 +181,7 @@ def _empty(t: torch.Tensor) -> torch.Tensor:
     return t.new_empty(0)
 
 
-@torch.library.custom_op("liger::fused_linear_cross_entropy_forward", mutates_args=())
+@liger_op("liger::fused_linear_cross_entropy_forward", mutates_args=())
 def fused_linear_cross_entropy_forward(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -226,9 +232,7 @@ def _(x, weight, target, bias, ce_weight, ignore_index, lse_square_scale, label_
     )
 
 
-@torch.library.custom_op(
-    "liger::fused_linear_cross_entropy_scale_grads_", mutates_args=("grad_x", "grad_w", "grad_b")
-)
+@liger_op("liger::fused_linear_cross_entropy_scale_grads_", mutates_args=("grad_x", "grad_w", "grad_b"))
 def fused_linear_cross_entropy_scale_grads_(
     grad_x: torch.Tensor, grad_w: torch.Tensor, grad_b: torch.Tensor, grad_output: torch.Tensor
 ) -> None:
@@ -242,7 +246,7 @@ def _(grad_x, grad_w, grad_b, grad_output):
     return None
 
 
-@torch.library.custom_op("liger::fused_linear_cross_entropy_backward", mutates_args=())
+@liger_op("liger::fused_linear_cross_entropy_backward", mutates_args=())
 def fused_linear_cross_entropy_backward(
     grad_output: torch.Tensor,
     x: torch.Tensor,

@@ -40,7 +40,16 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from liger_kernel.ops.utils import as_rows, check_floating, check_same_device, interpreter_enabled, use_triton
+from liger_kernel.ops.utils import (
+    as_rows,
+    cdiv,
+    check_floating,
+    check_same_device,
+    interpreter_enabled,
+    liger_op,
+    next_power_of_2,
+    use_triton,
+)
 
 try:  # the backend's libm (CUDA libdevice / ROCm ocml), dispatched when the kernel is compiled
     from triton.language.extra import libdevice as _libdevice
@@ -204,8 +213,8 @@ ELEMENTS_PER_WARP = 512
 
 def _launch_config(n_rows: int, n_cols: int) -> tuple[int, int, int]:
     """(BLOCK_M, BLOCK_N, warps): about TILE_ELEMENTS per program, several rows when rows are short."""
-    block_n = min(triton.next_power_of_2(n_cols), MAX_BLOCK_N)
-    block_m = min(triton.next_power_of_2(n_rows), max(1, TILE_ELEMENTS // block_n))
+    block_n = min(next_power_of_2(n_cols), MAX_BLOCK_N)
+    block_m = min(next_power_of_2(n_rows), max(1, TILE_ELEMENTS // block_n))
     num_warps = max(1, min(16, block_m * block_n // ELEMENTS_PER_WARP))
     return block_m, block_n, num_warps
 
@@ -216,7 +225,7 @@ def _precise(t: torch.Tensor) -> bool:
 
 
 def _grid(n_rows: int, n_cols: int, block_m: int, block_n: int) -> tuple[int]:
-    return (triton.cdiv(n_rows, block_m) * triton.cdiv(n_cols, block_n),)
+    return (cdiv(n_rows, block_m) * cdiv(n_cols, block_n),)
 
 
 # --- PyTorch path: same math, for CPU tensors without the interpreter and for float64 -----------------
@@ -407,7 +416,7 @@ def glu_mlp_backward_impl(
 # --- torch.library registration: opaque to torch.compile, so no graph break --------------------------
 
 
-@torch.library.custom_op("liger::glu_forward", mutates_args=())
+@liger_op("liger::glu_forward", mutates_args=())
 def glu_forward(a: torch.Tensor, b: torch.Tensor, activation: str) -> torch.Tensor:
     return glu_forward_impl(a, b, activation)
 
@@ -417,7 +426,7 @@ def _(a, b, activation):
     return a.new_empty(a.shape)
 
 
-@torch.library.custom_op("liger::glu_backward", mutates_args=())
+@liger_op("liger::glu_backward", mutates_args=())
 def glu_backward(
     dc: torch.Tensor, a: torch.Tensor, b: torch.Tensor, activation: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -444,7 +453,7 @@ def _glu_backward(ctx, dc):
 glu_forward.register_autograd(_glu_backward, setup_context=_glu_setup_context)
 
 
-@torch.library.custom_op("liger::glu_mlp_forward", mutates_args=())
+@liger_op("liger::glu_mlp_forward", mutates_args=())
 def glu_mlp_forward(
     x: torch.Tensor,
     gate_weight: torch.Tensor,
@@ -471,7 +480,7 @@ def _(x, gate_weight, up_weight, down_weight, gate_bias, up_bias, down_bias, act
     )
 
 
-@torch.library.custom_op("liger::glu_mlp_backward", mutates_args=("a", "b"))
+@liger_op("liger::glu_mlp_backward", mutates_args=("a", "b"))
 def glu_mlp_backward(
     dy: torch.Tensor,
     x: torch.Tensor,

@@ -25,8 +25,10 @@ import triton.language as tl
 
 from liger_kernel.ops.utils import (
     as_rows,
+    cdiv,
     check_floating,
     check_same_device,
+    liger_op,
     norm_backward_config,
     norm_backward_programs,
     norm_forward_config,
@@ -170,7 +172,7 @@ def layer_norm_forward_impl(
     rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
     block_n = row_block_size(n_cols)
     block_m, num_warps = norm_forward_config(block_n)
-    _layer_norm_forward_kernel[(triton.cdiv(n_rows, block_m),)](
+    _layer_norm_forward_kernel[(cdiv(n_rows, block_m),)](
         x2, y, weight, bias if bias is not None else weight, mean, rstd,
         x2.stride(0), y.stride(0), n_rows, n_cols, eps,
         HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps,
@@ -203,9 +205,9 @@ def layer_norm_backward_impl(
     dx = torch.empty((n_rows, n_cols), dtype=x.dtype, device=x.device)
     block_n = row_block_size(n_cols)
     block_m, num_warps = norm_backward_config(block_n)
-    n_programs = norm_backward_programs(triton.cdiv(n_rows, block_m), x.device)
-    rows_per_program = triton.cdiv(n_rows, n_programs)
-    n_programs = triton.cdiv(n_rows, rows_per_program)
+    n_programs = norm_backward_programs(cdiv(n_rows, block_m), x.device)
+    rows_per_program = cdiv(n_rows, n_programs)
+    n_programs = cdiv(n_rows, rows_per_program)
     planes = n_programs if (compute_dw or compute_db) else 1
     dwdb_partial = torch.empty((2, planes, n_cols), dtype=torch.float32, device=x.device)
     _layer_norm_backward_kernel[(n_programs,)](
@@ -224,7 +226,7 @@ def layer_norm_backward_impl(
 # --- torch.library registration: opaque to torch.compile, so no graph break --------------------------
 
 
-@torch.library.custom_op("liger::layer_norm_forward", mutates_args=())
+@liger_op("liger::layer_norm_forward", mutates_args=())
 def layer_norm_forward(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -238,7 +240,7 @@ def _(x, weight, bias, eps):
     return x.new_empty(x.shape), stats, torch.empty_like(stats)
 
 
-@torch.library.custom_op("liger::layer_norm_backward", mutates_args=())
+@liger_op("liger::layer_norm_backward", mutates_args=())
 def layer_norm_backward(
     dy: torch.Tensor,
     x: torch.Tensor,

@@ -27,8 +27,10 @@ import triton.language as tl
 
 from liger_kernel.ops.utils import (
     as_rows,
+    cdiv,
     check_floating,
     check_same_device,
+    liger_op,
     norm_backward_config,
     norm_backward_programs,
     norm_forward_config,
@@ -170,7 +172,7 @@ def rms_norm_forward_impl(
     rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
     block_n = row_block_size(n_cols)
     block_m, num_warps = norm_forward_config(block_n)
-    _rms_norm_forward_kernel[(triton.cdiv(n_rows, block_m),)](
+    _rms_norm_forward_kernel[(cdiv(n_rows, block_m),)](
         x2, y, weight, rstd, x2.stride(0), y.stride(0), n_rows, n_cols, eps, offset,
         CASTING=CASTING_MODES[casting_mode], BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps,
     )  # fmt: skip
@@ -195,9 +197,9 @@ def rms_norm_backward_impl(
     dx = torch.empty((n_rows, n_cols), dtype=x.dtype, device=x.device)
     block_n = row_block_size(n_cols)
     block_m, num_warps = norm_backward_config(block_n)
-    n_programs = norm_backward_programs(triton.cdiv(n_rows, block_m), x.device)
-    rows_per_program = triton.cdiv(n_rows, n_programs)
-    n_programs = triton.cdiv(n_rows, rows_per_program)
+    n_programs = norm_backward_programs(cdiv(n_rows, block_m), x.device)
+    rows_per_program = cdiv(n_rows, n_programs)
+    n_programs = cdiv(n_rows, rows_per_program)
     dw_partial = torch.empty((n_programs if compute_dw else 1, n_cols), dtype=torch.float32, device=x.device)
     _rms_norm_backward_kernel[(n_programs,)](
         dy2, x2, weight, rstd, dx, dw_partial, dy2.stride(0), x2.stride(0), dx.stride(0),
@@ -212,7 +214,7 @@ def rms_norm_backward_impl(
 # --- torch.library registration: opaque to torch.compile, so no graph break --------------------------
 
 
-@torch.library.custom_op("liger::rms_norm_forward", mutates_args=())
+@liger_op("liger::rms_norm_forward", mutates_args=())
 def rms_norm_forward(
     x: torch.Tensor, weight: torch.Tensor, eps: float, offset: float, casting_mode: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -226,7 +228,7 @@ def _(x, weight, eps, offset, casting_mode):
     return y, x.new_empty((n_rows,), dtype=torch.float32)
 
 
-@torch.library.custom_op("liger::rms_norm_backward", mutates_args=())
+@liger_op("liger::rms_norm_backward", mutates_args=())
 def rms_norm_backward(
     dy: torch.Tensor,
     x: torch.Tensor,

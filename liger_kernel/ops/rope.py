@@ -24,7 +24,13 @@ import torch
 import triton
 import triton.language as tl
 
-from liger_kernel.ops.utils import check_floating, check_same_device, use_triton
+from liger_kernel.ops.utils import (
+    check_floating,
+    check_same_device,
+    liger_op,
+    next_power_of_2,
+    use_triton,
+)
 
 
 @triton.jit
@@ -131,10 +137,10 @@ def _rope_config(
     A tile is (heads x half head_dim) elements, loaded twice (both halves); ``max_tile`` bounds it so
     registers stay small for many heads or wide heads.
     """
-    block_d = triton.next_power_of_2(head_dim // 2)
+    block_d = next_power_of_2(head_dim // 2)
     heads_cap = max(1, max_tile // block_d)
-    block_hq = min(triton.next_power_of_2(n_q_heads), heads_cap)
-    block_hk = min(triton.next_power_of_2(n_k_heads), heads_cap)
+    block_hq = min(next_power_of_2(n_q_heads), heads_cap)
+    block_hk = min(next_power_of_2(n_k_heads), heads_cap)
     if num_warps is None:
         # H200 sweep (benchmark/sweep_kernels.py), bsz 4, seq 2048, 32/8 heads, head_dim 128, full pass
         # as CUDA-graph replay: tiles of 512 elements with 4 warps were best (0.096 ms).
@@ -212,7 +218,7 @@ def _out_dtype(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.d
 # --- torch.library registration: opaque to torch.compile, so no graph break --------------------------
 
 
-@torch.library.custom_op("liger::rope_forward", mutates_args=())
+@liger_op("liger::rope_forward", mutates_args=())
 def rope_forward(
     q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -224,7 +230,7 @@ def _(q, k, cos, sin):
     return _new_like(q, _out_dtype(q, cos, sin)), _new_like(k, _out_dtype(k, cos, sin))
 
 
-@torch.library.custom_op("liger::rope_backward", mutates_args=())
+@liger_op("liger::rope_backward", mutates_args=())
 def rope_backward(
     dq: torch.Tensor, dk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,11 +9,13 @@ runs on a machine without a GPU.
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import warnings
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
-import triton
 
 _TRUE = ("1", "true", "yes", "on")
 
@@ -54,9 +56,19 @@ def multiprocessor_count(device: torch.device) -> int:
     return 4
 
 
+def cdiv(a: int, b: int) -> int:
+    """Ceiling of a / b for positive ints (host side: ``triton.cdiv`` is a jit wrapper, slower to call)."""
+    return -(-a // b)
+
+
+def next_power_of_2(n: int) -> int:
+    """The smallest power of two >= n (1 for n <= 1)."""
+    return 1 if n <= 1 else 1 << (n - 1).bit_length()
+
+
 def row_block_size(n_cols: int, max_block: int = 65536) -> int:
     """The power of two that holds a whole row of ``n_cols`` elements."""
-    block = triton.next_power_of_2(n_cols)
+    block = next_power_of_2(n_cols)
     if block > max_block:
         raise ValueError(
             f"rows of {n_cols} elements exceed the largest block this kernel supports ({max_block})"
@@ -121,3 +133,73 @@ def norm_backward_config(block_n: int) -> tuple[int, int]:
 def norm_backward_programs(n_row_blocks: int, device: torch.device) -> int:
     """Persistent-grid size of a row-norm backward (each program adds one row of weight-grad shares)."""
     return max(1, min(n_row_blocks, NORM_BACKWARD_PROGRAMS_PER_SM * multiprocessor_count(device)))
+
+
+# --- custom ops with a direct eager path ----------------------------------------------------------------
+
+_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
+
+
+def run_directly(tensor: Any) -> bool:
+    """Whether an op may skip torch.library's dispatcher and run its Python implementation directly.
+
+    True for plain tensors in eager mode. False while torch.compile or export traces (the custom op keeps
+    the Triton kernels opaque to them), under any dispatch mode (fake tensors, functionalization, make_fx)
+    and for tensor subclasses (DTensor...), which all need the registered op. The dispatcher's Python
+    layers cost ~10 us per call on a fast host and several times that on a slow one, often more than
+    the kernel they launch (benchmark/NOTES.md).
+    """
+    if torch.compiler.is_compiling():  # first: under dynamo nothing below is traced
+        return False
+    return type(tensor) in _PLAIN_TENSORS and torch._C._len_torch_dispatch_stack() == 0
+
+
+class LigerOp:
+    """A Python function registered as the custom op ``name`` and called directly where that is safe.
+
+    ``op(*args)`` runs the registered op (``self.op``, a ``torch.library`` CustomOpDef) while tracing and
+    for tensor subclasses; otherwise (``run_directly`` of the first argument) the function itself, through
+    a plain ``torch.autograd.Function`` made from the same ``setup_context`` and ``backward`` once
+    ``register_autograd`` was called. Inputs named in ``mutates_args`` get their version counters bumped
+    after a direct call, as the registered op does, so autograd still detects the mutation. Call with
+    positional arguments only.
+    """
+
+    def __init__(self, name: str, fn: Callable[..., Any], mutates_args: Iterable[str] = ()) -> None:
+        mutates_args = tuple(mutates_args)
+        self.fn = fn
+        self.op = torch.library.custom_op(name, fn, mutates_args=mutates_args)
+        params = list(inspect.signature(fn).parameters)
+        self._mutated = tuple(params.index(a) for a in mutates_args)
+        self._function: type[torch.autograd.Function] | None = None
+        functools.update_wrapper(self, fn)
+
+    def register_fake(self, fake: Callable[..., Any]) -> Callable[..., Any]:
+        return self.op.register_fake(fake)
+
+    def register_autograd(self, backward: Callable[..., Any], *, setup_context: Callable[..., Any]) -> None:
+        self.op.register_autograd(backward, setup_context=setup_context)
+        fn = self.fn
+
+        # The forward takes ctx and calls setup_context itself: a Function with a separate
+        # setup_context binds its arguments through inspect.signature on every call (~20 us).
+        def forward(ctx: Any, *args: Any) -> Any:
+            out = fn(*args)
+            setup_context(ctx, args, out)
+            return out
+
+        attrs = {"forward": staticmethod(forward), "backward": staticmethod(backward)}
+        self._function = type(f"{fn.__name__}_function", (torch.autograd.Function,), attrs)
+
+    def __call__(self, *args: Any) -> Any:
+        if not run_directly(args[0]):
+            return self.op(*args)
+        out = self._function.apply(*args) if self._function is not None else self.fn(*args)
+        for i in self._mutated:
+            torch.autograd.graph.increment_version(args[i])
+        return out
+
+
+def liger_op(name: str, *, mutates_args: Iterable[str] = ()) -> Callable[[Callable[..., Any]], LigerOp]:
+    """Decorator form of ``LigerOp``: ``@liger_op("liger::rms_norm_forward")``."""
+    return lambda fn: LigerOp(name, fn, mutates_args)
