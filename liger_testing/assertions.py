@@ -12,7 +12,7 @@ import torch
 from liger_testing._tree import zip_trees
 from liger_testing.tolerances import Tolerance, looser, machine_eps, tolerances
 
-__all__ = ["assert_close", "assert_close_to_reference"]
+__all__ = ["assert_close", "assert_close_to_reference", "default_floor"]
 
 _INDENT = "    "
 
@@ -300,6 +300,13 @@ def _interpreter_truncates(actual: torch.Tensor) -> bool:
     )
 
 
+def default_floor(actual: torch.Tensor) -> float:
+    """The default relative floor of ``assert_close_to_reference`` for a kernel result ``actual``: the
+    machine epsilon of its dtype, twice that for bf16 on the CPU under Triton's interpreter."""
+    eps = machine_eps(actual.dtype)
+    return 2.0 * eps if _interpreter_truncates(actual) else eps
+
+
 def _compare_reference_leaf(
     path: str, actual: Any, reference: Any, golden: Any, *, factor: float, floor: float | None
 ) -> str | None:
@@ -322,10 +329,9 @@ def _compare_reference_leaf(
         return None
 
     if floor is None:
-        floor_rel = machine_eps(a.dtype)
+        floor_rel = default_floor(a)
         floor_desc = f"{floor_rel:.3e} (default: eps of {a.dtype})"
         if _interpreter_truncates(a):
-            floor_rel *= 2.0
             floor_desc = (
                 f"{floor_rel:.3e} (default: 2 x eps of {a.dtype}: Triton's interpreter rounds fp32 -> bf16 "
                 "by truncation, up to 1 ulp where the hardware's round-to-nearest gives 1/2)"
