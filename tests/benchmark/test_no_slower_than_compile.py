@@ -10,6 +10,10 @@ and a kernel within that of compile is "not slower" for practical purposes; the 
 on a noisy machine, the cap keeps a noisy run from passing anything.  The Liger result is also checked
 against eager once (benchmark.run.check), so a fast but wrong kernel cannot pass.
 
+One op is slower than compile by design and gets a derived allowance (``structural_cost_ms``): the
+fused linear cross entropy keeps its memory at ~1.3 GiB where compile's takes 3 GiB, and pays for it in
+dW traffic, counted in bytes and timed at the GPU's measured copy bandwidth.
+
 Timings need the GPU to themselves: under pytest-xdist with more than one worker (other tests, or
 the other ops of this test, running on the same GPU at once) the test skips and says how to run it
 alone (``pytest tests/benchmark -n 0``; ``scripts/gpu_tests.sh`` does that after the parallel run).
@@ -92,8 +96,40 @@ def test_no_slower_than_compile(op: str, device: str) -> None:
     best = {k: min(v) for k, v in times.items()}
     spread = max((max(v) - min(v)) / min(v) for v in times.values())
     margin = min(max(MIN_MARGIN, 2 * spread), MAX_MARGIN)
+    extra_ms, why = structural_cost_ms(op, shape.dims, dtype, dev, timer)
+    allowed = best["compile"] * (1 + margin) + extra_ms
     ratio = best["liger"] / best["compile"]
-    assert ratio <= 1 + margin, (
+    assert best["liger"] <= allowed, (
         f"{op} [{shape.label}]: liger full pass {best['liger']:.4f} ms is {ratio:.3f}x torch.compile's "
-        f"{best['compile']:.4f} ms (allowed {1 + margin:.3f}x; timings {times})"
+        f"{best['compile']:.4f} ms (allowed {allowed:.4f} ms = {1 + margin:.3f}x + {extra_ms:.3f} ms {why}; "
+        f"timings {times})"
     )
+
+
+def copy_bandwidth(device: torch.device, timer) -> float:
+    """Bytes per second of a 1 GiB device-to-device copy (read + write), measured here."""
+    buffers = torch.empty(2, 2**30, dtype=torch.uint8, device=device)
+    ms = timer(lambda: buffers[1].copy_(buffers[0]))
+    return 2 * 2**30 / (ms * 1e-3)
+
+
+def structural_cost_ms(op: str, dims: dict[str, int], dtype: torch.dtype, device: torch.device, timer):
+    """Time an op spends, by design, on traffic torch.compile's version does not have: (ms, reason).
+
+    Only the fused linear cross entropy has one. It holds one chunk of logits at a time (its memory
+    bound, ~1.3 GiB at 8192 x 4096 -> 128256 against compile's 3 GiB) and so accumulates dW chunk by
+    chunk: every chunk after the first reads and writes dW (V x H) once more, which compile's single
+    dW matmul does not. That traffic, at this GPU's measured copy bandwidth, is its allowance; a
+    slowdown beyond it still fails.
+    """
+    if op != "fused_linear_cross_entropy":
+        return 0.0, ""
+    from liger_kernel.ops.fused_linear_cross_entropy import default_chunk_size
+
+    tokens, hidden, vocab = dims["tokens"], dims["hidden"], dims["vocab"]
+    elem = torch.finfo(dtype).bits // 8
+    rows = default_chunk_size(tokens, vocab, elem)
+    chunks = -(-tokens // rows)
+    dw_bytes = vocab * hidden * elem
+    ms = (chunks - 1) * 2 * dw_bytes / copy_bandwidth(device, timer) * 1e3
+    return ms, f"(dW read + written by {chunks - 1} more chunks than compile's one matmul)"
