@@ -61,6 +61,8 @@ KINDS = ("fwd_bwd", "train_step")
 COLUMNS = (
     "arm",
     "preset",
+    "batch",
+    "seq",
     "metric",
     "value",
     "gpu",
@@ -304,18 +306,33 @@ def write_rows(path: Path, env: dict[str, str], rows: list[dict[str, Any]]) -> N
 
 
 def load_csvs(paths: list[Path]) -> tuple[str, dict[str, ArmResult], dict[str, str]]:
-    """Merge CSVs of one preset (e.g. a run split over two calls); a later file wins per arm."""
+    """Merge CSVs of one preset and shape (e.g. a run split over two calls); a later file wins per arm.
+
+    Raises ValueError for CSVs of different presets or batch/seq (files from before the batch and seq
+    columns existed carry none and are taken as the preset's own shape)."""
     results: dict[str, ArmResult] = {}
     preset = ""
+    shape: tuple[str, str] | None = None
     info: dict[str, str] = {}
     for path in paths:
         seen: set[str] = set()
         with path.open(newline="") as f:
             for row in csv.DictReader(f):
-                preset = preset or row["preset"]
-                info = info or {
-                    k: row.get(k, "") for k in ("gpu", "torch", "triton", "transformers", "liger_kernel")
-                }
+                row_shape = (row.get("batch") or "preset", row.get("seq") or "preset")
+                if (preset and row["preset"] != preset) or (shape and row_shape != shape):
+                    raise ValueError(
+                        f"{path}: preset {row['preset']} batch/seq {row_shape} differs from the earlier "
+                        f"files' {preset} {shape}; plot or report each shape on its own"
+                    )
+                preset, shape = row["preset"], row_shape
+                info = info or {"batch": row.get("batch", ""), "seq": row.get("seq", "")}
+                if "gpu" not in info:
+                    info.update(
+                        {
+                            k: row.get(k, "")
+                            for k in ("gpu", "torch", "triton", "transformers", "liger_kernel")
+                        }
+                    )
                 arm = row["arm"]
                 if arm not in seen:
                     results[arm] = ArmResult()
@@ -465,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "arm": arm,
                 "preset": args.preset,
+                "batch": args.batch,
+                "seq": args.seq,
                 "metric": m,
                 "value": res.values.get(m, math.nan),
                 "note": res.note,

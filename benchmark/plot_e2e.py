@@ -66,7 +66,8 @@ def plot(csv_paths: list[Path], out_dir: Path, name: str | None = None) -> Path:
                     )
             ax.set_xticks(list(xs), arms)
             ax.set_ylim(0, top * 1.25)
-            ax.set_title(f"{preset} {kind}: {title}", fontsize=10)
+            shape = f" b{info['batch']} s{info['seq']}" if info.get("batch") else ""
+            ax.set_title(f"{preset}{shape} {kind}: {title}", fontsize=10)
     fig.suptitle(
         f"{info.get('gpu', '')}; torch {info.get('torch', '')}, transformers {info.get('transformers', '')}, "
         f"liger_kernel {info.get('liger_kernel', '')}",

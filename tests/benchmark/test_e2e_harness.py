@@ -1,0 +1,50 @@
+"""The end-to-end benchmark harness on CPU (tiny preset): it runs, writes a CSV a report can read, and
+refuses to merge runs of different shapes. It checks the harness, not the speed."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import pytest
+
+_REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def e2e():
+    if str(_REPO) not in sys.path:  # benchmark/ lives at the repository root, outside the package
+        sys.path.insert(0, str(_REPO))
+    from benchmark import e2e
+
+    return e2e
+
+
+def test_tiny_run_writes_a_csv_the_report_reads(e2e, tmp_path, device):
+    if device != "cpu":
+        pytest.skip("the tiny preset checks the harness on CPU")
+    out = tmp_path / "tiny.csv"
+    assert e2e.main(["--preset", "tiny", "--arms", "eager,liger", "--steps", "1", "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert {r["arm"] for r in rows} == {"eager", "liger"}
+    assert {(r["batch"], r["seq"]) for r in rows} == {("2", "32")}
+    preset, results, info = e2e.load_csvs([out])
+    assert preset == "tiny" and info["batch"] == "2"
+    for arm in ("eager", "liger"):
+        assert results[arm].values["fwd_bwd_ms"] > 0, results[arm].note
+    # both arms start from the same weights and data: the first losses agree
+    assert results["eager"].values["fwd_bwd_loss"] == pytest.approx(
+        results["liger"].values["fwd_bwd_loss"], rel=1e-4
+    )
+    assert "liger modules=" in results["liger"].note
+
+    other = tmp_path / "other.csv"
+    with out.open() as src, other.open("w", newline="") as dst:
+        reader = csv.DictReader(src)
+        writer = csv.DictWriter(dst, fieldnames=reader.fieldnames)
+        writer.writeheader()
+        for row in reader:
+            writer.writerow({**row, "batch": "8"})
+    with pytest.raises(ValueError, match="differs from the earlier files"):
+        e2e.load_csvs([out, other])
