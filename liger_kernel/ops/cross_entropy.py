@@ -63,13 +63,6 @@ NUM_WARPS = 8
 # Programs per SM of a persistent grid (0: one program per row). The idea was that few rows in flight
 # keep the second pass over each row in L2; on the H200 one per SM was slower (see benchmark/NOTES.md).
 PROGRAMS_PER_SM = 0
-# L2 eviction hints: pass 1's loads and pass 2's loads and stores ("" for none, "evict_last",
-# "evict_first"). Meant for a persistent grid, where the rows in flight fit in L2.
-PASS1_EVICT = ""
-PASS2_EVICT = ""
-# Software-pipelining depth of the loops over a row (tl.range's num_stages; None: Triton's default,
-# which pipelines only loads that feed a dot, i.e. none here).
-NUM_STAGES = None
 # Whether to sync once per call to raise on targets outside [0, V) (see the module docstring).
 CHECK_TARGETS = True
 
@@ -174,9 +167,6 @@ def _cross_entropy_kernel(
     HAS_ROW_SCALE: tl.constexpr,
     WRITE_GRAD: tl.constexpr,
     BLOCK: tl.constexpr,
-    PASS1_EVICT: tl.constexpr,
-    PASS2_EVICT: tl.constexpr,
-    NUM_STAGES: tl.constexpr,
 ):
     # Persistent grid: program p takes rows p, p + n_programs, ... so that only n_programs rows are
     # in flight at once and pass 2 re-reads each row from L2 rather than from memory.
@@ -203,15 +193,15 @@ def _cross_entropy_kernel(
             m = float("-inf")
             d = 0.0
             sum_wz = 0.0
-            for start in tl.range(0, n_cols, BLOCK, num_stages=NUM_STAGES):
+            for start in range(0, n_cols, BLOCK):
                 cols = start + offs
                 mask = cols < n_cols
                 if HAS_SOFTCAP:
-                    z = tl.load(x_row + cols, mask=mask, other=0.0, eviction_policy=PASS1_EVICT)
+                    z = tl.load(x_row + cols, mask=mask, other=0.0)
                     z = z.to(tl.float32)
                     z = tl.where(mask, softcap * _tanh(z / softcap), float("-inf"))
                 else:
-                    z = tl.load(x_row + cols, mask=mask, other=float("-inf"), eviction_policy=PASS1_EVICT)
+                    z = tl.load(x_row + cols, mask=mask, other=float("-inf"))
                     z = z.to(tl.float32)
                 m_new = tl.maximum(m, tl.max(z, 0))
                 d = d * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new), 0)
@@ -263,10 +253,10 @@ def _cross_entropy_kernel(
 
                 # Pass 2, backwards over the row: the blocks pass 1 read last are the likeliest in L2.
                 n_blocks = tl.cdiv(n_cols, BLOCK)
-                for i in tl.range(0, n_blocks, num_stages=NUM_STAGES):
+                for i in range(0, n_blocks):
                     cols = (n_blocks - 1 - i) * BLOCK + offs
                     mask = cols < n_cols
-                    z = tl.load(x_row + cols, mask=mask, other=0.0, eviction_policy=PASS2_EVICT)
+                    z = tl.load(x_row + cols, mask=mask, other=0.0)
                     z = z.to(tl.float32)
                     if HAS_SOFTCAP:
                         z = softcap * _tanh(z / softcap)
@@ -279,9 +269,7 @@ def _cross_entropy_kernel(
                     if HAS_SOFTCAP:
                         zc = z / softcap
                         grad = grad * (1.0 - zc * zc)
-                    tl.store(
-                        g_row + cols, grad.to(G.dtype.element_ty), mask=mask, eviction_policy=PASS2_EVICT
-                    )
+                    tl.store(g_row + cols, grad.to(G.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -452,8 +440,7 @@ def cross_entropy_rows(
         scales, ce, zl, n_rows, n_cols, n_programs, ignore_index, label_smoothing, lse_square_scale, softcap,
         HAS_WEIGHT=weight is not None, HAS_SMOOTHING=label_smoothing > 0, HAS_Z=lse_square_scale != 0,
         HAS_SOFTCAP=softcap > 0, HAS_ROW_SCALE=row_scale is not None, WRITE_GRAD=write_grad,
-        BLOCK=_block(n_cols), PASS1_EVICT=PASS1_EVICT, PASS2_EVICT=PASS2_EVICT,
-        NUM_STAGES=NUM_STAGES, num_warps=NUM_WARPS,
+        BLOCK=_block(n_cols), num_warps=NUM_WARPS,
     )  # fmt: skip
     return ce, zl
 
