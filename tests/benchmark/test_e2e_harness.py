@@ -48,3 +48,34 @@ def test_tiny_run_writes_a_csv_the_report_reads(e2e, tmp_path, device):
             writer.writerow({**row, "batch": "8"})
     with pytest.raises(ValueError, match="differs from the earlier files"):
         e2e.load_csvs([out, other])
+
+
+def test_fsdp2_harness_on_two_cpu_ranks(e2e, tmp_path, device):
+    """benchmark.fsdp2_e2e (the 2-GPU run of issue 9) on gloo: both arms, same first loss."""
+    if device != "cpu":
+        pytest.skip("the tiny preset checks the harness on CPU")
+    import os
+    import subprocess
+
+    out = tmp_path / "fsdp2.csv"
+    env = dict(os.environ, OMP_NUM_THREADS="1", TRITON_INTERPRET="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd += [
+        "-m",
+        "benchmark.fsdp2_e2e",
+        "--preset",
+        "tiny",
+        "--batches",
+        "2",
+        "--steps",
+        "1",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.run(cmd, cwd=_REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = list(csv.DictReader(out.open()))
+    loss = {r["arm"]: float(r["value"]) for r in rows if r["metric"] == "fwd_bwd_loss"}
+    assert set(loss) == {"unpatched", "patched"}
+    assert loss["patched"] == pytest.approx(loss["unpatched"], rel=1e-4)
+    assert all(r["note"] == "ranks=2" for r in rows)
