@@ -140,25 +140,29 @@ def norm_backward_programs(n_row_blocks: int, device: torch.device) -> int:
 _PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
 
 
-def run_directly(tensor: Any) -> bool:
-    """Whether an op may skip torch.library's dispatcher and run its Python implementation directly.
+def run_directly(*args: Any) -> bool:
+    """Whether an op called with ``args`` may skip torch.library's dispatcher and run its Python
+    implementation directly.
 
-    True for plain tensors in eager mode. False while torch.compile or export traces (the custom op keeps
-    the Triton kernels opaque to them), under any dispatch mode (fake tensors, functionalization, make_fx)
-    and for tensor subclasses (DTensor...), which all need the registered op. The dispatcher's Python
-    layers cost ~10 us per call on a fast host and several times that on a slow one, often more than
-    the kernel they launch (benchmark/NOTES.md).
+    True when every tensor among ``args`` is a plain tensor (or Parameter) in eager mode. False while
+    torch.compile or export traces (the custom op keeps the Triton kernels opaque to them), under any
+    dispatch mode (fake tensors, functionalization, make_fx) and for tensor subclasses (DTensor...),
+    which all need the registered op. The dispatcher's Python layers cost ~10 us per call on a fast
+    host and several times that on a slow one, often more than the kernel they launch
+    (benchmark/NOTES.md).
     """
     if torch.compiler.is_compiling():  # first: under dynamo nothing below is traced
         return False
-    return type(tensor) in _PLAIN_TENSORS and torch._C._len_torch_dispatch_stack() == 0
+    if torch._C._len_torch_dispatch_stack() != 0:
+        return False
+    return all(type(a) in _PLAIN_TENSORS or not isinstance(a, torch.Tensor) for a in args)
 
 
 class LigerOp:
     """A Python function registered as the custom op ``name`` and called directly where that is safe.
 
     ``op(*args)`` runs the registered op (``self.op``, a ``torch.library`` CustomOpDef) while tracing and
-    for tensor subclasses; otherwise (``run_directly`` of the first argument) the function itself, through
+    for tensor subclasses; otherwise (``run_directly(*args)``) the function itself, through
     a plain ``torch.autograd.Function`` made from the same ``setup_context`` and ``backward`` once
     ``register_autograd`` was called. Inputs named in ``mutates_args`` get their version counters bumped
     after a direct call, as the registered op does, so autograd still detects the mutation. Call with
@@ -192,7 +196,7 @@ class LigerOp:
         self._function = type(f"{fn.__name__}_function", (torch.autograd.Function,), attrs)
 
     def __call__(self, *args: Any) -> Any:
-        if not run_directly(args[0]):
+        if not run_directly(*args):
             return self.op(*args)
         out = self._function.apply(*args) if self._function is not None else self.fn(*args)
         for i in self._mutated:

@@ -146,7 +146,7 @@ def test_eager_calls_skip_the_dispatcher(device, monkeypatch):
 
 def test_traced_calls_use_the_registered_op(device):
     x = torch.randn(3, 8, device=device)
-    assert run_directly(x) and run_directly(torch.nn.Parameter(x))
+    assert run_directly(x, torch.nn.Parameter(x), 1e-6, "llama", None)
     with FakeTensorMode() as mode:
         fake = mode.from_tensor(x)
         assert not run_directly(fake)
@@ -154,6 +154,15 @@ def test_traced_calls_use_the_registered_op(device):
             fake, mode.from_tensor(torch.ones(8, device=device)), 1e-6, 0.0, "llama"
         )
         assert y.shape == (3, 8) and rstd.shape == (3,)
+
+
+class _Subclass(torch.Tensor):
+    pass
+
+
+def test_tensor_subclasses_use_the_registered_op(device):
+    x = torch.randn(3, 8, device=device)
+    assert not run_directly(x, x.as_subclass(_Subclass))
 
 
 def test_direct_call_bumps_versions_of_mutated_inputs(device):
