@@ -146,8 +146,8 @@ def run_directly(*args: Any) -> bool:
 
     True when every tensor among ``args`` is a plain tensor (or Parameter) in eager mode. False while
     torch.compile or export traces (the custom op keeps the Triton kernels opaque to them), under any
-    dispatch mode (fake tensors, functionalization, make_fx) and for tensor subclasses (DTensor...),
-    which all need the registered op. The dispatcher's Python layers cost ~10 us per call on a fast
+    dispatch mode (fake tensors, functionalization, make_fx) and for tensor subclasses (DTensor...) and
+    other tensor-likes (torch.fx Proxies), which all need the registered op. The dispatcher's Python layers cost ~10 us per call on a fast
     host and several times that on a slow one, often more than the kernel they launch
     (benchmark/NOTES.md).
     """
@@ -155,7 +155,12 @@ def run_directly(*args: Any) -> bool:
         return False
     if torch._C._len_torch_dispatch_stack() != 0:
         return False
-    return all(type(a) in _PLAIN_TENSORS or not isinstance(a, torch.Tensor) for a in args)
+    # Tensor subclasses and tensor-likes (fx Proxies...) override torch functions: the registered op
+    # is what they know how to handle.
+    return all(
+        type(a) in _PLAIN_TENSORS if isinstance(a, torch.Tensor) else not hasattr(a, "__torch_function__")
+        for a in args
+    )
 
 
 class LigerOp:

@@ -165,6 +165,18 @@ def test_tensor_subclasses_use_the_registered_op(device):
     assert not run_directly(x, x.as_subclass(_Subclass))
 
 
+def test_fx_symbolic_trace_records_the_registered_op(device):
+    def f(x, w):
+        y, _rstd = rms_ops.rms_norm_forward(x, w, 1e-6, 0.0, "llama")
+        return y
+
+    graph = torch.fx.symbolic_trace(f)
+    targets = [n.target for n in graph.graph.nodes if n.op == "call_function"]
+    assert any("liger.rms_norm_forward" in str(t) for t in targets), targets
+    x, w = torch.randn(3, 8, device=device), torch.ones(8, device=device)
+    torch.testing.assert_close(graph(x, w), f(x, w))
+
+
 def test_direct_call_bumps_versions_of_mutated_inputs(device):
     grad = torch.randn(4, 10, device=device)
     before = grad._version
