@@ -146,14 +146,15 @@ def run_directly(*args: Any) -> bool:
 
     True when every tensor among ``args`` is a plain tensor (or Parameter) in eager mode. False while
     torch.compile or export traces (the custom op keeps the Triton kernels opaque to them), under any
-    dispatch mode (fake tensors, functionalization, make_fx) and for tensor subclasses (DTensor...) and
-    other tensor-likes (torch.fx Proxies), which all need the registered op. The dispatcher's Python layers cost ~10 us per call on a fast
+    dispatch mode (fake tensors, functionalization, make_fx) or torch.func transform (vmap...), and for
+    tensor subclasses (DTensor...) and other tensor-likes (torch.fx Proxies), which all need the
+    registered op. The dispatcher's Python layers cost ~10 us per call on a fast
     host and several times that on a slow one, often more than the kernel they launch
     (benchmark/NOTES.md).
     """
     if torch.compiler.is_compiling():  # first: under dynamo nothing below is traced
         return False
-    if torch._C._len_torch_dispatch_stack() != 0:
+    if torch._C._len_torch_dispatch_stack() != 0 or torch._C._are_functorch_transforms_active():
         return False
     # Tensor subclasses and tensor-likes (fx Proxies...) override torch functions: the registered op
     # is what they know how to handle.

@@ -165,6 +165,15 @@ def test_tensor_subclasses_use_the_registered_op(device):
     assert not run_directly(x, x.as_subclass(_Subclass))
 
 
+def test_vmap_takes_the_registered_op(device):
+    """Under torch.func.vmap the registered op runs (through PyTorch's batching fallback, one slice at
+    a time); a plain autograd.Function would refuse the transform."""
+    x, w = torch.randn(3, 2, 8, device=device), torch.ones(8, device=device)
+    got = torch.func.vmap(lambda xi: rms_ops.rms_norm_forward(xi, w, 1e-6, 0.0, "llama")[0])(x)
+    want = rms_ops.rms_norm_forward(x, w, 1e-6, 0.0, "llama")[0]
+    torch.testing.assert_close(got, want)
+
+
 def test_fx_symbolic_trace_records_the_registered_op(device):
     def f(x, w):
         y, _rstd = rms_ops.rms_norm_forward(x, w, 1e-6, 0.0, "llama")
