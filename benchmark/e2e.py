@@ -54,7 +54,7 @@ if not torch.cuda.is_available():
     # Must happen before anything imports triton or liger_kernel (kernels are decorated at import).
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from benchmark.run import _REPO, _free, _short, _sync, environment  # noqa: E402
+from benchmark.run import _REPO, _free, _short, _sync, append_csv_rows, environment  # noqa: E402
 
 ARMS = ("eager", "compile", "liger", "liger_compile")
 KINDS = ("fwd_bwd", "train_step")
@@ -292,17 +292,7 @@ def metric_names(optimizer: bool) -> list[str]:
 
 
 def write_rows(path: Path, env: dict[str, str], rows: list[dict[str, Any]]) -> None:
-    new = not path.exists() or path.stat().st_size == 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", newline="") as f:
-        writer = csv.writer(f)
-        if new:
-            writer.writerow(COLUMNS)
-        for row in rows:
-            full = {**env, **row}
-            v = full["value"]
-            full["value"] = "nan" if v is None or math.isnan(v) else f"{v:.6g}"
-            writer.writerow([full.get(c, "") for c in COLUMNS])
+    append_csv_rows(path, COLUMNS, env, rows)
 
 
 def load_csvs(paths: list[Path]) -> tuple[str, dict[str, ArmResult], dict[str, str]]:

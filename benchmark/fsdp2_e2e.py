@@ -41,7 +41,7 @@ import torch.distributed as dist  # noqa: E402
 from torch.distributed.fsdp import fully_shard  # noqa: E402
 
 from benchmark.e2e import PRESETS, build_model, write_rows  # noqa: E402
-from benchmark.run import _REPO, _short, environment  # noqa: E402
+from benchmark.run import _REPO, _short, _sync, environment  # noqa: E402
 
 ARMS = ("unpatched", "patched")
 KINDS = ("fwd_bwd", "train_step")
@@ -68,11 +68,6 @@ def _mean_over_ranks(value: float, device: torch.device) -> float:
     t = torch.tensor([value], device=device, dtype=torch.float64)
     dist.all_reduce(t)
     return float(t.item()) / dist.get_world_size()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def shard(model: torch.nn.Module) -> None:

@@ -398,13 +398,25 @@ class CsvSink:
             csv.writer(f).writerow(COLUMNS)
 
     def write(self, rows: list[dict[str, Any]]) -> None:
-        with self.path.open("a", newline="") as f:
-            writer = csv.writer(f)
-            for row in rows:
-                full = {**self.env, **row}
-                value = full["value"]
-                full["value"] = "nan" if value is None or math.isnan(value) else f"{value:.6g}"
-                writer.writerow([full.get(c, "") for c in COLUMNS])
+        append_csv_rows(self.path, COLUMNS, self.env, rows)
+
+
+def append_csv_rows(
+    path: Path, columns: tuple[str, ...], env: dict[str, str], rows: list[dict[str, Any]]
+) -> None:
+    """Append ``rows`` (each merged over ``env``) to the CSV at ``path``, writing the header first if the
+    file is new or empty; ``value`` is written with 6 significant digits, None/NaN as ``nan``."""
+    new = not path.exists() or path.stat().st_size == 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(columns)
+        for row in rows:
+            full = {**env, **row}
+            value = full["value"]
+            full["value"] = "nan" if value is None or math.isnan(value) else f"{value:.6g}"
+            writer.writerow([full.get(c, "") for c in columns])
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

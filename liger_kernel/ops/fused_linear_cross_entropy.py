@@ -352,6 +352,7 @@ def fused_linear_cross_entropy(
     softcap: float | None = None,
     return_z_loss: bool = False,
     accum_dtype: torch.dtype | None = None,
+    *,
     ce_weight: torch.Tensor | None = None,
     chunk_size: int | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:

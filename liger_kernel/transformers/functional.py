@@ -35,28 +35,6 @@ def liger_layer_norm(
     return layer_norm(X, W, B, eps)
 
 
-def liger_rope(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    cos: torch.Tensor,
-    sin: torch.Tensor,
-    position_ids: torch.Tensor | None = None,
-    unsqueeze_dim: int = 1,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotary position embedding of q and k; see ``liger_kernel.transformers.liger_rotary_pos_emb``."""
-    return rope(q, k, cos, sin, position_ids, unsqueeze_dim)
-
-
-def liger_swiglu(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``silu(a) * b`` fused in one kernel (any leading shape), differentiable in ``a`` and ``b``."""
-    return swiglu(a, b)
-
-
-def liger_geglu(a: torch.Tensor, b: torch.Tensor, approximate: str = "tanh") -> torch.Tensor:
-    """``gelu(a) * b`` fused in one kernel; ``approximate`` is "tanh" (Gemma) or "none" (exact GELU)."""
-    return geglu(a, b, approximate)
-
-
 def liger_cross_entropy(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -86,31 +64,11 @@ def liger_cross_entropy(
     )  # fmt: skip
 
 
-def liger_fused_linear_cross_entropy(
-    input: torch.Tensor,
-    weight: torch.Tensor,
-    target: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    ignore_index: int = -100,
-    lse_square_scale: float = 0.0,
-    label_smoothing: float = 0.0,
-    reduction: str = "mean",
-    softcap: float | None = None,
-    return_z_loss: bool = False,
-    accum_dtype: torch.dtype | None = None,
-    *,
-    ce_weight: torch.Tensor | None = None,
-    chunk_size: int | None = None,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Cross entropy of ``input @ weight.T + bias`` (input (..., H), weight (V, H)) without the logits.
-
-    See ``LigerFusedLinearCrossEntropyLoss`` for the options.
-    """
-    return fused_linear_cross_entropy(
-        input, weight, target, bias, ignore_index=ignore_index, lse_square_scale=lse_square_scale,
-        label_smoothing=label_smoothing, reduction=reduction, softcap=softcap, return_z_loss=return_z_loss,
-        accum_dtype=accum_dtype, ce_weight=ce_weight, chunk_size=chunk_size,
-    )  # fmt: skip
+# Where an op already has the public signature (Liger Kernel's functional API), the name is the op.
+liger_rope = rope
+liger_swiglu = swiglu
+liger_geglu = geglu
+liger_fused_linear_cross_entropy = fused_linear_cross_entropy
 
 
 __all__ = ["liger_geglu", "liger_swiglu", "liger_layer_norm", "liger_rope", "liger_rms_norm"]
