@@ -8,7 +8,36 @@ from torch import nn
 from liger_kernel.ops.cross_entropy import check_loss_options, cross_entropy
 
 
-class LigerCrossEntropyLoss(nn.Module):
+class _CrossEntropyOptions(nn.Module):
+    """The options both cross-entropy losses share: checked once, kept as attributes, shown in repr."""
+
+    def __init__(
+        self,
+        ignore_index: int,
+        lse_square_scale: float,
+        label_smoothing: float,
+        reduction: str,
+        softcap: float | None,
+        return_z_loss: bool,
+    ) -> None:
+        super().__init__()
+        check_loss_options(reduction, label_smoothing, softcap, lse_square_scale)
+        self.ignore_index = ignore_index
+        self.lse_square_scale = lse_square_scale
+        self.label_smoothing = label_smoothing
+        self.reduction = reduction
+        self.softcap = softcap
+        self.return_z_loss = return_z_loss
+
+    def extra_repr(self) -> str:
+        return (
+            f"ignore_index={self.ignore_index}, reduction={self.reduction!r}, "
+            f"label_smoothing={self.label_smoothing}, lse_square_scale={self.lse_square_scale}, "
+            f"softcap={self.softcap}, return_z_loss={self.return_z_loss}"
+        )
+
+
+class LigerCrossEntropyLoss(_CrossEntropyOptions):
     """Cross entropy over class indices, its gradient computed in the forward pass.
 
     Options as in ``torch.nn.CrossEntropyLoss`` (``weight``, ``ignore_index``, ``label_smoothing``,
@@ -36,15 +65,8 @@ class LigerCrossEntropyLoss(nn.Module):
         *,
         inplace: bool | None = None,
     ) -> None:
-        super().__init__()
-        check_loss_options(reduction, label_smoothing, softcap, lse_square_scale)
+        super().__init__(ignore_index, lse_square_scale, label_smoothing, reduction, softcap, return_z_loss)
         self.register_buffer("weight", weight)
-        self.ignore_index = ignore_index
-        self.lse_square_scale = lse_square_scale
-        self.label_smoothing = label_smoothing
-        self.reduction = reduction
-        self.softcap = softcap
-        self.return_z_loss = return_z_loss
         self.inplace = inplace
 
     def forward(
@@ -61,11 +83,4 @@ class LigerCrossEntropyLoss(nn.Module):
             softcap=self.softcap,
             return_z_loss=self.return_z_loss,
             inplace=self.inplace,
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"ignore_index={self.ignore_index}, reduction={self.reduction!r}, "
-            f"label_smoothing={self.label_smoothing}, lse_square_scale={self.lse_square_scale}, "
-            f"softcap={self.softcap}, return_z_loss={self.return_z_loss}"
         )

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from liger_kernel.ops.cross_entropy import check_loss_options
 from liger_kernel.ops.fused_linear_cross_entropy import fused_linear_cross_entropy
+from liger_kernel.transformers.cross_entropy import _CrossEntropyOptions
 
 
-class LigerFusedLinearCrossEntropyLoss(nn.Module):
+class LigerFusedLinearCrossEntropyLoss(_CrossEntropyOptions):
     """``cross_entropy(_input @ lin_weight.T + bias, target)`` computed in chunks of rows.
 
     The (tokens x vocab) logits are never held at once: per chunk they are computed, turned into their
@@ -35,17 +34,10 @@ class LigerFusedLinearCrossEntropyLoss(nn.Module):
         ce_weight: torch.Tensor | None = None,
         chunk_size: int | None = None,
     ) -> None:
-        super().__init__()
-        check_loss_options(reduction, label_smoothing, softcap, lse_square_scale)
+        super().__init__(ignore_index, lse_square_scale, label_smoothing, reduction, softcap, return_z_loss)
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         self.register_buffer("ce_weight", ce_weight)
-        self.ignore_index = ignore_index
-        self.lse_square_scale = lse_square_scale
-        self.label_smoothing = label_smoothing
-        self.reduction = reduction
-        self.softcap = softcap
-        self.return_z_loss = return_z_loss
         self.accum_dtype = accum_dtype
         self.chunk_size = chunk_size
 
@@ -73,9 +65,4 @@ class LigerFusedLinearCrossEntropyLoss(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return (
-            f"ignore_index={self.ignore_index}, reduction={self.reduction!r}, "
-            f"label_smoothing={self.label_smoothing}, lse_square_scale={self.lse_square_scale}, "
-            f"softcap={self.softcap}, return_z_loss={self.return_z_loss}, accum_dtype={self.accum_dtype}, "
-            f"chunk_size={self.chunk_size}"
-        )
+        return f"{super().extra_repr()}, accum_dtype={self.accum_dtype}, chunk_size={self.chunk_size}"
