@@ -8,8 +8,9 @@ GPU), patches it for the ``patched`` arm (``apply_liger_kernel_to_llama(model=mo
 sharding), then shards it with ``fully_shard``: one FSDP group per decoder layer plus the root, which
 keeps embeddings, final norm and lm_head (the fused loss reads ``lm_head.weight`` in the root's
 forward). For each per-rank batch in ``--batches`` (ascending) it times ``--steps`` steps of
-``model(input_ids, labels).loss.backward()`` (and with ``--optimizer`` a second kind of step with
-AdamW) after ``--warmup`` steps, and records per arm and batch:
+``model(input_ids, labels).loss.backward()`` (kind ``fwd_bwd``), or with ``--optimizer`` whole training
+steps with AdamW (kind ``train_step``; the optimizer state is allocated in the first batch's warm-up, so
+every batch's peak includes it), after ``--warmup`` steps, and records per arm and batch:
     <kind>_ms           median step time (rank 0's clock; every step ends with the ranks' collectives);
     <kind>_tokens_per_s global tokens (ranks x batch x seq) / step time;
     <kind>_peak_gib     the largest ``max_memory_allocated`` over the ranks, per GPU;
@@ -44,7 +45,6 @@ from benchmark.e2e import PRESETS, build_model, write_rows  # noqa: E402
 from benchmark.run import _REPO, _short, _sync, environment  # noqa: E402
 
 ARMS = ("unpatched", "patched")
-KINDS = ("fwd_bwd", "train_step")
 
 
 class _Oom(Exception):
@@ -141,9 +141,7 @@ def run_arm(
             ids = torch.randint(0, preset.config["vocab_size"], (batch, args.seq), generator=g).to(device)
             note = f"ranks={dist.get_world_size()}"
             try:
-                measure(model, None, ids, args, "fwd_bwd", values)
-                if optimizer is not None:
-                    measure(model, optimizer, ids, args, "train_step", values)
+                measure(model, optimizer, ids, args, "train_step" if optimizer else "fwd_bwd", values)
             except _Oom:
                 out.append((batch, values, note + "; OOM"))
                 break
@@ -210,9 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                 results = [(args.batches[0], {}, f"error: {_short(exc)}")]
             for batch, values, note in results:
                 if rank0:
-                    names = ["fwd_bwd_ms", "fwd_bwd_tokens_per_s", "fwd_bwd_peak_gib", "fwd_bwd_loss"]
-                    if args.optimizer:
-                        names += [n.replace("fwd_bwd", "train_step") for n in names]
+                    kind = "train_step" if args.optimizer else "fwd_bwd"
+                    names = [f"{kind}_{m}" for m in ("ms", "tokens_per_s", "peak_gib", "loss")]
                     rows = [
                         {"arm": arm, "preset": args.preset, "batch": batch, "seq": args.seq, "metric": m,
                          "value": values.get(m, math.nan), "note": note}

@@ -3,7 +3,7 @@
 # sharded over 2 GPUs against single-GPU training), then the real-size benchmark (Llama-3-8B config,
 # random weights, bf16, seq 2048; unpatched against patched; tokens/s and peak memory per GPU).
 # Logs and the CSV go to $OUT (default /tmp). Same install logic as gpu_tests.sh.
-#   BATCHES=2,4,8 LIGER_VERSION=... bash scripts/gpu_fsdp2.sh
+#   BATCHES=2,4,8 LIGER_VERSION=... FSDP2_ARGS='--steps 4' bash scripts/gpu_fsdp2.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
@@ -18,7 +18,11 @@ fi
 WORKERS=${WORKERS:-1} bash scripts/gpu_tests.sh tests/scale/test_fsdp2.py tests/scale/test_examples.py
 status=$?
 version=${LIGER_VERSION:-}
-python3 -m torch.distributed.run --standalone --nproc-per-node 2 -m benchmark.fsdp2_e2e \
-    --preset llama3-8b --batches "${BATCHES:-2,4,8}" ${version:+--liger-version "$version"} \
-    --out "$out/fsdp2_llama3-8b_$(date -u +%Y%m%d).csv" 2>&1 | grep -v -i warning | tee "$out/fsdp2_e2e.log" | tail -20
-exit $((status | PIPESTATUS[0]))
+# forward + backward, then whole training steps with AdamW; both into one CSV
+for kind in "" --optimizer; do
+    python3 -m torch.distributed.run --standalone --nproc-per-node 2 -m benchmark.fsdp2_e2e \
+        --preset llama3-8b --batches "${BATCHES:-2,4,8}" ${version:+--liger-version "$version"} $kind ${FSDP2_ARGS:-} \
+        --out "$out/fsdp2_llama3-8b_$(date -u +%Y%m%d).csv" 2>&1 | grep -v -i warning | tee -a "$out/fsdp2_e2e.log" | tail -12
+    status=$((status | PIPESTATUS[0]))
+done
+exit $status
