@@ -213,7 +213,11 @@ class GatedMLP:
         liger_mlp = _liger(self.liger)
         spec = self
 
-        def __new__(cls, config, *args, **kwargs):
+        def __new__(cls, config=None, *args, **kwargs):
+            # copy.copy, copy.deepcopy, pickle and nn.DataParallel's replicas call cls.__new__(cls)
+            # without arguments and then fill in __dict__: nothing to decide then.
+            if config is None:
+                return nn.Module.__new__(cls)
             reason = spec.unsupported_reason(config)
             if reason is not None:
                 logger.warning("liger_kernel: %s keeps %s: %s", original.__name__, original.__name__, reason)

@@ -393,3 +393,25 @@ def test_mixtral_router_aux_loss_is_added():
     assert_close(out.aux_loss.detach(), expected.aux_loss.detach())
     assert_close(out.loss.detach(), expected.loss.detach())
     assert_close(grads, expected_grads)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gemma"])
+def test_patched_model_copies_and_replicates(model_type):
+    """copy.deepcopy (reference models, EMA) and nn.DataParallel's replicas (the Trainer on several
+    GPUs without a launcher) build modules with ``cls.__new__(cls)`` and no constructor arguments; the
+    copies compute what the original does."""
+    import copy
+
+    ref = _reference(model_type)
+    with liger_patched(model_type):
+        model = T.build(model_type, ref.state_dict)
+    twin = copy.deepcopy(model)
+    assert [type(m) for m in twin.modules()] == [type(m) for m in model.modules()]
+    assert all(p is not q for p, q in zip(twin.parameters(), model.parameters()))
+    ids, mask, labels = ref.batch
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        assert torch.equal(twin(input_ids=ids, attention_mask=mask, labels=labels).loss, expected)
+    for module in model.modules():
+        replica = module._replicate_for_data_parallel()
+        assert type(replica) is type(module)
