@@ -691,12 +691,29 @@ def _set_instance_attr(spec: ModelSpec, model: nn.Module, name: str, record: _In
             )
             return
         value = types.MethodType(_forward_maker(spec)(_original(causal_lm, "forward")), model)
+        _set_attr(model, "_replicate_for_data_parallel", types.MethodType(_replicate_rebound, model), record)
     else:
         if model.__dict__.get(name) is liger_for_causal_lm_loss:
             return
         value = liger_for_causal_lm_loss
+    _set_attr(model, name, value, record)
+
+
+def _set_attr(model: nn.Module, name: str, value: Any, record: _InstanceRecord) -> None:
     record.attrs.append((name, model.__dict__.get(name, _MISSING)))
     model.__dict__[name] = value
+
+
+def _replicate_rebound(self: nn.Module) -> nn.Module:
+    """``nn.DataParallel`` builds its replicas from a copy of the model's ``__dict__``, which holds the
+    patched forward bound to this model (the replica on another GPU would run this one): the replica
+    gets the forward, and this hook, bound to itself."""
+    replica = type(self)._replicate_for_data_parallel(self)
+    for name in ("forward", "_replicate_for_data_parallel"):
+        bound = replica.__dict__.get(name)
+        if isinstance(bound, types.MethodType) and bound.__self__ is self:
+            replica.__dict__[name] = types.MethodType(bound.__func__, replica)
+    return replica
 
 
 def _unpatch_instance(model: nn.Module) -> None:

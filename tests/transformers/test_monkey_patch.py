@@ -143,7 +143,7 @@ def test_instance_patching_matches_hugging_face_and_unpatch_restores_exactly(mod
 
     unpatch(model)
     assert {name: type(m) for name, m in model.named_modules()} == classes
-    assert "forward" not in vars(model)
+    assert "forward" not in vars(model) and "_replicate_for_data_parallel" not in vars(model)
     assert not _patched_attributes(model_type)
     out, grads = T.train_step(model, *ref.batch)
     assert torch.equal(out.loss, ref.loss) and torch.equal(out.logits, ref.train_logits)
@@ -415,3 +415,26 @@ def test_patched_model_copies_and_replicates(model_type):
     for module in model.modules():
         replica = module._replicate_for_data_parallel()
         assert type(replica) is type(module)
+
+
+def test_instance_patched_model_copies_and_replicates():
+    """Instance patching keeps the model's class and puts the fused-loss forward, bound to the model,
+    in its ``__dict__``: a deep copy and a DataParallel replica (a shallow ``__dict__`` copy) must each
+    get it bound to themselves, or the replica on another GPU would run the original."""
+    import copy
+
+    ref = _reference("llama")
+    model = T.build("llama", ref.state_dict)
+    MODEL_TYPE_TO_APPLY_LIGER_FN["llama"](model=model)
+    replica = model._replicate_for_data_parallel()
+    assert replica.forward.__self__ is replica and is_liger_forward(replica.forward)
+    assert replica._replicate_for_data_parallel().forward.__self__ is not replica
+    twin = copy.deepcopy(model)
+    assert twin.forward.__self__ is twin
+    ids, mask, labels = ref.batch
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        assert torch.equal(twin(input_ids=ids, attention_mask=mask, labels=labels).loss, expected)
+    unpatch(model)
+    assert type(model)._replicate_for_data_parallel is nn.Module._replicate_for_data_parallel
+    assert model._replicate_for_data_parallel().forward.__func__ is type(model).forward
