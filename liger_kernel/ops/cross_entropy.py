@@ -212,51 +212,66 @@ def _cross_entropy_segment_kernel(
         else:
             z = tl.load(x_row + cols, mask=mask, other=float("-inf")).to(tl.float32)
 
-        if PHASE != 2:
-            m_s = tl.max(z, 0)
-            # A segment of -inf logits (a masked vocabulary tail) adds nothing, not NaN.
-            d_s = tl.sum(tl.exp(z - tl.where(m_s == float("-inf"), 0.0, m_s)), 0)
+        m_s = tl.max(z, 0)
+        # A segment of -inf logits (a masked vocabulary tail) adds nothing, not NaN.
+        d_s = tl.sum(tl.exp(z - tl.where(m_s == float("-inf"), 0.0, m_s)), 0)
+        s_s = 0.0 * d_s  # (a tensor in every branch below, as Triton's typed ifs want)
+        if HAS_SMOOTHING:
+            z0 = tl.where(mask, z, 0.0)
+            if HAS_WEIGHT:
+                z0 = z0 * tl.load(CW + cols, mask=mask, other=0.0).to(tl.float32)
+            s_s = tl.sum(z0, 0)
+        if PHASE == 2:
+            # The target's logit may already be overwritten by its segment's gradient: PHASE 1 kept it.
+            z_t = tl.load(LOSS + row)
+        else:
+            # Read before any program of the row writes its gradient (over the logits, when in place).
+            z_t = tl.load(x_row + t_safe).to(tl.float32)
+            if HAS_SOFTCAP:
+                z_t = softcap * _tanh(z_t / softcap)
             tl.store(part + seg, m_s)
             tl.store(part + SEGMENTS + seg, d_s)
             if HAS_SMOOTHING:
-                z0 = tl.where(mask, z, 0.0)
-                if HAS_WEIGHT:
-                    z0 = z0 * tl.load(CW + cols, mask=mask, other=0.0).to(tl.float32)
-                tl.store(part + 2 * SEGMENTS + seg, tl.sum(z0, 0))
-            if seg == 0:
-                # z_t is read before any program of the row writes its gradient (over the logits, when
-                # in place); LOSS carries it to PHASE 2, which overwrites it with the loss.
-                z_t = tl.load(x_row + t_safe).to(tl.float32)
-                if HAS_SOFTCAP:
-                    z_t = softcap * _tanh(z_t / softcap)
-                tl.store(LOSS + row, z_t)
+                tl.store(part + 2 * SEGMENTS + seg, s_s)
+            if PHASE == 1:
+                if seg == 0:
+                    tl.store(LOSS + row, z_t)  # LOSS carries z_t to PHASE 2, which overwrites it
 
         complete = t == t
         if PHASE == 0:
             if n_segments > 1:
-                # Release: the partials above are visible to whoever sees the arrival.
+                # Every thread's partial stores before the arrival; release makes them visible to
+                # whoever sees it. Then poll, acquire, and a barrier so every thread reads after it.
+                tl.debug_barrier()
                 arrived = tl.atomic_add(ARRIVED + row, 1, sem="release") + 1
                 spins = 0
                 while (arrived < n_segments) & (spins < max_spins):
                     arrived = tl.load(ARRIVED + row, volatile=True)
                     spins += 1
-                # Acquire: the other programs' partials are read after their arrivals.
                 arrived = tl.atomic_add(ARRIVED + row, 0, sem="acquire")
                 complete = arrived >= n_segments
+                tl.debug_barrier()
 
         if PHASE != 1:
-            segs = tl.arange(0, SEGMENTS)
-            in_row = segs < n_segments
-            m_all = tl.load(part + segs, mask=in_row, other=float("-inf"), volatile=True)
-            d_all = tl.load(part + SEGMENTS + segs, mask=in_row, other=0.0, volatile=True)
-            m = tl.max(m_all, 0)
-            d = tl.sum(tl.where(m_all == float("-inf"), 0.0, d_all * tl.exp(m_all - m)), 0)
+            if n_segments == 1:
+                m = m_s
+                d = d_s
+                sum_wz = s_s
+            else:
+                segs = tl.arange(0, SEGMENTS)
+                in_row = segs < n_segments
+                m_all = tl.load(part + segs, mask=in_row, other=float("-inf"), volatile=True)
+                d_all = tl.load(part + SEGMENTS + segs, mask=in_row, other=0.0, volatile=True)
+                m = tl.max(m_all, 0)
+                d = tl.sum(tl.where(m_all == float("-inf"), 0.0, d_all * tl.exp(m_all - m)), 0)
+                sum_wz = 0.0 * d
+                if HAS_SMOOTHING:
+                    sum_wz = tl.sum(
+                        tl.load(part + 2 * SEGMENTS + segs, mask=in_row, other=0.0, volatile=True), 0
+                    )
             # lse = m + log_d; keeping the two apart leaves z - m exact in z - lse (as torch's log_softmax).
             log_d = tl.log(d)
             lse = m + log_d
-            sum_wz = 0.0
-            if HAS_SMOOTHING:
-                sum_wz = tl.sum(tl.load(part + 2 * SEGMENTS + segs, mask=in_row, other=0.0, volatile=True), 0)
             w_t = 1.0
             if HAS_WEIGHT:
                 w_t = tl.load(CW + t_safe).to(tl.float32)
@@ -267,7 +282,6 @@ def _cross_entropy_segment_kernel(
             poison = ~valid | ~complete
 
             if seg == 0:
-                z_t = tl.load(LOSS + row)
                 ce = (1.0 - label_smoothing) * w_t * ((m - z_t) + log_d)
                 if HAS_SMOOTHING:
                     ce += smooth_per_class * (weight_sum * log_d + (weight_sum * m - sum_wz))
