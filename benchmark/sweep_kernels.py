@@ -80,42 +80,27 @@ def sweep_rope() -> None:
 
 
 def sweep_cross_entropy() -> None:
-    """Segment block and warps, the row's segments meeting in one launch or across two.
+    """Grid (one program per row, or persistent with k per SM), block and warps.
 
-    Earlier kernels (one program walking a whole row twice) were swept in runs 1-3
-    (benchmark/results/sweep_*_2026-11-29_h200_run*.txt): one program per row, blocks of 4096 and 8
-    warps gave 1.56 ms; persistent grids, L2 eviction hints and tl.range pipelining did not beat it."""
-    base = torch.randn(8192, 128256, device=DEV, dtype=BF16)
+    Run 3 (benchmark/results/sweep_ce_flce_2026-11-29_h200_run3.txt) also swept L2 eviction hints
+    (evict_last on pass 1, evict_first on pass 2) and tl.range software pipelining (num_stages 2-4);
+    neither beat one program per row with blocks of 4096, so those knobs were taken out again."""
+    logits = torch.randn(8192, 128256, device=DEV, dtype=BF16, requires_grad=True)
     target = torch.randint(0, 128256, (8192,), device=DEV)
-    ref_loss = torch.nn.functional.cross_entropy(base.float(), target)
-    ref_grad = torch.softmax(base.float(), -1)
-    ref_grad[torch.arange(8192, device=DEV), target] -= 1.0
-    ref_grad /= 8192
-    timed = base.clone().requires_grad_()  # overwritten by its gradient at every timed pass
     res = []
-    configs = [
-        (True, b, w) for b, w in ((4096, 8), (8192, 8), (8192, 16), (16384, 16), (16384, 32), (32768, 32))
-    ]
-    configs += [(False, 8192, 16), (False, 16384, 32)]
-    saved = (CE.BLOCK_MAX, CE.NUM_WARPS, CE.SYNC_IN_KERNEL)
-    for sync, block, warps in configs:
-        CE.BLOCK_MAX, CE.NUM_WARPS, CE.SYNC_IN_KERNEL = block, warps, sync
+    configs = itertools.product((0, 1, 2), ((4096, 8), (8192, 16), (16384, 32)))
+    saved = (CE.PROGRAMS_PER_SM, CE.BLOCK_MAX, CE.NUM_WARPS)
+    for per_sm, (block, warps) in configs:
+        CE.PROGRAMS_PER_SM, CE.BLOCK_MAX, CE.NUM_WARPS = per_sm, block, warps
         try:
-            x = base.clone().requires_grad_()
-            loss = liger_cross_entropy(x, target)
-            (grad,) = torch.autograd.grad(loss, x)
-            # a fast wrong config is no result: loss to fp32 rounding, gradient to bf16's (2^-8 relative)
-            loss_err = abs(loss.float().item() - ref_loss.item()) / ref_loss.item()
-            grad_err = ((grad.float() - ref_grad).abs() / (ref_grad.abs() + 1e-12)).max().item()
-            if loss_err > 1e-3 or grad_err > 2**-7:
-                raise AssertionError(f"wrong: loss rel err {loss_err:.2e}, grad rel err {grad_err:.2e}")
-            del x, grad
-            t = graph_ms(lambda: torch.autograd.grad(liger_cross_entropy(timed, target, inplace=True), timed))
+            t = graph_ms(
+                lambda: torch.autograd.grad(liger_cross_entropy(logits, target, inplace=True), logits)
+            )
         except Exception as e:  # noqa: BLE001
-            print("ce", sync, block, warps, "error", type(e).__name__, e, file=sys.stderr)
+            print("ce", per_sm, block, warps, "error", type(e).__name__, e, file=sys.stderr)
             continue
-        res.append((t, f"sync_in_kernel={sync} BLOCK_MAX={block} warps={warps}"))
-    CE.BLOCK_MAX, CE.NUM_WARPS, CE.SYNC_IN_KERNEL = saved
+        res.append((t, f"per_sm={per_sm} BLOCK_MAX={block} warps={warps}"))
+    CE.PROGRAMS_PER_SM, CE.BLOCK_MAX, CE.NUM_WARPS = saved
     report("cross_entropy full(graph)", res, top=len(res))
 
 

@@ -15,16 +15,12 @@ the loss is 0 and the gradient 0 where torch gives NaN).
 Gradient (per row, c = 1/W and c_z = 1/n for "mean", both 1 otherwise), with p = softmax(z):
     dz_j = c * ((1 - eps) * w_t * (p_j - [j == t]) + eps / V * (p_j * sum(w) - w_j)) + c_z * 2 * s * lse * p_j
     dx_j = dz_j * (1 - (z_j / softcap)^2)         (only with softcap)
-Each row is split into segments of BLOCK columns, one program each, holding its segment in registers:
-the program publishes its segment's max, sum of exp and (label smoothing) sum of w_j z_j, waits at a
-per-row counter until every segment of the row has (see ``_segments`` for why this cannot deadlock),
-combines them into the row's logsumexp and writes its segment of dx, over the logits themselves when
-the caller allows it (see ``cross_entropy``). A forward + backward so reads the logits once and writes
-the gradient once, the floor. Where the segments cannot meet inside one launch (Triton's interpreter
-runs programs one after another), a first launch publishes and a second one re-reads and writes.
-Nothing else is kept for backward: the backward multiplies the stored gradient by the incoming gradient
-(a scalar, or one value per row for reduction="none"), and leaves rows whose incoming gradient is
-exactly 1 alone, so the usual ``loss.backward()`` costs one tiny launch.
+The kernel writes dx in its second pass over the row, over the logits themselves when the caller allows
+it (see ``cross_entropy``), so a forward + backward costs one read of the logits for the logsumexp, a
+second read that mostly hits L2 (the second pass walks the row backwards, starting with what the first
+pass read last) and one write. Nothing else is kept for backward: the backward multiplies the stored
+gradient by the incoming gradient (a scalar, or one value per row for reduction="none"), and leaves
+rows whose incoming gradient is exactly 1 alone, so the usual ``loss.backward()`` costs one tiny launch.
 
 Kept for backward: the gradient (N x V, logits' dtype). Where it is written (``cross_entropy``'s inplace):
 over the logits when they are an intermediate of autograd (default), never over a leaf or a view of one
@@ -48,10 +44,8 @@ import triton
 import triton.language as tl
 
 from liger_kernel.ops.utils import (
-    cdiv,
     check_floating,
     check_same_device,
-    interpreter_enabled,
     liger_op,
     multiprocessor_count,
     next_power_of_2,
@@ -60,18 +54,15 @@ from liger_kernel.ops.utils import (
 
 REDUCTIONS = ("mean", "sum", "none")
 
-# Tuning knobs (read at each call, so a sweep can set them): the block along V one program holds in
-# registers (a row of V columns is split over cdiv(V, block) programs, its segments) and warps per
-# program for blocks of at least 2048. See benchmark/NOTES.md for the H200 sweeps.
+# Tuning knobs (read at each call, so a sweep can set them): the largest block along V one program
+# loads at once, and warps per program. Each program walks one row block by block.
+# H200 sweeps (benchmark/results/sweep_kernels_2026-11-29_h200_run*.txt): 4096 x 8 warps, one program
+# per row, was best in both runs (1.57 ms full pass at 8192 x 128256 bf16).
 BLOCK_MAX = 4096
 NUM_WARPS = 8
-# The segments of a row meet inside one launch (PHASE 0) when there are at most this many; more, or
-# SYNC_IN_KERNEL False, or Triton's interpreter (which runs programs one after another): two launches.
-MAX_SEGMENTS = 32
-SYNC_IN_KERNEL = True
-# A program gives up waiting for the rest of its row after this many polls (seconds, never seen) and
-# poisons the row with NaN instead of hanging.
-MAX_SPINS = 1 << 22
+# Programs per SM of a persistent grid (0: one program per row). The idea was that few rows in flight
+# keep the second pass over each row in L2; on the H200 one per SM was slower (see benchmark/NOTES.md).
+PROGRAMS_PER_SM = 0
 # Whether to sync once per call to raise on targets outside [0, V) (see the module docstring).
 CHECK_TARGETS = True
 
@@ -149,7 +140,7 @@ def _loss_scales_kernel(
 
 
 @triton.jit
-def _cross_entropy_segment_kernel(
+def _cross_entropy_kernel(
     X,
     stride_x,
     G,
@@ -162,134 +153,87 @@ def _cross_entropy_segment_kernel(
     SCALES,
     LOSS,
     ZLOSS,
-    PART,
-    ARRIVED,
+    n_rows,
     n_cols,
-    n_segments,
+    n_programs,
     ignore_index,
     label_smoothing,
     lse_square_scale,
     softcap,
-    max_spins,
     HAS_WEIGHT: tl.constexpr,
     HAS_SMOOTHING: tl.constexpr,
     HAS_Z: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr,
     HAS_ROW_SCALE: tl.constexpr,
     WRITE_GRAD: tl.constexpr,
-    PHASE: tl.constexpr,
     BLOCK: tl.constexpr,
-    SEGMENTS: tl.constexpr,
 ):
-    # Program (row, seg) holds columns [seg * BLOCK, (seg + 1) * BLOCK) of one row in registers.
-    # PHASE 1 publishes the segment's partials (max m_s, sum of exp(z - m_s), sum of w * z) to PART;
-    # PHASE 2 combines the row's partials into its logsumexp and writes loss and gradient; PHASE 0 does
-    # both in one launch, the row's programs meeting at a counter in between (see _segments).
-    pid = tl.program_id(0)
-    row = (pid // n_segments).to(tl.int64)  # int64 row offsets (N * V may pass 2^31)
-    seg = pid % n_segments
-    cols = seg * BLOCK + tl.arange(0, BLOCK)
-    mask = cols < n_cols
-    x_row = X + row * stride_x
-    g_row = G + row * stride_g
-    part = PART + row * 3 * SEGMENTS
-    t = tl.load(Y + row * stride_y).to(tl.int64)
+    # Persistent grid: program p takes rows p, p + n_programs, ... so that only n_programs rows are
+    # in flight at once and pass 2 re-reads each row from L2 rather than from memory.
+    for row_i in range(tl.program_id(0), n_rows, n_programs):
+        row = row_i + tl.zeros((), dtype=tl.int64)  # int64 row offsets (N * V may pass 2^31)
+        x_row = X + row * stride_x
+        g_row = G + row * stride_g
+        offs = tl.arange(0, BLOCK)
+        t = tl.load(Y + row * stride_y).to(tl.int64)
 
-    if t == ignore_index:
-        # Same branch for every program of the row: none of them waits.
-        if PHASE != 1:
-            if seg == 0:
-                tl.store(LOSS + row, 0.0)
-                tl.store(ZLOSS + row, 0.0)
+        if t == ignore_index:
+            tl.store(LOSS + row, 0.0)
+            tl.store(ZLOSS + row, 0.0)
             if WRITE_GRAD:
-                tl.store(g_row + cols, tl.zeros((BLOCK,), dtype=G.dtype.element_ty), mask=mask)
-    else:
-        valid = (t >= 0) & (t < n_cols)
-        t_safe = tl.where(valid, t, 0)
-        if HAS_SOFTCAP:
-            z = tl.load(x_row + cols, mask=mask, other=0.0).to(tl.float32)
-            z = tl.where(mask, softcap * _tanh(z / softcap), float("-inf"))
+                zeros = tl.zeros((BLOCK,), dtype=tl.float32).to(G.dtype.element_ty)
+                for start in range(0, n_cols, BLOCK):
+                    cols = start + offs
+                    tl.store(g_row + cols, zeros, mask=cols < n_cols)
         else:
-            z = tl.load(x_row + cols, mask=mask, other=float("-inf")).to(tl.float32)
+            valid = (t >= 0) & (t < n_cols)
+            t_safe = tl.where(valid, t, 0)
 
-        m_s = tl.max(z, 0)
-        # A segment of -inf logits (a masked vocabulary tail) adds nothing, not NaN.
-        d_s = tl.sum(tl.exp(z - tl.where(m_s == float("-inf"), 0.0, m_s)), 0)
-        s_s = 0.0 * d_s  # (a tensor in every branch below, as Triton's typed ifs want)
-        if HAS_SMOOTHING:
-            z0 = tl.where(mask, z, 0.0)
-            if HAS_WEIGHT:
-                z0 = z0 * tl.load(CW + cols, mask=mask, other=0.0).to(tl.float32)
-            s_s = tl.sum(z0, 0)
-        if PHASE == 2:
-            # The target's logit may already be overwritten by its segment's gradient: PHASE 1 kept it.
-            z_t = tl.load(LOSS + row)
-        else:
-            # Read before any program of the row writes its gradient (over the logits, when in place).
-            z_t = tl.load(x_row + t_safe).to(tl.float32)
-            if HAS_SOFTCAP:
-                z_t = softcap * _tanh(z_t / softcap)
-            tl.store(part + seg, m_s)
-            tl.store(part + SEGMENTS + seg, d_s)
-            if HAS_SMOOTHING:
-                tl.store(part + 2 * SEGMENTS + seg, s_s)
-            if PHASE == 1:
-                if seg == 0:
-                    tl.store(LOSS + row, z_t)  # LOSS carries z_t to PHASE 2, which overwrites it
-
-        complete = t == t
-        if PHASE == 0:
-            if n_segments > 1:
-                # Every thread's partial stores before the arrival; release makes them visible to
-                # whoever sees it. Then poll, acquire, and a barrier so every thread reads after it.
-                tl.debug_barrier()
-                arrived = tl.atomic_add(ARRIVED + row, 1, sem="release") + 1
-                spins = 0
-                while (arrived < n_segments) & (spins < max_spins):
-                    arrived = tl.load(ARRIVED + row, volatile=True)
-                    spins += 1
-                arrived = tl.atomic_add(ARRIVED + row, 0, sem="acquire")
-                complete = arrived >= n_segments
-                tl.debug_barrier()
-
-        if PHASE != 1:
-            if n_segments == 1:
-                m = m_s
-                d = d_s
-                sum_wz = s_s
-            else:
-                segs = tl.arange(0, SEGMENTS)
-                in_row = segs < n_segments
-                m_all = tl.load(part + segs, mask=in_row, other=float("-inf"), volatile=True)
-                d_all = tl.load(part + SEGMENTS + segs, mask=in_row, other=0.0, volatile=True)
-                m = tl.max(m_all, 0)
-                d = tl.sum(tl.where(m_all == float("-inf"), 0.0, d_all * tl.exp(m_all - m)), 0)
-                sum_wz = 0.0 * d
+            # Pass 1: online logsumexp (running max m, running sum d of exp(z - m)) and sum_j w_j z_j.
+            m = float("-inf")
+            d = 0.0
+            sum_wz = 0.0
+            for start in range(0, n_cols, BLOCK):
+                cols = start + offs
+                mask = cols < n_cols
+                if HAS_SOFTCAP:
+                    z = tl.load(x_row + cols, mask=mask, other=0.0)
+                    z = z.to(tl.float32)
+                    z = tl.where(mask, softcap * _tanh(z / softcap), float("-inf"))
+                else:
+                    z = tl.load(x_row + cols, mask=mask, other=float("-inf"))
+                    z = z.to(tl.float32)
+                m_new = tl.maximum(m, tl.max(z, 0))
+                d = d * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new), 0)
+                m = m_new
                 if HAS_SMOOTHING:
-                    sum_wz = tl.sum(
-                        tl.load(part + 2 * SEGMENTS + segs, mask=in_row, other=0.0, volatile=True), 0
-                    )
+                    z0 = tl.where(mask, z, 0.0)
+                    if HAS_WEIGHT:
+                        z0 = z0 * tl.load(CW + cols, mask=mask, other=0.0).to(tl.float32)
+                    sum_wz += tl.sum(z0, 0)
             # lse = m + log_d; keeping the two apart leaves z - m exact in z - lse (as torch's log_softmax).
             log_d = tl.log(d)
             lse = m + log_d
+
+            z_t = tl.load(x_row + t_safe).to(tl.float32)
+            if HAS_SOFTCAP:
+                z_t = softcap * _tanh(z_t / softcap)
             w_t = 1.0
             if HAS_WEIGHT:
                 w_t = tl.load(CW + t_safe).to(tl.float32)
             weight_sum = tl.load(SCALES + 2)
             smooth_per_class = label_smoothing / n_cols
-            # An unchecked bad target poisons its row instead of giving a plausible wrong value; so does
-            # a row whose programs did not all arrive (see _segments: never seen, but never a hang).
-            poison = ~valid | ~complete
 
-            if seg == 0:
-                ce = (1.0 - label_smoothing) * w_t * ((m - z_t) + log_d)
-                if HAS_SMOOTHING:
-                    ce += smooth_per_class * (weight_sum * log_d + (weight_sum * m - sum_wz))
-                zl = 0.0
-                if HAS_Z:
-                    zl = lse_square_scale * lse * lse
-                tl.store(LOSS + row, tl.where(poison, float("nan"), ce))
-                tl.store(ZLOSS + row, zl)
+            ce = (1.0 - label_smoothing) * w_t * ((m - z_t) + log_d)
+            if HAS_SMOOTHING:
+                ce += smooth_per_class * (weight_sum * log_d + (weight_sum * m - sum_wz))
+            zl = 0.0
+            if HAS_Z:
+                zl = lse_square_scale * lse * lse
+            # An unchecked bad target poisons its row instead of giving a plausible wrong value.
+            ce = tl.where(valid, ce, float("nan"))
+            tl.store(LOSS + row, ce)
+            tl.store(ZLOSS + row, zl)
 
             if WRITE_GRAD:
                 ce_scale = tl.load(SCALES + 0)
@@ -304,18 +248,28 @@ def _cross_entropy_segment_kernel(
                     coef_p += ce_scale * smooth_per_class * weight_sum
                 if HAS_Z:
                     coef_p += z_scale * 2.0 * lse_square_scale * lse
-                coef_p = tl.where(poison, float("nan"), coef_p)
-                grad = coef_p * tl.exp((z - m) - log_d) - tl.where(cols == t, coef_t, 0.0)
-                if HAS_SMOOTHING:
-                    coef_w = ce_scale * smooth_per_class
-                    if HAS_WEIGHT:
-                        grad -= coef_w * tl.load(CW + cols, mask=mask, other=0.0).to(tl.float32)
-                    else:
-                        grad -= coef_w
-                if HAS_SOFTCAP:
-                    zc = tl.where(mask, z / softcap, 0.0)  # (masked lanes hold -inf)
-                    grad = grad * (1.0 - zc * zc)
-                tl.store(g_row + cols, grad.to(G.dtype.element_ty), mask=mask)
+                coef_p = tl.where(valid, coef_p, float("nan"))
+                coef_w = ce_scale * smooth_per_class
+
+                # Pass 2, backwards over the row: the blocks pass 1 read last are the likeliest in L2.
+                n_blocks = tl.cdiv(n_cols, BLOCK)
+                for i in range(0, n_blocks):
+                    cols = (n_blocks - 1 - i) * BLOCK + offs
+                    mask = cols < n_cols
+                    z = tl.load(x_row + cols, mask=mask, other=0.0)
+                    z = z.to(tl.float32)
+                    if HAS_SOFTCAP:
+                        z = softcap * _tanh(z / softcap)
+                    grad = coef_p * tl.exp((z - m) - log_d) - tl.where(cols == t, coef_t, 0.0)
+                    if HAS_SMOOTHING:
+                        if HAS_WEIGHT:
+                            grad -= coef_w * tl.load(CW + cols, mask=mask, other=0.0).to(tl.float32)
+                        else:
+                            grad -= coef_w
+                    if HAS_SOFTCAP:
+                        zc = z / softcap
+                        grad = grad * (1.0 - zc * zc)
+                    tl.store(g_row + cols, grad.to(G.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -333,30 +287,6 @@ def _scale_rows_kernel(G, stride_g, GO, stride_go, n_cols, BLOCK: tl.constexpr):
 
 
 # --- host side ---------------------------------------------------------------------------------------
-
-
-def _segments(logits: torch.Tensor) -> tuple[int, int, bool]:
-    """(block, segments per row, whether one launch meets them).
-
-    One launch needs the row's programs resident together: the waiters hold their SM slots until the
-    last one arrives. Programs start in grid order (the assumption CUB's decoupled look-back scans
-    rest on too) and a row's programs are neighbours in the grid, so only the row at the launch front
-    can wait on programs not yet started, and every other row finishes and frees its slots -- as long
-    as the GPU holds one row's programs at once: segments <= MAX_SEGMENTS <= SMs, one per SM at worst.
-    """
-    block = _block(logits.shape[1])
-    n_segments = cdiv(logits.shape[1], block)
-    fused = n_segments == 1 or (
-        SYNC_IN_KERNEL
-        and not interpreter_enabled()
-        and logits.device.type == "cuda"
-        and n_segments <= min(MAX_SEGMENTS, multiprocessor_count(logits.device))
-    )
-    return block, n_segments, fused
-
-
-def _warps(block: int) -> int:
-    return NUM_WARPS if block >= 2048 else 4
 
 
 def _block(n_cols: int) -> int:
@@ -500,21 +430,18 @@ def cross_entropy_rows(
         zl = torch.empty(n_rows, dtype=torch.float32, device=logits.device)
     write_grad = grad is not None
     g = grad if write_grad else logits
-    block, n_segments, fused = _segments(logits)
-    segments_p2 = next_power_of_2(n_segments)
-    part = torch.empty(n_rows, 3, segments_p2, dtype=torch.float32, device=logits.device)
-    arrived = torch.zeros(n_rows if fused and n_segments > 1 else 1, dtype=torch.int32, device=logits.device)
-    for phase in (0,) if fused else (1, 2):
-        _cross_entropy_segment_kernel[(n_rows * n_segments,)](
-            logits, logits.stride(0), g, g.stride(0), target, target.stride(0),
-            weight if weight is not None else scales,
-            row_scale if row_scale is not None else scales, row_scale.stride(0) if row_scale is not None else 0,
-            scales, ce, zl, part, arrived, n_cols, n_segments, ignore_index, label_smoothing,
-            lse_square_scale, softcap, MAX_SPINS,
-            HAS_WEIGHT=weight is not None, HAS_SMOOTHING=label_smoothing > 0, HAS_Z=lse_square_scale != 0,
-            HAS_SOFTCAP=softcap > 0, HAS_ROW_SCALE=row_scale is not None, WRITE_GRAD=write_grad,
-            PHASE=phase, BLOCK=block, SEGMENTS=segments_p2, num_warps=_warps(block),
-        )  # fmt: skip
+    n_programs = n_rows
+    if PROGRAMS_PER_SM > 0:
+        n_programs = min(n_rows, PROGRAMS_PER_SM * multiprocessor_count(logits.device))
+    _cross_entropy_kernel[(n_programs,)](
+        logits, logits.stride(0), g, g.stride(0), target, target.stride(0),
+        weight if weight is not None else scales,
+        row_scale if row_scale is not None else scales, row_scale.stride(0) if row_scale is not None else 0,
+        scales, ce, zl, n_rows, n_cols, n_programs, ignore_index, label_smoothing, lse_square_scale, softcap,
+        HAS_WEIGHT=weight is not None, HAS_SMOOTHING=label_smoothing > 0, HAS_Z=lse_square_scale != 0,
+        HAS_SOFTCAP=softcap > 0, HAS_ROW_SCALE=row_scale is not None, WRITE_GRAD=write_grad,
+        BLOCK=_block(n_cols), num_warps=NUM_WARPS,
+    )  # fmt: skip
     return ce, zl
 
 
