@@ -3,7 +3,8 @@
 # sharded over 2 GPUs against single-GPU training), then the real-size benchmark (Llama-3-8B config,
 # random weights, bf16, seq 2048; unpatched against patched; tokens/s and peak memory per GPU).
 # Logs and the CSV go to $OUT (default /tmp). Same install logic as gpu_tests.sh.
-#   BATCHES=2,4,8 LIGER_VERSION=... FSDP2_ARGS='--steps 4' bash scripts/gpu_fsdp2.sh
+#   [BATCHES=4,6,8,12,16] [FSDP2_ARGS='--warmup 2 --steps 4'] LIGER_VERSION=... bash scripts/gpu_fsdp2.sh
+# (the defaults are those of the committed run, results/fsdp2_llama3-8b_20261129_h200x2.csv)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
@@ -21,7 +22,7 @@ version=${LIGER_VERSION:-}
 # forward + backward, then whole training steps with AdamW; both into one CSV
 for kind in "" --optimizer; do
     python3 -m torch.distributed.run --standalone --nproc-per-node 2 -m benchmark.fsdp2_e2e \
-        --preset llama3-8b --batches "${BATCHES:-2,4,8}" ${version:+--liger-version "$version"} $kind ${FSDP2_ARGS:-} \
+        --preset llama3-8b --batches "${BATCHES:-4,6,8,12,16}" ${version:+--liger-version "$version"} $kind ${FSDP2_ARGS:---warmup 2 --steps 4} \
         --out "$out/fsdp2_llama3-8b_$(date -u +%Y%m%d).csv" 2>&1 | grep -v -i warning | tee -a "$out/fsdp2_e2e.log" | tail -12
     status=$((status | PIPESTATUS[0]))
 done

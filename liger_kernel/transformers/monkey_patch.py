@@ -214,7 +214,7 @@ class GatedMLP:
         spec = self
 
         def __new__(cls, config=None, *args, **kwargs):
-            # copy.copy, copy.deepcopy, pickle and nn.DataParallel's replicas call cls.__new__(cls)
+            # copy.copy, copy.deepcopy and nn.DataParallel's replicas call cls.__new__(cls)
             # without arguments and then fill in __dict__: nothing to decide then.
             if config is None:
                 return nn.Module.__new__(cls)
