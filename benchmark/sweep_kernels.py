@@ -88,10 +88,9 @@ def sweep_cross_entropy() -> None:
     logits = torch.randn(8192, 128256, device=DEV, dtype=BF16, requires_grad=True)
     target = torch.randint(0, 128256, (8192,), device=DEV)
     res = []
-    # Run 4 (one program per SM, 32768-column steps): no gain. ncu then showed the persistent grid does
-    # serve pass 2 from L2 (2.3 GB read from DRAM, not 4.1) but alternates memory and exp-unit time.
-    # Run 5: the same grids with the kernel's next-block prefetch.
-    configs = [(0, 4096, 8), (1, 16384, 32), (1, 8192, 16), (1, 16384, 16), (2, 8192, 16)]
+    # Runs 4 and 5 (benchmark/NOTES.md): deeper steps, and a next-block prefetch (since reverted), on
+    # persistent grids; ncu showed they serve pass 2 from L2 but are latency-bound. None beat the first.
+    configs = [(0, 4096, 8), (1, 16384, 32), (1, 32768, 32), (2, 8192, 16)]
     saved = (CE.PROGRAMS_PER_SM, CE.BLOCK_MAX, CE.NUM_WARPS)
     for per_sm, block, warps in configs:
         CE.PROGRAMS_PER_SM, CE.BLOCK_MAX, CE.NUM_WARPS = per_sm, block, warps
