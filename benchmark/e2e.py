@@ -54,26 +54,20 @@ if not torch.cuda.is_available():
     # Must happen before anything imports triton or liger_kernel (kernels are decorated at import).
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from benchmark.run import _REPO, _free, _short, _sync, append_csv_rows, environment  # noqa: E402
+from benchmark.run import (  # noqa: E402
+    _DTYPES,
+    _REPO,
+    ENV_COLUMNS,
+    _free,
+    _short,
+    _sync,
+    append_csv_rows,
+    environment,
+)
 
 ARMS = ("eager", "compile", "liger", "liger_compile")
 KINDS = ("fwd_bwd", "train_step")
-COLUMNS = (
-    "arm",
-    "preset",
-    "batch",
-    "seq",
-    "metric",
-    "value",
-    "gpu",
-    "torch",
-    "triton",
-    "transformers",
-    "liger_kernel",
-    "date",
-    "note",
-)
-_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
+COLUMNS = ("arm", "preset", "batch", "seq", "metric", "value", *ENV_COLUMNS)
 
 
 @dataclass(frozen=True)

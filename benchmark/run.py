@@ -63,21 +63,9 @@ from benchmark.ops import OPS, OpSpec, Problem, Shape  # noqa: E402
 
 PROVIDERS = ("eager", "compile", "liger")
 METRICS = ("fwd_ms", "bwd_ms", "full_ms", "graph_ms", "peak_mib")
-COLUMNS = (
-    "op",
-    "shape",
-    "dtype",
-    "provider",
-    "metric",
-    "value",
-    "gpu",
-    "torch",
-    "triton",
-    "transformers",
-    "liger_kernel",
-    "date",
-    "note",
-)
+# Every results CSV ends with where and when it was measured (``environment``) and a note.
+ENV_COLUMNS = ("gpu", "torch", "triton", "transformers", "liger_kernel", "date", "note")
+COLUMNS = ("op", "shape", "dtype", "provider", "metric", "value", *ENV_COLUMNS)
 _DTYPES = {
     "bfloat16": torch.bfloat16,
     "bf16": torch.bfloat16,

@@ -1,8 +1,8 @@
 """Fused linear cross entropy: LigerFusedLinearCrossEntropyLoss / liger_fused_linear_cross_entropy against
 ``F.linear`` -> ``.float()`` -> cross entropy (what a Hugging Face causal LM computes).
 
-Options torch lacks (z-loss, softcap) are added in plain PyTorch in ``reference_loss``. bf16 checks are in
-reference-error mode (the kernel's error against a float64 golden may be at most twice the error of the
+Options torch lacks (z-loss, softcap) are added in plain PyTorch by the cross entropy tests'
+``reference_loss``. bf16 checks are in reference-error mode (the kernel's error against a float64 golden may be at most twice the error of the
 same-dtype PyTorch computation); fp32 checks use fp32 tolerances against the golden.
 """
 
@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_cross_entropy import reference_loss as cross_entropy_reference
 
 from liger_kernel.ops.fused_linear_cross_entropy import default_chunk_size
 from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
@@ -23,28 +24,27 @@ def reference_loss(
     x, weight, target, bias=None, ce_weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0,
     lse_square_scale=0.0, softcap=None,
 ):  # fmt: skip
-    """(loss, z-loss) of the logits x @ weight.T + bias, upcast to fp32 (float64 stays float64)."""
+    """(loss, z-loss) of the logits x @ weight.T + bias, upcast to fp32 (float64 stays float64), by the
+    cross entropy tests' reference."""
     shape = target.shape
     logits = F.linear(x, weight, bias).reshape(-1, weight.shape[0])
-    target = target.reshape(-1)
     if logits.dtype != torch.float64:
         logits = logits.float()
     if ce_weight is not None:
         ce_weight = ce_weight.to(logits.dtype)
-    z = softcap * torch.tanh(logits / softcap) if softcap else logits
-    loss = F.cross_entropy(
-        z, target, weight=ce_weight, ignore_index=ignore_index, reduction=reduction,
-        label_smoothing=label_smoothing,
-    )  # fmt: skip
-    valid = target != ignore_index
-    z_rows = lse_square_scale * torch.logsumexp(z, dim=-1) ** 2 * valid
-    if reduction == "mean":
-        z_loss = z_rows.sum() / valid.sum().clamp(min=1)
-    elif reduction == "sum":
-        z_loss = z_rows.sum()
-    else:
-        loss, z_loss = loss.view(shape), z_rows.view(shape)
-    return loss + z_loss, z_loss
+    loss, z_loss = cross_entropy_reference(
+        logits,
+        target.reshape(-1),
+        ce_weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        lse_square_scale,
+        softcap,
+    )
+    if reduction == "none":
+        loss, z_loss = loss.view(shape), z_loss.view(shape)
+    return loss, z_loss
 
 
 def run(fn, x, weight, bias, target, grad_out, wrt, **opts):
