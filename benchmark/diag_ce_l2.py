@@ -9,19 +9,23 @@ Two sweeps of 8192 x 128256 bf16 logits read 2 x 2004 MiB; if the second came fr
 would be close to one sweep (2004 MiB = 2.10e9 B).
 """
 
+import sys
+
 import torch
 
 import liger_kernel.ops.cross_entropy as CE
 from liger_kernel.transformers.functional import liger_cross_entropy
 
-CONFIGS = ((0, 4096, 8), (1, 16384, 32), (1, 32768, 32))  # (programs per SM, block, warps)
+# (programs per SM, block, warps); or given as arguments: python -m benchmark.diag_ce_l2 0,4096,8 1,16384,32
+CONFIGS = ((0, 4096, 8), (1, 16384, 32), (1, 32768, 32))
 
 
 def main() -> None:
     logits = torch.randn(8192, 128256, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     target = torch.randint(0, 128256, (8192,), device="cuda")
     saved = (CE.PROGRAMS_PER_SM, CE.BLOCK_MAX, CE.NUM_WARPS)
-    for per_sm, block, warps in CONFIGS:
+    configs = [tuple(int(v) for v in a.split(",")) for a in sys.argv[1:]] or CONFIGS
+    for per_sm, block, warps in configs:
         CE.PROGRAMS_PER_SM, CE.BLOCK_MAX, CE.NUM_WARPS = per_sm, block, warps
         liger_cross_entropy(logits, target, inplace=True)
         torch.cuda.synchronize()

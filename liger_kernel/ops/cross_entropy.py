@@ -189,10 +189,15 @@ def _cross_entropy_kernel(
             valid = (t >= 0) & (t < n_cols)
             t_safe = tl.where(valid, t, 0)
 
-            # Pass 1: online logsumexp (running max m, running sum d of exp(z - m)) and sum_j w_j z_j.
-            m = float("-inf")
-            d = 0.0
-            sum_wz = 0.0
+            # Pass 1: online logsumexp, kept per lane (running max m_vec, running sum d_vec of
+            # exp(z - m_vec)) and reduced once per row, so the loop has no reduction across the block
+            # (no barrier: warps stream independently, which keeps loads in flight). Of the two exps of
+            # an online update (rescale the sum, add the new term) one is exp(0) = 1, so each logit
+            # costs one exp. The empty state is m = -FLT_MAX, d = 0 (not -inf: -inf - -inf is NaN);
+            # z = -inf then adds exp(-inf) = 0, and NaN logits propagate through d.
+            m_vec = tl.full((BLOCK,), -3.4028234663852886e38, tl.float32)
+            d_vec = tl.zeros((BLOCK,), tl.float32)
+            wz_vec = tl.zeros((BLOCK,), tl.float32)
             for start in range(0, n_cols, BLOCK):
                 cols = start + offs
                 mask = cols < n_cols
@@ -203,14 +208,18 @@ def _cross_entropy_kernel(
                 else:
                     z = tl.load(x_row + cols, mask=mask, other=float("-inf"))
                     z = z.to(tl.float32)
-                m_new = tl.maximum(m, tl.max(z, 0))
-                d = d * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new), 0)
-                m = m_new
+                diff = z - m_vec
+                e = tl.exp(-tl.abs(diff))
+                d_vec = tl.where(diff > 0, d_vec * e + 1.0, d_vec + e)
+                m_vec = tl.maximum(m_vec, z)
                 if HAS_SMOOTHING:
                     z0 = tl.where(mask, z, 0.0)
                     if HAS_WEIGHT:
                         z0 = z0 * tl.load(CW + cols, mask=mask, other=0.0).to(tl.float32)
-                    sum_wz += tl.sum(z0, 0)
+                    wz_vec += z0
+            m = tl.max(m_vec, 0)
+            d = tl.sum(d_vec * tl.exp(m_vec - m), 0)
+            sum_wz = tl.sum(wz_vec, 0)
             # lse = m + log_d; keeping the two apart leaves z - m exact in z - lse (as torch's log_softmax).
             log_d = tl.log(d)
             lse = m + log_d

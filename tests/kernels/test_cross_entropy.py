@@ -178,6 +178,35 @@ def test_persistent_grid(device, seed, monkeypatch):
         check_against_torch(x, target, "random", "intermediate", {"label_smoothing": 0.1}, seed=seed)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_extreme_rows(device, dtype):
+    """Rows that stress the per-lane online logsumexp: a lane's running max rising at every step, or
+    falling, logits of 1e4 (exp overflows without the max), -inf entries (masked vocabulary) and a lane
+    that only ever sees -inf, walked in blocks of 16 so each lane takes several steps."""
+    vocab = 70
+    cols = torch.arange(vocab, dtype=torch.float64)
+    rows = [
+        cols * 0.5,  # rising
+        -cols * 0.5,  # falling
+        1e4 + torch.sin(cols),  # large
+        torch.where(cols % 3 == 0, float("-inf"), torch.cos(cols)),  # masked vocabulary
+        torch.where(cols % 16 == 5, float("-inf"), torch.sin(cols)),  # lane 5 only ever sees -inf
+        torch.where(cols < 60, float("-inf"), cols - 65.0),  # all but the last block masked
+    ]
+    x = torch.stack(rows).to(dtype).to(device)
+    target = torch.tensor([69, 0, 3, 1, 2, 62], device=device)
+    with block_max(16):
+        check_against_torch(x, target, "random", "intermediate", {"reduction": "none"})
+
+
+def test_nan_logit_poisons_its_row(device):
+    x = torch.randn(3, 40, device=device)
+    x[1, 17] = float("nan")
+    with block_max(16):
+        loss = liger_cross_entropy(x, torch.tensor([1, 2, 3], device=device), reduction="none")
+    assert torch.isnan(loss[1]) and torch.isfinite(loss[[0, 2]]).all()
+
+
 def test_ignore_index_inside_vocab(device):
     # ignore_index 0 is a valid class: rows with target 0 are ignored, also in the weight denominator.
     gen = torch.Generator().manual_seed(3)
