@@ -139,6 +139,86 @@ def _loss_scales_kernel(
     tl.store(SCALES + 3, bad)
 
 
+# exp(x) = exp2(x * LOG2E): the kernels fold the scale into a fused multiply-add before exp2.
+LOG2E = tl.constexpr(1.4426950408889634)
+# The empty state of an online logsumexp: max -FLT_MAX rather than -inf (-inf - -inf is NaN), sum 0.
+NEG_FLT_MAX = tl.constexpr(-3.4028234663852886e38)
+
+
+@triton.jit
+def _load_logits(x_row, cols, n_cols, softcap, HAS_SOFTCAP: tl.constexpr, MASKED: tl.constexpr):
+    """Logits at ``cols`` in fp32, softcapped; -inf past the row's end when MASKED."""
+    if MASKED:
+        mask = cols < n_cols
+        z = tl.load(x_row + cols, mask=mask, other=0.0).to(tl.float32)
+    else:
+        z = tl.load(x_row + cols).to(tl.float32)
+    if HAS_SOFTCAP:
+        z = softcap * _tanh(z / softcap)
+    if MASKED:
+        z = tl.where(mask, z, float("-inf"))
+    return z
+
+
+@triton.jit
+def _lse_step(
+    x_row, start, n_cols, m, d, wz, CW, softcap,
+    HAS_WEIGHT: tl.constexpr, HAS_SMOOTHING: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
+    MASKED: tl.constexpr, WARPS: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    """One block of pass 1. The loaded block is seen as a (BLOCK // (WARPS * CHUNK), WARPS, CHUNK) tile,
+    CHUNK being what one warp loads in one instruction (32 lanes x 16 bytes): in the compiler's layout
+    of the load, index 1 of the tile is the warp. Each warp keeps its own running max m, sum d of
+    exp(z - m) and sum wz of w_j z_j, so the reductions need no barrier: the warps stream independently."""
+    cols = start + tl.arange(0, BLOCK)
+    z = _load_logits(x_row, cols, n_cols, softcap, HAS_SOFTCAP, MASKED)
+    z = tl.reshape(z, (BLOCK // (WARPS * CHUNK), WARPS, CHUNK))
+    m_new = tl.maximum(m, tl.max(tl.max(z, 2), 0))
+    e = tl.math.exp2((z - m_new[None, :, None]) * LOG2E)
+    d = d * tl.math.exp2((m - m_new) * LOG2E) + tl.sum(tl.sum(e, 2), 0)
+    if HAS_SMOOTHING:
+        z0 = z
+        if MASKED:
+            z0 = tl.where(tl.reshape(cols < n_cols, z.shape), z, 0.0)
+        if HAS_WEIGHT:
+            if MASKED:
+                w = tl.load(CW + cols, mask=cols < n_cols, other=0.0)
+            else:
+                w = tl.load(CW + cols)
+            z0 = z0 * tl.reshape(w.to(tl.float32), z.shape)
+        wz += tl.sum(tl.sum(z0, 2), 0)
+    return m_new, d, wz
+
+
+@triton.jit
+def _grad_step(
+    x_row, g_row, start, n_cols, m, log_d2, coef_p, coef_w, CW, softcap,
+    HAS_WEIGHT: tl.constexpr, HAS_SMOOTHING: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
+    MASKED: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    """One block of pass 2: the gradient without the target's term (the caller fixes that column)."""
+    cols = start + tl.arange(0, BLOCK)
+    x = tl.load(x_row + cols, mask=cols < n_cols, other=0.0) if MASKED else tl.load(x_row + cols)
+    x = x.to(tl.float32)
+    z = x
+    if HAS_SOFTCAP:
+        z = softcap * _tanh(x / softcap)
+    grad = coef_p * tl.math.exp2((z - m) * LOG2E - log_d2)
+    if HAS_SMOOTHING:
+        if HAS_WEIGHT:
+            w = tl.load(CW + cols, mask=cols < n_cols, other=0.0) if MASKED else tl.load(CW + cols)
+            grad -= coef_w * w.to(tl.float32)
+        else:
+            grad -= coef_w
+    if HAS_SOFTCAP:
+        zc = z / softcap
+        grad = grad * (1.0 - zc * zc)
+    if MASKED:
+        tl.store(g_row + cols, grad.to(g_row.dtype.element_ty), mask=cols < n_cols)
+    else:
+        tl.store(g_row + cols, grad.to(g_row.dtype.element_ty))
+
+
 @triton.jit
 def _cross_entropy_kernel(
     X,
@@ -166,15 +246,18 @@ def _cross_entropy_kernel(
     HAS_SOFTCAP: tl.constexpr,
     HAS_ROW_SCALE: tl.constexpr,
     WRITE_GRAD: tl.constexpr,
+    WARPS: tl.constexpr,
+    CHUNK: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # Persistent grid: program p takes rows p, p + n_programs, ... so that only n_programs rows are
-    # in flight at once and pass 2 re-reads each row from L2 rather than from memory.
+    # Persistent grid when n_programs < n_rows: program p takes rows p, p + n_programs, ... so that
+    # only n_programs rows are in flight at once and pass 2 re-reads each row from L2.
+    # Full blocks are walked without masks; the last, partial block (if any) with them.
+    n_full = (n_cols // BLOCK) * BLOCK
     for row_i in range(tl.program_id(0), n_rows, n_programs):
         row = row_i + tl.zeros((), dtype=tl.int64)  # int64 row offsets (N * V may pass 2^31)
         x_row = X + row * stride_x
         g_row = G + row * stride_g
-        offs = tl.arange(0, BLOCK)
         t = tl.load(Y + row * stride_y).to(tl.int64)
 
         if t == ignore_index:
@@ -183,43 +266,29 @@ def _cross_entropy_kernel(
             if WRITE_GRAD:
                 zeros = tl.zeros((BLOCK,), dtype=tl.float32).to(G.dtype.element_ty)
                 for start in range(0, n_cols, BLOCK):
-                    cols = start + offs
+                    cols = start + tl.arange(0, BLOCK)
                     tl.store(g_row + cols, zeros, mask=cols < n_cols)
         else:
             valid = (t >= 0) & (t < n_cols)
             t_safe = tl.where(valid, t, 0)
 
-            # Pass 1: online logsumexp, kept per lane (running max m_vec, running sum d_vec of
-            # exp(z - m_vec)) and reduced once per row, so the loop has no reduction across the block
-            # (no barrier: warps stream independently, which keeps loads in flight). Of the two exps of
-            # an online update (rescale the sum, add the new term) one is exp(0) = 1, so each logit
-            # costs one exp. The empty state is m = -FLT_MAX, d = 0 (not -inf: -inf - -inf is NaN);
-            # z = -inf then adds exp(-inf) = 0, and NaN logits propagate through d.
-            m_vec = tl.full((BLOCK,), -3.4028234663852886e38, tl.float32)
-            d_vec = tl.zeros((BLOCK,), tl.float32)
-            wz_vec = tl.zeros((BLOCK,), tl.float32)
-            for start in range(0, n_cols, BLOCK):
-                cols = start + offs
-                mask = cols < n_cols
-                if HAS_SOFTCAP:
-                    z = tl.load(x_row + cols, mask=mask, other=0.0)
-                    z = z.to(tl.float32)
-                    z = tl.where(mask, softcap * _tanh(z / softcap), float("-inf"))
-                else:
-                    z = tl.load(x_row + cols, mask=mask, other=float("-inf"))
-                    z = z.to(tl.float32)
-                diff = z - m_vec
-                e = tl.exp(-tl.abs(diff))
-                d_vec = tl.where(diff > 0, d_vec * e + 1.0, d_vec + e)
-                m_vec = tl.maximum(m_vec, z)
-                if HAS_SMOOTHING:
-                    z0 = tl.where(mask, z, 0.0)
-                    if HAS_WEIGHT:
-                        z0 = z0 * tl.load(CW + cols, mask=mask, other=0.0).to(tl.float32)
-                    wz_vec += z0
-            m = tl.max(m_vec, 0)
-            d = tl.sum(d_vec * tl.exp(m_vec - m), 0)
-            sum_wz = tl.sum(wz_vec, 0)
+            # Pass 1: online logsumexp per warp (see _lse_step), merged once per row.
+            m_w = tl.full((WARPS,), NEG_FLT_MAX, tl.float32)
+            d_w = tl.zeros((WARPS,), tl.float32)
+            wz_w = tl.zeros((WARPS,), tl.float32)
+            for start in range(0, n_full, BLOCK):
+                m_w, d_w, wz_w = _lse_step(
+                    x_row, start, n_cols, m_w, d_w, wz_w, CW, softcap,
+                    HAS_WEIGHT, HAS_SMOOTHING, HAS_SOFTCAP, False, WARPS, CHUNK, BLOCK,
+                )  # fmt: skip
+            if n_full < n_cols:
+                m_w, d_w, wz_w = _lse_step(
+                    x_row, n_full, n_cols, m_w, d_w, wz_w, CW, softcap,
+                    HAS_WEIGHT, HAS_SMOOTHING, HAS_SOFTCAP, True, WARPS, CHUNK, BLOCK,
+                )  # fmt: skip
+            m = tl.max(m_w, 0)
+            d = tl.sum(d_w * tl.math.exp2((m_w - m) * LOG2E), 0)
+            sum_wz = tl.sum(wz_w, 0)
             # lse = m + log_d; keeping the two apart leaves z - m exact in z - lse (as torch's log_softmax).
             log_d = tl.log(d)
             lse = m + log_d
@@ -259,26 +328,29 @@ def _cross_entropy_kernel(
                     coef_p += z_scale * 2.0 * lse_square_scale * lse
                 coef_p = tl.where(valid, coef_p, float("nan"))
                 coef_w = ce_scale * smooth_per_class
+                log_d2 = log_d * LOG2E
 
                 # Pass 2, backwards over the row: the blocks pass 1 read last are the likeliest in L2.
-                n_blocks = tl.cdiv(n_cols, BLOCK)
-                for i in range(0, n_blocks):
-                    cols = (n_blocks - 1 - i) * BLOCK + offs
-                    mask = cols < n_cols
-                    z = tl.load(x_row + cols, mask=mask, other=0.0)
-                    z = z.to(tl.float32)
-                    if HAS_SOFTCAP:
-                        z = softcap * _tanh(z / softcap)
-                    grad = coef_p * tl.exp((z - m) - log_d) - tl.where(cols == t, coef_t, 0.0)
-                    if HAS_SMOOTHING:
-                        if HAS_WEIGHT:
-                            grad -= coef_w * tl.load(CW + cols, mask=mask, other=0.0).to(tl.float32)
-                        else:
-                            grad -= coef_w
-                    if HAS_SOFTCAP:
-                        zc = z / softcap
-                        grad = grad * (1.0 - zc * zc)
-                    tl.store(g_row + cols, grad.to(G.dtype.element_ty), mask=mask)
+                if n_full < n_cols:
+                    _grad_step(
+                        x_row, g_row, n_full, n_cols, m, log_d2, coef_p, coef_w, CW, softcap,
+                        HAS_WEIGHT, HAS_SMOOTHING, HAS_SOFTCAP, True, BLOCK,
+                    )  # fmt: skip
+                for i in range(0, n_full // BLOCK):
+                    _grad_step(
+                        x_row, g_row, n_full - BLOCK - i * BLOCK, n_cols, m, log_d2, coef_p, coef_w, CW, softcap,
+                        HAS_WEIGHT, HAS_SMOOTHING, HAS_SOFTCAP, False, BLOCK,
+                    )  # fmt: skip
+                # The target's column, written over (after a barrier: another thread stored it above)
+                # with the -coef_t term that pass 2 left out of every column.
+                grad_t = coef_p * tl.math.exp2((z_t - m) * LOG2E - log_d2) - coef_t
+                if HAS_SMOOTHING:
+                    grad_t -= coef_w * w_t
+                if HAS_SOFTCAP:
+                    zc_t = z_t / softcap
+                    grad_t = grad_t * (1.0 - zc_t * zc_t)
+                tl.debug_barrier()
+                tl.store(g_row + t_safe, grad_t.to(G.dtype.element_ty))
 
 
 @triton.jit
@@ -439,6 +511,11 @@ def cross_entropy_rows(
         zl = torch.empty(n_rows, dtype=torch.float32, device=logits.device)
     write_grad = grad is not None
     g = grad if write_grad else logits
+    block = _block(n_cols)
+    # One warp's load: 32 lanes x 16 bytes (see _lse_step); blocks smaller than NUM_WARPS of those
+    # are split over fewer warps.
+    chunk = min(block, 32 * max(1, 16 // logits.element_size()))
+    warps = max(1, min(NUM_WARPS, block // chunk))
     n_programs = n_rows
     if PROGRAMS_PER_SM > 0:
         n_programs = min(n_rows, PROGRAMS_PER_SM * multiprocessor_count(logits.device))
@@ -449,7 +526,7 @@ def cross_entropy_rows(
         scales, ce, zl, n_rows, n_cols, n_programs, ignore_index, label_smoothing, lse_square_scale, softcap,
         HAS_WEIGHT=weight is not None, HAS_SMOOTHING=label_smoothing > 0, HAS_Z=lse_square_scale != 0,
         HAS_SOFTCAP=softcap > 0, HAS_ROW_SCALE=row_scale is not None, WRITE_GRAD=write_grad,
-        BLOCK=_block(n_cols), num_warps=NUM_WARPS,
+        WARPS=warps, CHUNK=chunk, BLOCK=block, num_warps=NUM_WARPS,
     )  # fmt: skip
     return ce, zl
 
