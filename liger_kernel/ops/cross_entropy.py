@@ -164,29 +164,34 @@ def _load_logits(x_row, cols, n_cols, softcap, HAS_SOFTCAP: tl.constexpr, MASKED
 def _lse_step(
     x_row, start, n_cols, m, d, wz, CW, softcap,
     HAS_WEIGHT: tl.constexpr, HAS_SMOOTHING: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
-    MASKED: tl.constexpr, WARPS: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr,
+    MASKED: tl.constexpr, WARPS: tl.constexpr, LANES: tl.constexpr, VEC: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):  # fmt: skip
-    """One block of pass 1. The loaded block is seen as a (BLOCK // (WARPS * CHUNK), WARPS, CHUNK) tile,
-    CHUNK being what one warp loads in one instruction (32 lanes x 16 bytes): in the compiler's layout
-    of the load, index 1 of the tile is the warp. Each warp keeps its own running max m, sum d of
-    exp(z - m) and sum wz of w_j z_j, so the reductions need no barrier: the warps stream independently."""
+    """One block of pass 1. The loaded block is seen as a (BLOCK // (WARPS * LANES * VEC), WARPS, LANES, VEC)
+    tile, VEC being the elements of one 16-byte load: in the compiler's layout of the load (each lane
+    loads VEC contiguous elements, a warp LANES x VEC), index 1 is the warp, index 2 the lane, and
+    indices 0 and 3 the registers of a thread. Each thread keeps its own running max m, sum d of
+    exp(z - m) and sum wz of w_j z_j ((WARPS, LANES) tensors, one value per thread), so the loop reduces within threads only: no shuffle,
+    no barrier, and the warps stream independently. The caller merges the per-thread sums per row."""
     cols = start + tl.arange(0, BLOCK)
     z = _load_logits(x_row, cols, n_cols, softcap, HAS_SOFTCAP, MASKED)
-    z = tl.reshape(z, (BLOCK // (WARPS * CHUNK), WARPS, CHUNK))
-    m_new = tl.maximum(m, tl.max(tl.max(z, 2), 0))
-    e = tl.math.exp2((z - m_new[None, :, None]) * LOG2E)
-    d = d * tl.math.exp2((m - m_new) * LOG2E) + tl.sum(tl.sum(e, 2), 0)
+    shape: tl.constexpr = (BLOCK // (WARPS * LANES * VEC), WARPS, LANES, VEC)
+    z = tl.reshape(z, shape)
+    m_new = tl.maximum(m, tl.max(tl.max(z, 3), 0))
+    e = tl.math.exp2((z - m_new[None, :, :, None]) * LOG2E)
+    # (The clamp keeps -FLT_MAX - m_new from overflowing in the multiply: exp2 of it is 0 either way.)
+    d = d * tl.math.exp2(tl.maximum(m - m_new, -1e30) * LOG2E) + tl.sum(tl.sum(e, 3), 0)
     if HAS_SMOOTHING:
         z0 = z
         if MASKED:
-            z0 = tl.where(tl.reshape(cols < n_cols, z.shape), z, 0.0)
+            z0 = tl.where(tl.reshape(cols < n_cols, shape), z, 0.0)
         if HAS_WEIGHT:
             if MASKED:
                 w = tl.load(CW + cols, mask=cols < n_cols, other=0.0)
             else:
                 w = tl.load(CW + cols)
-            z0 = z0 * tl.reshape(w.to(tl.float32), z.shape)
-        wz += tl.sum(tl.sum(z0, 2), 0)
+            z0 = z0 * tl.reshape(w.to(tl.float32), shape)
+        wz += tl.sum(tl.sum(z0, 3), 0)
     return m_new, d, wz
 
 
@@ -247,7 +252,8 @@ def _cross_entropy_kernel(
     HAS_ROW_SCALE: tl.constexpr,
     WRITE_GRAD: tl.constexpr,
     WARPS: tl.constexpr,
-    CHUNK: tl.constexpr,
+    LANES: tl.constexpr,
+    VEC: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # Persistent grid when n_programs < n_rows: program p takes rows p, p + n_programs, ... so that
@@ -272,23 +278,23 @@ def _cross_entropy_kernel(
             valid = (t >= 0) & (t < n_cols)
             t_safe = tl.where(valid, t, 0)
 
-            # Pass 1: online logsumexp per warp (see _lse_step), merged once per row.
-            m_w = tl.full((WARPS,), NEG_FLT_MAX, tl.float32)
-            d_w = tl.zeros((WARPS,), tl.float32)
-            wz_w = tl.zeros((WARPS,), tl.float32)
+            # Pass 1: online logsumexp per thread (see _lse_step), merged once per row.
+            m_w = tl.full((WARPS, LANES), NEG_FLT_MAX, tl.float32)
+            d_w = tl.zeros((WARPS, LANES), tl.float32)
+            wz_w = tl.zeros((WARPS, LANES), tl.float32)
             for start in range(0, n_full, BLOCK):
                 m_w, d_w, wz_w = _lse_step(
                     x_row, start, n_cols, m_w, d_w, wz_w, CW, softcap,
-                    HAS_WEIGHT, HAS_SMOOTHING, HAS_SOFTCAP, False, WARPS, CHUNK, BLOCK,
+                    HAS_WEIGHT, HAS_SMOOTHING, HAS_SOFTCAP, False, WARPS, LANES, VEC, BLOCK,
                 )  # fmt: skip
             if n_full < n_cols:
                 m_w, d_w, wz_w = _lse_step(
                     x_row, n_full, n_cols, m_w, d_w, wz_w, CW, softcap,
-                    HAS_WEIGHT, HAS_SMOOTHING, HAS_SOFTCAP, True, WARPS, CHUNK, BLOCK,
+                    HAS_WEIGHT, HAS_SMOOTHING, HAS_SOFTCAP, True, WARPS, LANES, VEC, BLOCK,
                 )  # fmt: skip
-            m = tl.max(m_w, 0)
-            d = tl.sum(d_w * tl.math.exp2((m_w - m) * LOG2E), 0)
-            sum_wz = tl.sum(wz_w, 0)
+            m = tl.max(tl.max(m_w, 1), 0)
+            d = tl.sum(tl.sum(d_w * tl.math.exp2(tl.maximum(m_w - m, -1e30) * LOG2E), 1), 0)
+            sum_wz = tl.sum(tl.sum(wz_w, 1), 0)
             # lse = m + log_d; keeping the two apart leaves z - m exact in z - lse (as torch's log_softmax).
             log_d = tl.log(d)
             lse = m + log_d
@@ -512,10 +518,11 @@ def cross_entropy_rows(
     write_grad = grad is not None
     g = grad if write_grad else logits
     block = _block(n_cols)
-    # One warp's load: 32 lanes x 16 bytes (see _lse_step); blocks smaller than NUM_WARPS of those
-    # are split over fewer warps.
-    chunk = min(block, 32 * max(1, 16 // logits.element_size()))
-    warps = max(1, min(NUM_WARPS, block // chunk))
+    # The (rows, warps, lanes, vec) view of a block in pass 1 (see _lse_step): 16-byte loads, blocks
+    # smaller than NUM_WARPS x 32 lanes x 16 bytes over fewer warps (and lanes).
+    vec = min(block, max(1, 16 // logits.element_size()))
+    lanes = min(32, block // vec)
+    warps = min(NUM_WARPS, block // (vec * lanes))
     n_programs = n_rows
     if PROGRAMS_PER_SM > 0:
         n_programs = min(n_rows, PROGRAMS_PER_SM * multiprocessor_count(logits.device))
@@ -526,7 +533,7 @@ def cross_entropy_rows(
         scales, ce, zl, n_rows, n_cols, n_programs, ignore_index, label_smoothing, lse_square_scale, softcap,
         HAS_WEIGHT=weight is not None, HAS_SMOOTHING=label_smoothing > 0, HAS_Z=lse_square_scale != 0,
         HAS_SOFTCAP=softcap > 0, HAS_ROW_SCALE=row_scale is not None, WRITE_GRAD=write_grad,
-        WARPS=warps, CHUNK=chunk, BLOCK=block, num_warps=NUM_WARPS,
+        WARPS=warps, LANES=lanes, VEC=vec, BLOCK=block, num_warps=NUM_WARPS,
     )  # fmt: skip
     return ce, zl
 

@@ -179,6 +179,19 @@ def test_persistent_grid(device, seed, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("num_warps", "block"), [(1, 1024), (2, 512), (4, 32), (8, 4096)])
+def test_launch_shapes(device, seed, monkeypatch, dtype, num_warps, block):
+    """Pass 1 views each block as (rows, warps, lanes, vec); these cover several rows per warp, fewer
+    warps than asked for, blocks smaller than a warp's load, and a partial last block."""
+    monkeypatch.setattr(ce_ops, "NUM_WARPS", num_warps)
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.randn(5, 1000, generator=gen) * 3).to(dtype).to(device)
+    target = torch.randint(0, 1000, (5,), generator=gen).to(device)
+    with block_max(block):
+        check_against_torch(x, target, "random", "intermediate", {"label_smoothing": 0.1}, seed=seed)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_extreme_rows(device, dtype):
     """Rows that stress the per-lane online logsumexp: a lane's running max rising at every step, or
     falling, logits of 1e4 (exp overflows without the max), -inf entries (masked vocabulary) and a lane
