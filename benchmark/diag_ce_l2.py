@@ -16,21 +16,21 @@ import torch
 import liger_kernel.ops.cross_entropy as CE
 from liger_kernel.transformers.functional import liger_cross_entropy
 
-# (programs per SM, block, warps); or given as arguments: python -m benchmark.diag_ce_l2 0,4096,8 1,16384,32
-CONFIGS = ((0, 4096, 8), (1, 16384, 32), (1, 32768, 32))
+# (programs per SM, block, warps, L2 hints); or as arguments: python -m benchmark.diag_ce_l2 0,4096,8,0 1,16384,32,1
+CONFIGS = ((0, 4096, 8, 0), (1, 16384, 32, 0), (1, 32768, 32, 0))
 
 
 def main() -> None:
     logits = torch.randn(8192, 128256, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     target = torch.randint(0, 128256, (8192,), device="cuda")
-    saved = (CE.PROGRAMS_PER_SM, CE.BLOCK_MAX, CE.NUM_WARPS)
+    saved = (CE.PROGRAMS_PER_SM, CE.BLOCK_MAX, CE.NUM_WARPS, CE.L2_HINTS)
     configs = [tuple(int(v) for v in a.split(",")) for a in sys.argv[1:]] or CONFIGS
-    for per_sm, block, warps in configs:
-        CE.PROGRAMS_PER_SM, CE.BLOCK_MAX, CE.NUM_WARPS = per_sm, block, warps
+    for per_sm, block, warps, hints in configs:
+        CE.PROGRAMS_PER_SM, CE.BLOCK_MAX, CE.NUM_WARPS, CE.L2_HINTS = per_sm, block, warps, bool(hints)
         liger_cross_entropy(logits, target, inplace=True)
         torch.cuda.synchronize()
-        print(f"launched per_sm={per_sm} block={block} warps={warps}", flush=True)
-    CE.PROGRAMS_PER_SM, CE.BLOCK_MAX, CE.NUM_WARPS = saved
+        print(f"launched per_sm={per_sm} block={block} warps={warps} l2_hints={bool(hints)}", flush=True)
+    CE.PROGRAMS_PER_SM, CE.BLOCK_MAX, CE.NUM_WARPS, CE.L2_HINTS = saved
 
 
 if __name__ == "__main__":

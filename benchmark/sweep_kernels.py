@@ -80,36 +80,42 @@ def sweep_rope() -> None:
 
 
 def sweep_cross_entropy() -> None:
-    """Grid (one program per row, or persistent with k per SM), block and warps.
+    """Grid (one program per row, or persistent with k per SM), block, warps and L2 eviction hints.
 
-    Run 3 (benchmark/results/sweep_ce_flce_2026-11-29_h200_run3.txt) also swept L2 eviction hints
-    (evict_last on pass 1, evict_first on pass 2) and tl.range software pipelining (num_stages 2-4);
-    neither beat one program per row with blocks of 4096, so those knobs were taken out again."""
+    Run 3 (benchmark/results/sweep_ce_flce_2026-11-29_h200_run3.txt) also swept tl.range software
+    pipelining (num_stages 2-4); it never helped, so that knob was taken out again. Runs 4 and 5
+    (benchmark/NOTES.md): deeper steps, and a next-block prefetch (since reverted), on persistent grids;
+    ncu showed they serve pass 2 from L2 but are latency-bound. Run 6: pass 1 keeps its logsumexp per
+    lane; run 7: per warp; run 8: per thread (no shuffle in the loop); run 9: L2 hints again, now that
+    the kernel is bandwidth-bound. Also times the launched pass with and without the target check."""
     logits = torch.randn(8192, 128256, device=DEV, dtype=BF16, requires_grad=True)
     target = torch.randint(0, 128256, (8192,), device=DEV)
+
+    def full():
+        return torch.autograd.grad(liger_cross_entropy(logits, target, inplace=True), logits)
+
     res = []
-    # Runs 4 and 5 (benchmark/NOTES.md): deeper steps, and a next-block prefetch (since reverted), on
-    # persistent grids; ncu showed they serve pass 2 from L2 but are latency-bound. None beat the first.
-    # Run 6: pass 1 keeps its logsumexp per lane (no barrier inside the loops) -- all grids again.
-    # Run 7: per warp instead (fewer registers, fewer instructions), unmasked full blocks.
-    # Run 8: per thread (no shuffle in the loop, ~13 instructions per logit for both passes).
     configs = [
-        (0, 4096, 8), (0, 8192, 8), (0, 8192, 16), (0, 16384, 16), (0, 16384, 32), (0, 32768, 32),
-        (1, 16384, 32), (1, 32768, 32), (2, 8192, 16), (2, 16384, 16), (4, 4096, 8),
+        (0, 32768, 32, False), (0, 32768, 32, True), (1, 32768, 32, False), (1, 32768, 32, True),
+        (0, 16384, 32, False), (0, 16384, 32, True), (1, 16384, 32, True), (0, 8192, 16, True),
+        (0, 4096, 8, False),
     ]  # fmt: skip
-    saved = (CE.PROGRAMS_PER_SM, CE.BLOCK_MAX, CE.NUM_WARPS)
-    for per_sm, block, warps in configs:
-        CE.PROGRAMS_PER_SM, CE.BLOCK_MAX, CE.NUM_WARPS = per_sm, block, warps
+    saved = (CE.PROGRAMS_PER_SM, CE.BLOCK_MAX, CE.NUM_WARPS, CE.L2_HINTS)
+    for cfg in configs:
+        CE.PROGRAMS_PER_SM, CE.BLOCK_MAX, CE.NUM_WARPS, CE.L2_HINTS = cfg
         try:
-            t = graph_ms(
-                lambda: torch.autograd.grad(liger_cross_entropy(logits, target, inplace=True), logits)
-            )
+            t = graph_ms(full)
         except Exception as e:  # noqa: BLE001
-            print("ce", per_sm, block, warps, "error", type(e).__name__, e, file=sys.stderr)
+            print("ce", cfg, "error", type(e).__name__, e, file=sys.stderr)
             continue
-        res.append((t, f"per_sm={per_sm} BLOCK_MAX={block} warps={warps}"))
-    CE.PROGRAMS_PER_SM, CE.BLOCK_MAX, CE.NUM_WARPS = saved
+        res.append((t, "per_sm={} BLOCK_MAX={} warps={} l2_hints={}".format(*cfg)))
     report("cross_entropy full(graph)", res, top=len(res))
+    CE.PROGRAMS_PER_SM, CE.BLOCK_MAX, CE.NUM_WARPS, CE.L2_HINTS = saved
+    for check in (True, False):
+        CE.CHECK_TARGETS = check
+        t = do_bench(full, warmup=25, rep=100, return_mode="median")
+        print(f"cross_entropy full(launched, defaults) check_targets={check}: {t:.4f} ms", flush=True)
+    CE.CHECK_TARGETS = True
 
 
 def sweep_flce() -> None:

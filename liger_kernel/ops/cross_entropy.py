@@ -56,13 +56,16 @@ REDUCTIONS = ("mean", "sum", "none")
 
 # Tuning knobs (read at each call, so a sweep can set them): the largest block along V one program
 # loads at once, and warps per program. Each program walks one row block by block.
-# H200 sweeps (benchmark/results/sweep_kernels_2026-11-29_h200_run*.txt): 4096 x 8 warps, one program
-# per row, was best in both runs (1.57 ms full pass at 8192 x 128256 bf16).
-BLOCK_MAX = 4096
-NUM_WARPS = 8
-# Programs per SM of a persistent grid (0: one program per row). The idea was that few rows in flight
-# keep the second pass over each row in L2; on the H200 one per SM was slower (see benchmark/NOTES.md).
+# H200 sweep run 8 (benchmark/results/sweep_ce_run8_20261129_h200.txt), the per-thread pass 1: blocks
+# of 32768 x 32 warps, one program per row (so one per SM: 1024 threads, 54 registers) were best,
+# 1.29 ms full pass at 8192 x 128256 bf16; the earlier 4096 x 8 gave 1.56.
+BLOCK_MAX = 32768
+NUM_WARPS = 32
+# Programs per SM of a persistent grid (0: one program per row). With one 1024-thread program per SM
+# either way, the two are within 3 % (see benchmark/NOTES.md).
 PROGRAMS_PER_SM = 0
+# L2 eviction hints: keep pass 1's reads (pass 2 reads them again), drop pass 2's reads and writes.
+L2_HINTS = False
 # Whether to sync once per call to raise on targets outside [0, V) (see the module docstring).
 CHECK_TARGETS = True
 
@@ -146,13 +149,15 @@ NEG_FLT_MAX = tl.constexpr(-3.4028234663852886e38)
 
 
 @triton.jit
-def _load_logits(x_row, cols, n_cols, softcap, HAS_SOFTCAP: tl.constexpr, MASKED: tl.constexpr):
+def _load_logits(
+    x_row, cols, n_cols, softcap, HAS_SOFTCAP: tl.constexpr, MASKED: tl.constexpr, EVICT: tl.constexpr
+):
     """Logits at ``cols`` in fp32, softcapped; -inf past the row's end when MASKED."""
     if MASKED:
         mask = cols < n_cols
-        z = tl.load(x_row + cols, mask=mask, other=0.0).to(tl.float32)
+        z = tl.load(x_row + cols, mask=mask, other=0.0, eviction_policy=EVICT).to(tl.float32)
     else:
-        z = tl.load(x_row + cols).to(tl.float32)
+        z = tl.load(x_row + cols, eviction_policy=EVICT).to(tl.float32)
     if HAS_SOFTCAP:
         z = softcap * _tanh(z / softcap)
     if MASKED:
@@ -165,7 +170,7 @@ def _lse_step(
     x_row, start, n_cols, m, d, wz, CW, softcap,
     HAS_WEIGHT: tl.constexpr, HAS_SMOOTHING: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
     MASKED: tl.constexpr, WARPS: tl.constexpr, LANES: tl.constexpr, VEC: tl.constexpr,
-    BLOCK: tl.constexpr,
+    BLOCK: tl.constexpr, EVICT: tl.constexpr,
 ):  # fmt: skip
     """One block of pass 1. The loaded block is seen as a (BLOCK // (WARPS * LANES * VEC), WARPS, LANES, VEC)
     tile, VEC being the elements of one 16-byte load: in the compiler's layout of the load (each lane
@@ -174,7 +179,7 @@ def _lse_step(
     exp(z - m) and sum wz of w_j z_j ((WARPS, LANES) tensors, one value per thread), so the loop reduces within threads only: no shuffle,
     no barrier, and the warps stream independently. The caller merges the per-thread sums per row."""
     cols = start + tl.arange(0, BLOCK)
-    z = _load_logits(x_row, cols, n_cols, softcap, HAS_SOFTCAP, MASKED)
+    z = _load_logits(x_row, cols, n_cols, softcap, HAS_SOFTCAP, MASKED, EVICT)
     shape: tl.constexpr = (BLOCK // (WARPS * LANES * VEC), WARPS, LANES, VEC)
     z = tl.reshape(z, shape)
     m_new = tl.maximum(m, tl.max(tl.max(z, 3), 0))
@@ -199,11 +204,14 @@ def _lse_step(
 def _grad_step(
     x_row, g_row, start, n_cols, m, log_d2, coef_p, coef_w, CW, softcap,
     HAS_WEIGHT: tl.constexpr, HAS_SMOOTHING: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
-    MASKED: tl.constexpr, BLOCK: tl.constexpr,
+    MASKED: tl.constexpr, BLOCK: tl.constexpr, EVICT: tl.constexpr,
 ):  # fmt: skip
     """One block of pass 2: the gradient without the target's term (the caller fixes that column)."""
     cols = start + tl.arange(0, BLOCK)
-    x = tl.load(x_row + cols, mask=cols < n_cols, other=0.0) if MASKED else tl.load(x_row + cols)
+    if MASKED:
+        x = tl.load(x_row + cols, mask=cols < n_cols, other=0.0, eviction_policy=EVICT)
+    else:
+        x = tl.load(x_row + cols, eviction_policy=EVICT)
     x = x.to(tl.float32)
     z = x
     if HAS_SOFTCAP:
@@ -219,9 +227,9 @@ def _grad_step(
         zc = z / softcap
         grad = grad * (1.0 - zc * zc)
     if MASKED:
-        tl.store(g_row + cols, grad.to(g_row.dtype.element_ty), mask=cols < n_cols)
+        tl.store(g_row + cols, grad.to(g_row.dtype.element_ty), mask=cols < n_cols, eviction_policy=EVICT)
     else:
-        tl.store(g_row + cols, grad.to(g_row.dtype.element_ty))
+        tl.store(g_row + cols, grad.to(g_row.dtype.element_ty), eviction_policy=EVICT)
 
 
 @triton.jit
@@ -255,6 +263,8 @@ def _cross_entropy_kernel(
     LANES: tl.constexpr,
     VEC: tl.constexpr,
     BLOCK: tl.constexpr,
+    EVICT1: tl.constexpr,
+    EVICT2: tl.constexpr,
 ):
     # Persistent grid when n_programs < n_rows: program p takes rows p, p + n_programs, ... so that
     # only n_programs rows are in flight at once and pass 2 re-reads each row from L2.
@@ -285,12 +295,12 @@ def _cross_entropy_kernel(
             for start in range(0, n_full, BLOCK):
                 m_w, d_w, wz_w = _lse_step(
                     x_row, start, n_cols, m_w, d_w, wz_w, CW, softcap,
-                    HAS_WEIGHT, HAS_SMOOTHING, HAS_SOFTCAP, False, WARPS, LANES, VEC, BLOCK,
+                    HAS_WEIGHT, HAS_SMOOTHING, HAS_SOFTCAP, False, WARPS, LANES, VEC, BLOCK, EVICT1,
                 )  # fmt: skip
             if n_full < n_cols:
                 m_w, d_w, wz_w = _lse_step(
                     x_row, n_full, n_cols, m_w, d_w, wz_w, CW, softcap,
-                    HAS_WEIGHT, HAS_SMOOTHING, HAS_SOFTCAP, True, WARPS, LANES, VEC, BLOCK,
+                    HAS_WEIGHT, HAS_SMOOTHING, HAS_SOFTCAP, True, WARPS, LANES, VEC, BLOCK, EVICT1,
                 )  # fmt: skip
             m = tl.max(tl.max(m_w, 1), 0)
             d = tl.sum(tl.sum(d_w * tl.math.exp2(tl.maximum(m_w - m, -1e30) * LOG2E), 1), 0)
@@ -340,12 +350,12 @@ def _cross_entropy_kernel(
                 if n_full < n_cols:
                     _grad_step(
                         x_row, g_row, n_full, n_cols, m, log_d2, coef_p, coef_w, CW, softcap,
-                        HAS_WEIGHT, HAS_SMOOTHING, HAS_SOFTCAP, True, BLOCK,
+                        HAS_WEIGHT, HAS_SMOOTHING, HAS_SOFTCAP, True, BLOCK, EVICT2,
                     )  # fmt: skip
                 for i in range(0, n_full // BLOCK):
                     _grad_step(
                         x_row, g_row, n_full - BLOCK - i * BLOCK, n_cols, m, log_d2, coef_p, coef_w, CW, softcap,
-                        HAS_WEIGHT, HAS_SMOOTHING, HAS_SOFTCAP, False, BLOCK,
+                        HAS_WEIGHT, HAS_SMOOTHING, HAS_SOFTCAP, False, BLOCK, EVICT2,
                     )  # fmt: skip
                 # The target's column, written over (after a barrier: another thread stored it above)
                 # with the -coef_t term that pass 2 left out of every column.
@@ -376,9 +386,18 @@ def _scale_rows_kernel(G, stride_g, GO, stride_go, n_cols, BLOCK: tl.constexpr):
 # --- host side ---------------------------------------------------------------------------------------
 
 
-def _block(n_cols: int) -> int:
-    # At least 16 lanes: tiny rows gain nothing from smaller blocks, and the compiler handles them best.
-    return min(next_power_of_2(max(n_cols, 16)), next_power_of_2(BLOCK_MAX))
+def _launch_shape(n_cols: int, element_size: int) -> tuple[int, int, int, int]:
+    """(block, vec, lanes, warps) of a row kernel: the block (BLOCK_MAX counts 2-byte elements, so
+    4-byte logits get half as many: the same bytes in flight) and the (rows, warps, lanes, vec) view of
+    it in pass 1 (see _lse_step): 16-byte loads, and blocks smaller than NUM_WARPS warps' loads on
+    fewer warps (and lanes), so that the program's warps are exactly the view's."""
+    # At least 16 elements: tiny rows gain nothing from smaller blocks.
+    block_max = next_power_of_2(max(16, BLOCK_MAX * 2 // element_size))
+    block = min(next_power_of_2(max(n_cols, 16)), block_max)
+    vec = min(block, max(1, 16 // element_size))
+    lanes = min(32, block // vec)
+    warps = min(NUM_WARPS, block // (vec * lanes))
+    return block, vec, lanes, warps
 
 
 def _should_check_targets(device: torch.device) -> bool:
@@ -517,12 +536,8 @@ def cross_entropy_rows(
         zl = torch.empty(n_rows, dtype=torch.float32, device=logits.device)
     write_grad = grad is not None
     g = grad if write_grad else logits
-    block = _block(n_cols)
-    # The (rows, warps, lanes, vec) view of a block in pass 1 (see _lse_step): 16-byte loads, blocks
-    # smaller than NUM_WARPS x 32 lanes x 16 bytes over fewer warps (and lanes).
-    vec = min(block, max(1, 16 // logits.element_size()))
-    lanes = min(32, block // vec)
-    warps = min(NUM_WARPS, block // (vec * lanes))
+    block, vec, lanes, warps = _launch_shape(n_cols, logits.element_size())
+    evict = ("evict_last", "evict_first") if L2_HINTS else ("", "")
     n_programs = n_rows
     if PROGRAMS_PER_SM > 0:
         n_programs = min(n_rows, PROGRAMS_PER_SM * multiprocessor_count(logits.device))
@@ -533,7 +548,7 @@ def cross_entropy_rows(
         scales, ce, zl, n_rows, n_cols, n_programs, ignore_index, label_smoothing, lse_square_scale, softcap,
         HAS_WEIGHT=weight is not None, HAS_SMOOTHING=label_smoothing > 0, HAS_Z=lse_square_scale != 0,
         HAS_SOFTCAP=softcap > 0, HAS_ROW_SCALE=row_scale is not None, WRITE_GRAD=write_grad,
-        WARPS=warps, LANES=lanes, VEC=vec, BLOCK=block, num_warps=NUM_WARPS,
+        WARPS=warps, LANES=lanes, VEC=vec, BLOCK=block, EVICT1=evict[0], EVICT2=evict[1], num_warps=warps,
     )  # fmt: skip
     return ce, zl
 
@@ -572,9 +587,8 @@ def scale_rows_(grad: torch.Tensor, grad_output: torch.Tensor) -> None:
         return
     go = grad_output.reshape(-1)
     stride_go = go.stride(0) if grad_output.dim() else 0
-    _scale_rows_kernel[(n_rows,)](
-        grad, grad.stride(0), go, stride_go, n_cols, BLOCK=_block(n_cols), num_warps=NUM_WARPS
-    )
+    block, _vec, _lanes, warps = _launch_shape(n_cols, grad.element_size())
+    _scale_rows_kernel[(n_rows,)](grad, grad.stride(0), go, stride_go, n_cols, BLOCK=block, num_warps=warps)
 
 
 # --- torch.library registration: opaque to torch.compile, so no graph break --------------------------
