@@ -82,6 +82,11 @@ _REPO = Path(__file__).resolve().parent.parent
 
 
 def _git_commit() -> str | None:
+    # The GPU machine's copy of the tree may carry a stale .git; scripts run there write the commit
+    # they were started from into .gitrev (ignored by git), which then wins.
+    gitrev = _REPO / ".gitrev"
+    if gitrev.is_file() and gitrev.read_text().strip():
+        return gitrev.read_text().strip()
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short=10", "HEAD"], cwd=_REPO, capture_output=True, text=True, timeout=10

@@ -83,11 +83,11 @@ def sweep_cross_entropy() -> None:
     """Grid (one program per row, or persistent with k per SM), block, warps and L2 eviction hints.
 
     Run 3 (benchmark/results/sweep_ce_flce_2026-11-29_h200_run3.txt) also swept tl.range software
-    pipelining (num_stages 2-4); it never helped, so that knob was taken out again. Runs 4 and 5
+    pipelining (num_stages 2-4) on the kernel of that day; it never helped. Runs 4 and 5
     (benchmark/NOTES.md): deeper steps, and a next-block prefetch (since reverted), on persistent grids;
     ncu showed they serve pass 2 from L2 but are latency-bound. Run 6: pass 1 keeps its logsumexp per
     lane; run 7: per warp; run 8: per thread (no shuffle in the loop); run 9: L2 hints again, now that
-    the kernel is bandwidth-bound. Also times the launched pass with and without the target check."""
+    the kernel is bandwidth-bound; run 10: software pipelining again. Also times the launched pass with and without the target check."""
     logits = torch.randn(8192, 128256, device=DEV, dtype=BF16, requires_grad=True)
     target = torch.randint(0, 128256, (8192,), device=DEV)
 
@@ -95,22 +95,24 @@ def sweep_cross_entropy() -> None:
         return torch.autograd.grad(liger_cross_entropy(logits, target, inplace=True), logits)
 
     res = []
+    # (programs per SM, block, warps, L2 hints, (pass 1 stages, pass 2 stages))
     configs = [
-        (0, 32768, 32, False), (0, 32768, 32, True), (1, 32768, 32, False), (1, 32768, 32, True),
-        (0, 16384, 32, False), (0, 16384, 32, True), (1, 16384, 32, True), (0, 8192, 16, True),
-        (0, 4096, 8, False),
+        (0, 32768, 32, True, (0, 0)), (0, 32768, 32, True, (2, 0)), (0, 32768, 32, True, (3, 0)),
+        (0, 32768, 32, True, (2, 2)), (0, 32768, 32, True, (3, 2)), (0, 32768, 32, False, (2, 0)),
+        (0, 16384, 32, True, (0, 0)), (0, 16384, 32, True, (3, 0)), (0, 16384, 32, True, (4, 2)),
+        (0, 16384, 16, True, (3, 0)), (1, 32768, 32, True, (2, 0)),
     ]  # fmt: skip
-    saved = (CE.PROGRAMS_PER_SM, CE.BLOCK_MAX, CE.NUM_WARPS, CE.L2_HINTS)
+    saved = (CE.PROGRAMS_PER_SM, CE.BLOCK_MAX, CE.NUM_WARPS, CE.L2_HINTS, CE.STAGES)
     for cfg in configs:
-        CE.PROGRAMS_PER_SM, CE.BLOCK_MAX, CE.NUM_WARPS, CE.L2_HINTS = cfg
+        CE.PROGRAMS_PER_SM, CE.BLOCK_MAX, CE.NUM_WARPS, CE.L2_HINTS, CE.STAGES = cfg
         try:
             t = graph_ms(full)
         except Exception as e:  # noqa: BLE001
             print("ce", cfg, "error", type(e).__name__, e, file=sys.stderr)
             continue
-        res.append((t, "per_sm={} BLOCK_MAX={} warps={} l2_hints={}".format(*cfg)))
+        res.append((t, "per_sm={} BLOCK_MAX={} warps={} l2_hints={} stages={},{}".format(*cfg[:4], *cfg[4])))
     report("cross_entropy full(graph)", res, top=len(res))
-    CE.PROGRAMS_PER_SM, CE.BLOCK_MAX, CE.NUM_WARPS, CE.L2_HINTS = saved
+    CE.PROGRAMS_PER_SM, CE.BLOCK_MAX, CE.NUM_WARPS, CE.L2_HINTS, CE.STAGES = saved
     for check in (True, False):
         CE.CHECK_TARGETS = check
         t = do_bench(full, warmup=25, rep=100, return_mode="median")

@@ -65,7 +65,10 @@ NUM_WARPS = 32
 # either way, the two are within 3 % (see benchmark/NOTES.md).
 PROGRAMS_PER_SM = 0
 # L2 eviction hints: keep pass 1's reads (pass 2 reads them again), drop pass 2's reads and writes.
-L2_HINTS = False
+# Sweep run 9: DRAM reads 2.72 -> 2.16 GB (pass 2 from L2), full pass 1.29 -> 1.26 ms.
+L2_HINTS = True
+# Software pipelining of pass 1's and pass 2's loops (tl.range num_stages; 0: the compiler's default).
+STAGES = (0, 0)
 # Whether to sync once per call to raise on targets outside [0, V) (see the module docstring).
 CHECK_TARGETS = True
 
@@ -265,6 +268,8 @@ def _cross_entropy_kernel(
     BLOCK: tl.constexpr,
     EVICT1: tl.constexpr,
     EVICT2: tl.constexpr,
+    STAGES1: tl.constexpr,
+    STAGES2: tl.constexpr,
 ):
     # Persistent grid when n_programs < n_rows: program p takes rows p, p + n_programs, ... so that
     # only n_programs rows are in flight at once and pass 2 re-reads each row from L2.
@@ -292,7 +297,7 @@ def _cross_entropy_kernel(
             m_w = tl.full((WARPS, LANES), NEG_FLT_MAX, tl.float32)
             d_w = tl.zeros((WARPS, LANES), tl.float32)
             wz_w = tl.zeros((WARPS, LANES), tl.float32)
-            for start in range(0, n_full, BLOCK):
+            for start in tl.range(0, n_full, BLOCK, num_stages=STAGES1):
                 m_w, d_w, wz_w = _lse_step(
                     x_row, start, n_cols, m_w, d_w, wz_w, CW, softcap,
                     HAS_WEIGHT, HAS_SMOOTHING, HAS_SOFTCAP, False, WARPS, LANES, VEC, BLOCK, EVICT1,
@@ -352,7 +357,7 @@ def _cross_entropy_kernel(
                         x_row, g_row, n_full, n_cols, m, log_d2, coef_p, coef_w, CW, softcap,
                         HAS_WEIGHT, HAS_SMOOTHING, HAS_SOFTCAP, True, BLOCK, EVICT2,
                     )  # fmt: skip
-                for i in range(0, n_full // BLOCK):
+                for i in tl.range(0, n_full // BLOCK, num_stages=STAGES2):
                     _grad_step(
                         x_row, g_row, n_full - BLOCK - i * BLOCK, n_cols, m, log_d2, coef_p, coef_w, CW, softcap,
                         HAS_WEIGHT, HAS_SMOOTHING, HAS_SOFTCAP, False, BLOCK, EVICT2,
@@ -548,7 +553,8 @@ def cross_entropy_rows(
         scales, ce, zl, n_rows, n_cols, n_programs, ignore_index, label_smoothing, lse_square_scale, softcap,
         HAS_WEIGHT=weight is not None, HAS_SMOOTHING=label_smoothing > 0, HAS_Z=lse_square_scale != 0,
         HAS_SOFTCAP=softcap > 0, HAS_ROW_SCALE=row_scale is not None, WRITE_GRAD=write_grad,
-        WARPS=warps, LANES=lanes, VEC=vec, BLOCK=block, EVICT1=evict[0], EVICT2=evict[1], num_warps=warps,
+        WARPS=warps, LANES=lanes, VEC=vec, BLOCK=block, EVICT1=evict[0], EVICT2=evict[1],
+        STAGES1=STAGES[0] or None, STAGES2=STAGES[1] or None, num_warps=warps,
     )  # fmt: skip
     return ce, zl
 

@@ -103,19 +103,24 @@ def check(x, weight, bias, target, ce_weight, wrt, grad_kind, opts, liger_opts, 
 
 
 def gradient_floors(actual, golden, x, weight, bias, target, ce_weight, grad_out, opts):
-    """Relative floors for dx, dweight and dbias: one rounding of the terms each one sums, not of the sum.
+    """Relative floors: one rounding of the terms each result sums, not of the result.
 
     dx = dlogits @ W sums over the vocabulary, dweight = dlogits^T @ x and dbias over the tokens, and
     the softmax gradient's terms cancel (each row of dlogits sums to about 0): one ulp of every term can
     be many ulps of the sum. The kernel rounds dlogits to the logits' dtype before the matmuls, as the
     reference does, but under Triton's interpreter by truncation, which is biased, so the errors add up
     instead of averaging out. Bound: eps * sum |term| (``default_floor``'s eps) relative to max|golden|.
+
+    The loss and z-loss come from logits rounded to their dtype, by the kernel and the reference alike,
+    but from different matmuls (the kernel's are per chunk), which can round a logit the other way. The
+    first-order effect of one rounding of every logit z_ij is at most eps(dtype) * sum |dloss/dz_ij| |z_ij|
+    (per row for reduction="none"): that, relative to max|golden|, is their floor.
     """
     logits = F.linear(x.double(), weight.double(), None if bias is None else bias.double())
     logits = logits.reshape(-1, weight.shape[0]).requires_grad_()
     ce64 = None if ce_weight is None else ce_weight.double()
-    loss, _ = cross_entropy_reference(logits, target.reshape(-1), ce64, **opts)
-    (dlogits,) = torch.autograd.grad(loss, logits, grad_out.double().reshape(loss.shape))
+    loss, z_loss = cross_entropy_reference(logits, target.reshape(-1), ce64, **opts)
+    (dlogits,) = torch.autograd.grad(loss, logits, grad_out.double().reshape(loss.shape), retain_graph=True)
     g = dlogits.abs()
     terms = {
         "dx": g @ weight.double().abs(),
@@ -128,6 +133,17 @@ def gradient_floors(actual, golden, x, weight, bias, target, ce_weight, grad_out
             floor = default_floor(actual[key])
             scale = golden[key].abs().max().item()
             floors[key] = max(floor, floor * t.max().item() / scale) if scale > 0 else floor
+    eps = torch.finfo(x.dtype).eps
+    for key, value in (("loss", loss), ("z_loss", z_loss)):
+        floor = default_floor(actual[key])
+        scale = golden[key].abs().max().item()
+        if not value.requires_grad or scale == 0:
+            floors[key] = floor
+            continue
+        (d,) = torch.autograd.grad(value.sum(), logits, retain_graph=True)
+        bound = eps * (d.abs() * logits.detach().abs()).sum(1)
+        bound = bound.max() if value.dim() else bound.sum()
+        floors[key] = max(floor, bound.item() / scale)
     return floors
 
 
