@@ -31,10 +31,12 @@ error (use inplace=False there), and so does a second backward through one forwa
 because the first one scaled the stored gradient in place. Under torch.compile AOTAutograd copies the
 stored gradient before the backward scales it (one more pass over it; a second backward then works).
 
-Bad targets (outside [0, V) and not ignore_index) raise IndexError before the logits are touched: the
-check costs one host sync on a count made by the same tiny kernel that computes the denominators (set
-``CHECK_TARGETS = False`` to skip it; it is skipped while a CUDA graph is being captured). Unchecked bad
-rows give a NaN loss and gradient rather than a plausible wrong value.
+Bad targets (outside [0, V) and not ignore_index) raise IndexError, and the logits are left untouched:
+the tiny kernel that computes the denominators also counts them. On a GPU the host waits for that count
+only after the row kernel is queued behind it, and the row kernel writes nothing when the count is not
+zero, so the check never leaves the GPU idle (``TargetCheck``); on the CPU it is read before the row
+kernel runs. ``CHECK_TARGETS = False`` skips it (it is skipped while a CUDA graph is being captured);
+unchecked bad rows give a NaN loss and gradient rather than a plausible wrong value.
 """
 
 from __future__ import annotations
@@ -67,8 +69,6 @@ PROGRAMS_PER_SM = 0
 # L2 eviction hints: keep pass 1's reads (pass 2 reads them again), drop pass 2's reads and writes.
 # Sweep run 9: DRAM reads 2.72 -> 2.16 GB (pass 2 from L2), full pass 1.29 -> 1.26 ms.
 L2_HINTS = True
-# Software pipelining of pass 1's and pass 2's loops (tl.range num_stages; 0: the compiler's default).
-STAGES = (0, 0)
 # Whether to sync once per call to raise on targets outside [0, V) (see the module docstring).
 CHECK_TARGETS = True
 
@@ -268,14 +268,16 @@ def _cross_entropy_kernel(
     BLOCK: tl.constexpr,
     EVICT1: tl.constexpr,
     EVICT2: tl.constexpr,
-    STAGES1: tl.constexpr,
-    STAGES2: tl.constexpr,
+    SKIP_IF_BAD: tl.constexpr,
 ):
     # Persistent grid when n_programs < n_rows: program p takes rows p, p + n_programs, ... so that
     # only n_programs rows are in flight at once and pass 2 re-reads each row from L2.
     # Full blocks are walked without masks; the last, partial block (if any) with them.
     n_full = (n_cols // BLOCK) * BLOCK
-    for row_i in range(tl.program_id(0), n_rows, n_programs):
+    n_todo = n_rows
+    if SKIP_IF_BAD:  # the host raises on bad targets: leave everything untouched (see TargetCheck)
+        n_todo = tl.where(tl.load(SCALES + 3) > 0, 0, n_rows)
+    for row_i in range(tl.program_id(0), n_todo, n_programs):
         row = row_i + tl.zeros((), dtype=tl.int64)  # int64 row offsets (N * V may pass 2^31)
         x_row = X + row * stride_x
         g_row = G + row * stride_g
@@ -297,7 +299,7 @@ def _cross_entropy_kernel(
             m_w = tl.full((WARPS, LANES), NEG_FLT_MAX, tl.float32)
             d_w = tl.zeros((WARPS, LANES), tl.float32)
             wz_w = tl.zeros((WARPS, LANES), tl.float32)
-            for start in tl.range(0, n_full, BLOCK, num_stages=STAGES1):
+            for start in range(0, n_full, BLOCK):
                 m_w, d_w, wz_w = _lse_step(
                     x_row, start, n_cols, m_w, d_w, wz_w, CW, softcap,
                     HAS_WEIGHT, HAS_SMOOTHING, HAS_SOFTCAP, False, WARPS, LANES, VEC, BLOCK, EVICT1,
@@ -357,7 +359,7 @@ def _cross_entropy_kernel(
                         x_row, g_row, n_full, n_cols, m, log_d2, coef_p, coef_w, CW, softcap,
                         HAS_WEIGHT, HAS_SMOOTHING, HAS_SOFTCAP, True, BLOCK, EVICT2,
                     )  # fmt: skip
-                for i in tl.range(0, n_full // BLOCK, num_stages=STAGES2):
+                for i in range(0, n_full // BLOCK):
                     _grad_step(
                         x_row, g_row, n_full - BLOCK - i * BLOCK, n_cols, m, log_d2, coef_p, coef_w, CW, softcap,
                         HAS_WEIGHT, HAS_SMOOTHING, HAS_SOFTCAP, False, BLOCK, EVICT2,
@@ -418,6 +420,43 @@ def _raise_bad_targets(n_bad: int, n_cols: int, ignore_index: int) -> None:
     )
 
 
+class TargetCheck:
+    """Raise IndexError on the bad targets ``loss_scales`` counted, without leaving the GPU idle.
+
+    A host sync right after the count would stall the host until the GPU has drained everything queued
+    before it (the whole forward, in training), and leave the GPU idle while the host then launches the
+    next kernel. Instead the count is copied to pinned memory behind an event, the caller queues its
+    kernels (which write nothing the caller owns when the count is not zero: ``pending`` says whether
+    they must check it), and ``finish`` waits for the event -- by then the GPU has work queued behind
+    it -- and raises. On the CPU the count is read at once (no stall to avoid) and ``pending`` is False.
+    """
+
+    def __init__(self, scales: torch.Tensor, n_cols: int, ignore_index: int) -> None:
+        self.n_cols, self.ignore_index = n_cols, ignore_index
+        self.pending = False
+        if not _should_check_targets(scales.device):
+            return
+        if scales.device.type != "cuda":
+            n_bad = int(scales[3].item())
+            if n_bad:
+                _raise_bad_targets(n_bad, n_cols, ignore_index)
+            return
+        self.count = torch.empty(1, dtype=torch.float32, pin_memory=True)
+        self.count.copy_(scales[3:], non_blocking=True)
+        self.ready = torch.cuda.Event()
+        self.ready.record()
+        self.pending = True
+
+    def finish(self) -> None:
+        if not self.pending:
+            return
+        self.pending = False
+        self.ready.synchronize()
+        n_bad = int(self.count.item())
+        if n_bad:
+            _raise_bad_targets(n_bad, self.n_cols, self.ignore_index)
+
+
 def _loss_scales_torch(
     target: torch.Tensor, weight: torch.Tensor | None, ignore_index: int, reduction: str, n_cols: int
 ) -> torch.Tensor:
@@ -446,7 +485,8 @@ def loss_scales(
     n_cols: int,
     triton_ok: bool,
 ) -> torch.Tensor:
-    """fp32 [scale of ce, scale of z-loss, sum of class weights, bad targets]; raises on bad targets."""
+    """fp32 [scale of ce, scale of z-loss, sum of class weights, number of bad targets] (``TargetCheck``
+    raises on the last)."""
     if triton_ok and target.numel() > 0:
         scales = torch.empty(4, dtype=torch.float32, device=target.device)
         _loss_scales_kernel[(1,)](
@@ -456,10 +496,6 @@ def loss_scales(
         )  # fmt: skip
     else:
         scales = _loss_scales_torch(target, weight, ignore_index, reduction, n_cols)
-    if _should_check_targets(target.device):
-        n_bad = int(scales[3].item())
-        if n_bad:
-            _raise_bad_targets(n_bad, n_cols, ignore_index)
     return scales
 
 
@@ -518,12 +554,14 @@ def cross_entropy_rows(
     softcap: float,
     ce: torch.Tensor | None = None,
     zl: torch.Tensor | None = None,
+    skip_if_bad: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row ce and z-loss (fp32) of 2-D ``logits``; writes the gradient into ``grad`` (may be ``logits``).
 
     ``scales`` comes from ``loss_scales``; ``row_scale`` (optional, one value per row) multiplies the
     gradient of each row. ``softcap`` 0 means none. ``ce`` and ``zl`` (optional, fp32, contiguous) receive
-    the per-row values. Used by the fused linear cross entropy too.
+    the per-row values. With ``skip_if_bad`` the kernel writes nothing (neither the gradient nor ce, zl)
+    when ``scales`` counts bad targets (see ``TargetCheck``). Used by the fused linear cross entropy too.
     """
     n_rows, n_cols = logits.shape
     if n_rows == 0 or not use_triton("cross_entropy", logits):
@@ -554,7 +592,7 @@ def cross_entropy_rows(
         HAS_WEIGHT=weight is not None, HAS_SMOOTHING=label_smoothing > 0, HAS_Z=lse_square_scale != 0,
         HAS_SOFTCAP=softcap > 0, HAS_ROW_SCALE=row_scale is not None, WRITE_GRAD=write_grad,
         WARPS=warps, LANES=lanes, VEC=vec, BLOCK=block, EVICT1=evict[0], EVICT2=evict[1],
-        STAGES1=STAGES[0] or None, STAGES2=STAGES[1] or None, num_warps=warps,
+        SKIP_IF_BAD=skip_if_bad, num_warps=warps,
     )  # fmt: skip
     return ce, zl
 
@@ -576,9 +614,12 @@ def _forward_impl(
 ):
     triton_ok = use_triton("cross_entropy", logits)
     scales = loss_scales(target, weight, ignore_index, reduction, logits.shape[1], triton_ok)
+    check = TargetCheck(scales, logits.shape[1], ignore_index)
     ce, zl = cross_entropy_rows(
-        logits, grad, target, weight, scales, None, ignore_index, label_smoothing, lse_square_scale, softcap
-    )
+        logits, grad, target, weight, scales, None, ignore_index, label_smoothing, lse_square_scale, softcap,
+        skip_if_bad=check.pending,
+    )  # fmt: skip
+    check.finish()
     return reduce_loss(ce, zl, scales, reduction, logits.dtype)
 
 

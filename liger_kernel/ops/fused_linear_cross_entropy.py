@@ -30,6 +30,7 @@ import triton
 import triton.language as tl
 
 from liger_kernel.ops.cross_entropy import (
+    TargetCheck,
     check_loss_options,
     cross_entropy_rows,
     loss_scales,
@@ -204,10 +205,13 @@ def fused_linear_cross_entropy_forward(
         need_x = need_w = need_b = False
     triton_ok = use_triton("fused_linear_cross_entropy", x)
     scales = loss_scales(target, ce_weight, ignore_index, reduction, weight.shape[0], triton_ok)
+    # Only the op's own buffers are written before the check raises (see TargetCheck).
+    check = TargetCheck(scales, weight.shape[0], ignore_index)
     ce, zl, gx, gw, gb = _chunked(
         x, weight, target, bias, ce_weight, scales, None, ignore_index, lse_square_scale, label_smoothing,
         softcap, accum_fp32, need_x, need_w, need_b, chunk_size,
     )  # fmt: skip
+    check.finish()
     loss, z = reduce_loss(ce, zl, scales, reduction, torch.float32)
     return (
         loss,
@@ -267,10 +271,12 @@ def fused_linear_cross_entropy_backward(
     """Backward of reduction="none": recomputes the chunks with row i's gradient times grad_output[i]."""
     triton_ok = use_triton("fused_linear_cross_entropy", x)
     scales = loss_scales(target, ce_weight, ignore_index, "none", weight.shape[0], triton_ok)
+    check = TargetCheck(scales, weight.shape[0], ignore_index)
     _ce, _zl, gx, gw, gb = _chunked(
         x, weight, target, bias, ce_weight, scales, grad_output, ignore_index, lse_square_scale,
         label_smoothing, softcap, accum_fp32, need_x, need_w, need_b, chunk_size,
     )  # fmt: skip
+    check.finish()
     return (
         gx if gx is not None else _empty(x),
         gw if gw is not None else _empty(weight),

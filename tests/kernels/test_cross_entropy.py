@@ -328,6 +328,9 @@ def test_bad_targets_raise(device):
     with pytest.raises(IndexError, match="ignore_index=-100"):
         liger_cross_entropy(logits, torch.tensor([1, 11, 2], device=device))
     assert torch.equal(logits.detach(), before)
+    # A failed check leaves nothing behind: the next call is checked and computed as usual.
+    good = torch.tensor([1, 9, 2], device=device)
+    assert_close(liger_cross_entropy(x, good), F.cross_entropy(x, good))
 
 
 def test_unchecked_bad_target_gives_nan(device):
