@@ -33,17 +33,20 @@ COLORS = {"eager": "#8c8c8c", "compile": "#4c72b0", "liger": "#dd8452"}
 
 
 def load(path: Path) -> tuple[list[tuple[str, str, str]], dict, dict[str, str]]:
-    """(case keys in file order, values[case][provider][metric], run info from the first row)."""
+    """(case keys in file order, values[case][provider][metric], run info: each field's distinct values
+    in file order, joined by " + " -- a file may merge runs, each op's providers from one run)."""
     values: dict = defaultdict(lambda: defaultdict(dict))
     cases: list[tuple[str, str, str]] = []
-    info: dict[str, str] = {}
+    seen: dict[str, list[str]] = {k: [] for k in ("gpu", "torch", "triton", "transformers", "liger_kernel")}
+    seen["date"] = []
     with path.open(newline="") as f:
         for row in csv.DictReader(f):
-            if not info:
-                info = {
-                    k: row.get(k, "")
-                    for k in ("gpu", "torch", "triton", "transformers", "liger_kernel", "date")
-                }
+            for k, vals in seen.items():
+                v = row.get(k, "")
+                if k == "date":
+                    v = v[:10]  # the day: runs of one file start seconds or minutes apart
+                if v not in vals:
+                    vals.append(v)
             key = (row["op"], row["shape"], row["dtype"])
             if key not in cases:
                 cases.append(key)
@@ -52,6 +55,7 @@ def load(path: Path) -> tuple[list[tuple[str, str, str]], dict, dict[str, str]]:
             except ValueError:
                 value = math.nan
             values[key][row["provider"]][row["metric"]] = value
+    info = {k: " + ".join(vals) for k, vals in seen.items()}
     return cases, values, info
 
 
