@@ -2,7 +2,7 @@
 
 Forward, for each row x (length V) with target t != ignore_index (all arithmetic in fp32):
     z    = softcap * tanh(x / softcap)            (z = x without softcap)
-    lse  = logsumexp(z)                           (online: one pass with a running max and sum)
+    lse  = logsumexp(z)                           (online: one pass, a running max and sum per thread)
     ce   = (1 - eps) * w_t * (lse - z_t) + eps / V * sum_j w_j * (lse - z_j)
     zl   = lse_square_scale * lse^2               (z-loss)
 w is the class weight (all ones without one), eps the label smoothing: torch.nn.functional.cross_entropy's
@@ -17,8 +17,9 @@ Gradient (per row, c = 1/W and c_z = 1/n for "mean", both 1 otherwise), with p =
     dx_j = dz_j * (1 - (z_j / softcap)^2)         (only with softcap)
 The kernel writes dx in its second pass over the row, over the logits themselves when the caller allows
 it (see ``cross_entropy``), so a forward + backward costs one read of the logits for the logsumexp, a
-second read that mostly hits L2 (the second pass walks the row backwards, starting with what the first
-pass read last) and one write. Nothing else is kept for backward: the backward multiplies the stored
+second read served from L2 (one program per SM holds 132 rows in flight, the second pass walks the row
+backwards, starting with what the first pass read last, and eviction hints keep the first pass's lines)
+and one write. Nothing else is kept for backward: the backward multiplies the stored
 gradient by the incoming gradient (a scalar, or one value per row for reduction="none"), and leaves
 rows whose incoming gradient is exactly 1 alone, so the usual ``loss.backward()`` costs one tiny launch.
 
@@ -69,7 +70,7 @@ PROGRAMS_PER_SM = 0
 # L2 eviction hints: keep pass 1's reads (pass 2 reads them again), drop pass 2's reads and writes.
 # Sweep run 9: DRAM reads 2.72 -> 2.16 GB (pass 2 from L2), full pass 1.29 -> 1.26 ms.
 L2_HINTS = True
-# Whether to sync once per call to raise on targets outside [0, V) (see the module docstring).
+# Whether to raise on targets outside [0, V) (see the module docstring and TargetCheck).
 CHECK_TARGETS = True
 
 
