@@ -146,7 +146,8 @@ def _loss_scales_kernel(
     tl.store(SCALES + 3, bad)
 
 
-# exp(x) = exp2(x * LOG2E): the kernels fold the scale into a fused multiply-add before exp2.
+# exp(x) = exp2(x * LOG2E), as tl.exp computes it; written out so that pass 2 can fold its - log(d)
+# into the same fused multiply-add.
 LOG2E = tl.constexpr(1.4426950408889634)
 # The empty state of an online logsumexp: max -FLT_MAX rather than -inf (-inf - -inf is NaN), sum 0.
 NEG_FLT_MAX = tl.constexpr(-3.4028234663852886e38)
@@ -176,12 +177,12 @@ def _lse_step(
     MASKED: tl.constexpr, WARPS: tl.constexpr, LANES: tl.constexpr, VEC: tl.constexpr,
     BLOCK: tl.constexpr, EVICT: tl.constexpr,
 ):  # fmt: skip
-    """One block of pass 1. The loaded block is seen as a (BLOCK // (WARPS * LANES * VEC), WARPS, LANES, VEC)
-    tile, VEC being the elements of one 16-byte load: in the compiler's layout of the load (each lane
-    loads VEC contiguous elements, a warp LANES x VEC), index 1 is the warp, index 2 the lane, and
-    indices 0 and 3 the registers of a thread. Each thread keeps its own running max m, sum d of
-    exp(z - m) and sum wz of w_j z_j ((WARPS, LANES) tensors, one value per thread), so the loop reduces within threads only: no shuffle,
-    no barrier, and the warps stream independently. The caller merges the per-thread sums per row."""
+    """One block of pass 1, seen as a (BLOCK // (WARPS * LANES * VEC), WARPS, LANES, VEC) tile, VEC being
+    the elements of one 16-byte load: in the compiler's layout of the load (each lane loads VEC
+    contiguous elements, a warp LANES x VEC) index 1 is the warp, index 2 the lane, and indices 0 and 3
+    the registers of a thread. Each thread keeps its own running max m, sum d of exp(z - m) and sum wz
+    of w_j z_j ((WARPS, LANES) tensors, one value per thread), so the loop reduces within threads only:
+    no shuffle, no barrier, and the warps stream independently. The caller merges them once per row."""
     cols = start + tl.arange(0, BLOCK)
     z = _load_logits(x_row, cols, n_cols, softcap, HAS_SOFTCAP, MASKED, EVICT)
     shape: tl.constexpr = (BLOCK // (WARPS * LANES * VEC), WARPS, LANES, VEC)
