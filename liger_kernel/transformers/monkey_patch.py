@@ -36,6 +36,7 @@ Two ways to apply, one bookkeeping:
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import inspect
 import logging
@@ -48,6 +49,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from liger_kernel.transformers import patched_classes
 from liger_kernel.transformers.model.causal_lm import is_liger_forward, liger_causal_lm_forward
 from liger_kernel.transformers.model.loss_utils import liger_for_causal_lm_loss
 
@@ -450,10 +452,48 @@ _REPLACEMENTS: dict[tuple[int, str, int], Any] = {}
 _CLASS_HOLDER = "apply_liger_kernel_to_<model_type>()"
 
 
-def _subclass(original: type, base: type, namespace: dict) -> type:
-    name = f"Liger{original.__name__}"
-    namespace = {"__module__": __name__, "__qualname__": name, **namespace}
-    return type(name, (base,), namespace)
+def _pickle_name(original: type, method: str | None = None) -> str:
+    """The name under which ``patched_classes`` holds the replacement of ``original`` (one method of
+    it when ``method`` is given): its module path and name, "." as "__" and parts joined by "___"."""
+    parts = [original.__module__.replace(".", "__"), original.__qualname__]
+    return "___".join(parts + ([method] if method else []))
+
+
+def _subclass(original: type, base: type, namespace: dict, method: str | None = None) -> type:
+    """A replacement class for ``original``, registered in ``patched_classes`` so that pickle finds it."""
+    ref = _pickle_name(original, method)
+    namespace = {"__module__": patched_classes.__name__, "__qualname__": ref, **namespace}
+    cls = type(f"Liger{original.__name__}", (base,), namespace)
+    setattr(patched_classes, ref, cls)
+    return cls
+
+
+def _method_subclass(original_cls: type, target: Method) -> type:
+    """The subclass of ``original_cls`` with ``target.method`` replaced (instance patching of a Method)."""
+    method = _replacement(original_cls, target.method, target.make)
+    key = (id(original_cls), f"subclass:{target.method}", id(method))
+    if key not in _REPLACEMENTS:
+        _REPLACEMENTS[key] = _subclass(original_cls, original_cls, {target.method: method}, target.method)
+    return _REPLACEMENTS[key]
+
+
+def patched_class_by_name(ref: str) -> type:
+    """The replacement class that ``_pickle_name`` named ``ref``, made now if this process has not patched
+    (unpickling a saved patched model); AttributeError when no table entry makes such a class."""
+    parts = ref.split("___")
+    if len(parts) in (2, 3):
+        module, cls_name, method = parts[0].replace("__", "."), parts[1], (parts[2:] or [None])[0]
+        for spec in MODEL_SPECS.values():
+            if spec.module != module:
+                continue
+            modeling = spec.modeling()
+            for option in spec.option_defaults():
+                for target in spec.targets(option):
+                    if method is None and isinstance(target, (Norm, GatedMLP)) and target.name == cls_name:
+                        return _replacement(modeling, cls_name, target.make)
+                    if isinstance(target, Method) and (target.cls, target.method) == (cls_name, method):
+                        return _method_subclass(getattr(modeling, cls_name), target)
+    raise AttributeError(f"module {patched_classes.__name__!r} has no attribute {ref!r}")
 
 
 def _original(owner: Any, attr: str) -> Any:
@@ -646,11 +686,7 @@ def _swap_submodules(spec: ModelSpec, model: nn.Module, target: Any, record: _In
                 "liger_kernel: %s has no %s.%s; not patched", spec.module, target.cls, target.method
             )
             return
-        method = _replacement(original_cls, target.method, target.make)
-        new_cls = _REPLACEMENTS.setdefault(
-            (id(original_cls), f"subclass:{target.method}", id(method)),
-            _subclass(original_cls, original_cls, {target.method: method}),
-        )
+        new_cls = _method_subclass(original_cls, target)
         constructor_args = None
     else:
         if not hasattr(modeling, target.name):
@@ -690,8 +726,8 @@ def _set_instance_attr(spec: ModelSpec, model: nn.Module, name: str, record: _In
                 type(model).__name__,
             )
             return
-        value = types.MethodType(_forward_maker(spec)(_original(causal_lm, "forward")), model)
-        _set_attr(model, "_replicate_for_data_parallel", types.MethodType(_replicate_rebound, model), record)
+        value = _BoundForward(spec.model_type, model)
+        _set_attr(model, "_replicate_for_data_parallel", functools.partial(_replicate_rebound, model), record)
     else:
         if model.__dict__.get(name) is liger_for_causal_lm_loss:
             return
@@ -704,15 +740,49 @@ def _set_attr(model: nn.Module, name: str, value: Any, record: _InstanceRecord) 
     model.__dict__[name] = value
 
 
+class _BoundForward:
+    """The fused-loss forward of one instance-patched model, kept in the model's ``__dict__``.
+
+    It stands for a bound method (``__func__``, ``__self__``, calling it calls ``__func__(model, ...)``,
+    ``inspect.signature`` gives the original forward's), but pickles and deep-copies as (model type,
+    model): the loaded or copied model gets the forward made from the table, bound to itself. A bound
+    method would pickle as ``getattr(model, "forward")``, which, while the model is being unpickled, is
+    the class's unpatched forward.
+    """
+
+    def __init__(self, model_type: str, model: nn.Module, func: Callable | None = None) -> None:
+        if func is None:
+            spec = _spec(model_type)
+            func = _forward_maker(spec)(_original(getattr(spec.modeling(), spec.causal_lm), "forward"))
+        self.model_type = model_type
+        self.__func__ = func
+        self.__self__ = model
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__func__(self.__self__, *args, **kwargs)
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        return inspect.signature(types.MethodType(self.__func__, self.__self__))
+
+    def __reduce__(self) -> tuple:
+        return (_BoundForward, (self.model_type, self.__self__))
+
+    def rebound(self, model: nn.Module) -> _BoundForward:
+        return _BoundForward(self.model_type, model, self.__func__)
+
+
 def _replicate_rebound(self: nn.Module) -> nn.Module:
     """``nn.DataParallel`` builds its replicas from a copy of the model's ``__dict__``, which holds the
     patched forward bound to this model (the replica on another GPU would run this one): the replica
-    gets the forward, and this hook, bound to itself."""
+    gets the forward, and this hook, bound to itself. (A partial of this function, not a bound method,
+    is what the model holds: it pickles and deep-copies with the model.)"""
     replica = type(self)._replicate_for_data_parallel(self)
-    for name in ("forward", "_replicate_for_data_parallel"):
-        bound = replica.__dict__.get(name)
-        if isinstance(bound, types.MethodType) and bound.__self__ is self:
-            replica.__dict__[name] = types.MethodType(bound.__func__, replica)
+    forward = replica.__dict__.get("forward")
+    if isinstance(forward, _BoundForward) and forward.__self__ is self:
+        replica.__dict__["forward"] = forward.rebound(replica)
+    if "_replicate_for_data_parallel" in replica.__dict__:
+        replica.__dict__["_replicate_for_data_parallel"] = functools.partial(_replicate_rebound, replica)
     return replica
 
 

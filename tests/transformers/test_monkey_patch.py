@@ -11,7 +11,11 @@ from __future__ import annotations
 import functools
 import gc
 import inspect
+import io
 import logging
+import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import _hf_tiny as T
@@ -439,3 +443,69 @@ def test_instance_patched_model_copies_and_replicates():
     unpatch(model)
     assert type(model)._replicate_for_data_parallel is nn.Module._replicate_for_data_parallel
     assert model._replicate_for_data_parallel().forward.__func__ is type(model).forward
+
+
+def _save(model) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    return buffer.getvalue()
+
+
+def _load(data: bytes):
+    return torch.load(io.BytesIO(data), weights_only=False)
+
+
+@pytest.mark.parametrize("mode", ["classes", "instance"])
+def test_patched_model_pickles(mode):
+    """``torch.save(model)`` (a whole-model pickle) of a patched model loads as the same patched model:
+    the replacement classes are found by name in ``liger_kernel.transformers.patched_classes``, and an
+    instance-patched model's forward is rebuilt for, and bound to, the loaded model."""
+    ref = _reference("mixtral")  # all three kinds of replacement: RMSNorm, a Method (experts), the forward
+    if mode == "classes":
+        with liger_patched("mixtral"):
+            model = T.build("mixtral", ref.state_dict)
+    else:
+        model = T.build("mixtral", ref.state_dict)
+        MODEL_TYPE_TO_APPLY_LIGER_FN["mixtral"](model=model)
+    loaded = _load(_save(model))
+    assert [type(m) for m in loaded.modules()] == [type(m) for m in model.modules()]
+    assert any(type(m).__module__ == "liger_kernel.transformers.patched_classes" for m in loaded.modules())
+    if mode == "instance":
+        assert is_liger_forward(loaded.forward) and loaded.forward.__self__ is loaded
+        assert inspect.signature(loaded.forward) == inspect.signature(model.forward)
+        replica = loaded._replicate_for_data_parallel()
+        assert replica.forward.__self__ is replica
+    ids, mask, labels = ref.batch
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        assert torch.equal(loaded(input_ids=ids, attention_mask=mask, labels=labels).loss, expected)
+    if mode == "instance":
+        unpatch(model)
+
+
+def test_patched_model_unpickles_in_a_fresh_process(tmp_path):
+    """A process that has not patched anything makes the replacement classes on first lookup."""
+    ref = _reference("llama")
+    model = T.build("llama", ref.state_dict)
+    MODEL_TYPE_TO_APPLY_LIGER_FN["llama"](model=model)
+    path = tmp_path / "model.pt"
+    torch.save(model, path)
+    ids, mask, labels = ref.batch
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=mask, labels=labels).loss.item()
+    unpatch(model)
+    torch.save((ids, mask, labels), tmp_path / "batch.pt")
+    script = f"""
+import torch
+from liger_kernel.transformers.model.causal_lm import is_liger_forward
+model = torch.load({str(path)!r}, weights_only=False)
+ids, mask, labels = torch.load({str(tmp_path / "batch.pt")!r})
+assert is_liger_forward(model.forward), model.forward
+assert type(model.model.norm).__name__ == "LigerLlamaRMSNorm", type(model.model.norm)
+with torch.no_grad():
+    print(repr(model(input_ids=ids, attention_mask=mask, labels=labels).loss.item()))
+"""
+    env = {**os.environ, "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET", "1")}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert float(out.stdout.strip().splitlines()[-1]) == expected
