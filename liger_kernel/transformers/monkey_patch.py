@@ -31,6 +31,11 @@ Two ways to apply, one bookkeeping:
   Face's. RoPE is the exception: the attention layers call ``apply_rotary_pos_emb`` as a module
   global, so ``rope=True`` patches the modeling module (every model of that type in the process) until
   ``unpatch(model)`` (or ``unpatch(model_type)``).
+
+Copies: the replacement classes are registered in ``patched_classes`` under names that encode what they
+replace, and an instance-patched model's forward (``_BoundForward``) pickles as (model type, model), so
+deep copies, ``nn.DataParallel`` replicas and pickles of a patched model are patched models of their own
+(``unpatch(model)`` undoes only the model it was applied to).
 """
 
 from __future__ import annotations
