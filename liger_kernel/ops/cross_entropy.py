@@ -49,6 +49,7 @@ import triton.language as tl
 from liger_kernel.ops.utils import (
     check_floating,
     check_same_device,
+    grad_transform_active,
     liger_op,
     multiprocessor_count,
     next_power_of_2,
@@ -745,6 +746,29 @@ class _CrossEntropyFunction(torch.autograd.Function):
         return grad, None, None, None, None, None, None, None, None
 
 
+class _CrossEntropyGradTransformFunction(torch.autograd.Function):
+    """The same under torch.func.grad / jacrev, which need a separate setup_context and no mutation of
+    inputs: the gradient goes to a fresh buffer (an extra, non-differentiable output) and the backward
+    scales a copy of it."""
+
+    @staticmethod
+    def forward(logits, target, weight, ignore_index, label_smoothing, lse_square_scale, softcap, reduction):
+        args = (target, weight, ignore_index, label_smoothing, lse_square_scale, softcap, reduction)
+        return cross_entropy_forward(logits, *args, True)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _loss, z, grad = output
+        ctx.save_for_backward(grad)
+        ctx.mark_non_differentiable(z, grad)
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_z, _grad_grad):
+        (grad,) = ctx.saved_tensors
+        scale = grad_loss.reshape(-1, 1) if grad_loss.dim() else grad_loss
+        return (grad * scale).to(grad.dtype), None, None, None, None, None, None, None
+
+
 def check_loss_options(
     reduction: str, label_smoothing: float, softcap: float | None, lse_square_scale: float
 ) -> None:
@@ -848,7 +872,9 @@ def cross_entropy(
         flat_target, weight, int(ignore_index), float(label_smoothing), float(lse_square_scale),
         float(softcap or 0.0), reduction,
     )  # fmt: skip
-    if torch.is_grad_enabled() and logits.requires_grad:
+    if torch.is_grad_enabled() and logits.requires_grad and grad_transform_active():
+        loss, z, _grad = _CrossEntropyGradTransformFunction.apply(logits, *args)
+    elif torch.is_grad_enabled() and logits.requires_grad:
         overwrite = _may_overwrite(logits) if inplace is None else bool(inplace)
         loss, z = _CrossEntropyFunction.apply(logits, *args, overwrite)
     else:

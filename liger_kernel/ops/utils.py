@@ -138,6 +138,7 @@ def norm_backward_programs(n_row_blocks: int, device: torch.device) -> int:
 # --- custom ops with a direct eager path ----------------------------------------------------------------
 
 _PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
+_is_functorch_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
 
 
 def run_directly(*args: Any) -> bool:
@@ -158,10 +159,45 @@ def run_directly(*args: Any) -> bool:
         return False
     # Tensor subclasses and tensor-likes (fx Proxies...) override torch functions: the registered op
     # is what they know how to handle.
+    # torch.func's wrappers pass for plain tensors, and outlive their transform (vjp's function runs
+    # the backward on them after vjp returned): they too need the registered op.
     return all(
-        type(a) in _PLAIN_TENSORS if isinstance(a, torch.Tensor) else not hasattr(a, "__torch_function__")
+        type(a) in _PLAIN_TENSORS and not _is_functorch_wrapped(a)
+        if isinstance(a, torch.Tensor)
+        else not hasattr(a, "__torch_function__")
         for a in args
     )
+
+
+def _no_derivative_context(ctx: Any, inputs: tuple, output: Any) -> None:
+    outputs = output if isinstance(output, tuple) else (output,)
+    ctx.mark_non_differentiable(*[o for o in outputs if isinstance(o, torch.Tensor)])
+
+
+def _grad_transform_function(
+    name: str, fn: Callable[..., Any], setup_context: Callable[..., Any], backward: Callable[..., Any] | None
+) -> type[torch.autograd.Function]:
+    """A Function in the form torch.func transforms need (forward without ctx, a separate setup_context):
+    they run its forward on the plain tensors beneath their wrappers, so the Triton kernels see those."""
+
+    def no_backward(ctx: Any, *grads: Any) -> Any:
+        raise RuntimeError(f"{name} has no derivative: Liger's backward kernels are not differentiable")
+
+    attrs = {
+        "forward": staticmethod(lambda *args: fn(*args)),
+        "setup_context": staticmethod(setup_context),
+        "backward": staticmethod(backward if backward is not None else no_backward),
+    }
+    return type(f"{fn.__name__}_grad_transform", (torch.autograd.Function,), attrs)
+
+
+def grad_transform_active() -> bool:
+    """Whether the innermost active torch.func transform is grad (also behind vjp, jacrev, hessian)."""
+    if torch.compiler.is_compiling() or not torch._C._are_functorch_transforms_active():
+        return False
+    from torch._functorch.pyfunctorch import retrieve_current_functorch_interpreter
+
+    return retrieve_current_functorch_interpreter().key() == torch._C._functorch.TransformType.Grad
 
 
 class LigerOp:
@@ -170,7 +206,8 @@ class LigerOp:
     ``op(*args)`` runs the registered op (``self.op``, a ``torch.library`` CustomOpDef) while tracing and
     for tensor subclasses; otherwise (``run_directly(*args)``) the function itself, through
     a plain ``torch.autograd.Function`` made from the same ``setup_context`` and ``backward`` once
-    ``register_autograd`` was called. Inputs named in ``mutates_args`` get their version counters bumped
+    ``register_autograd`` was called. Under torch.func.grad / jacrev (the innermost transform a grad) it
+    runs through a Function in the form those transforms need (``_grad_transform_function``). Inputs named in ``mutates_args`` get their version counters bumped
     after a direct call, as the registered op does, so autograd still detects the mutation. Call with
     positional arguments only.
     """
@@ -182,6 +219,9 @@ class LigerOp:
         params = list(inspect.signature(fn).parameters)
         self._mutated = tuple(params.index(a) for a in mutates_args)
         self._function: type[torch.autograd.Function] | None = None
+        # Under torch.func.grad (see register_autograd) an op without a derivative of its own (the
+        # backward ops) runs through a Function too, whose outputs are not differentiable.
+        self._grad_transform_function = _grad_transform_function(name, fn, _no_derivative_context, None)
         functools.update_wrapper(self, fn)
 
     def register_fake(self, fake: Callable[..., Any]) -> Callable[..., Any]:
@@ -200,8 +240,13 @@ class LigerOp:
 
         attrs = {"forward": staticmethod(forward), "backward": staticmethod(backward)}
         self._function = type(f"{fn.__name__}_function", (torch.autograd.Function,), attrs)
+        # torch.func.grad (and jacrev, hessian...) accept only Functions with a separate setup_context,
+        # and the registered op's own autograd is not one: under those transforms, this one runs.
+        self._grad_transform_function = _grad_transform_function(self.op._name, fn, setup_context, backward)
 
     def __call__(self, *args: Any) -> Any:
+        if not self._mutated and grad_transform_active():
+            return self._grad_transform_function.apply(*args)
         if not run_directly(*args):
             return self.op(*args)
         out = self._function.apply(*args) if self._function is not None else self.fn(*args)

@@ -20,6 +20,16 @@ from liger_kernel.ops import layer_norm as ln_ops
 from liger_kernel.ops import rms_norm as rms_ops
 from liger_kernel.ops import rope as rope_ops
 from liger_kernel.ops.utils import LigerOp, run_directly
+from liger_kernel.transformers.functional import (
+    liger_cross_entropy,
+    liger_fused_linear_cross_entropy,
+    liger_geglu,
+    liger_layer_norm,
+    liger_rms_norm,
+    liger_rope,
+    liger_swiglu,
+)
+from liger_testing import assert_close
 
 
 def _samples(device):
@@ -172,6 +182,51 @@ def test_vmap_takes_the_registered_op(device):
     got = torch.func.vmap(lambda xi: rms_ops.rms_norm_forward(xi, w, 1e-6, 0.0, "llama")[0])(x)
     want = rms_ops.rms_norm_forward(x, w, 1e-6, 0.0, "llama")[0]
     torch.testing.assert_close(got, want)
+
+
+def _func_grad_cases(device):
+    """(name, loss function of some tensors, those tensors): one per public functional."""
+    g = torch.Generator(device="cpu").manual_seed(1)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g).to(device)
+
+    t = torch.tensor([1, 2, -100, 4], device=device)
+    cos, sin = randn(1, 5, 8), randn(1, 5, 8)
+    return [
+        ("rms_norm", lambda x, w: liger_rms_norm(x, w).square().sum(), (randn(4, 16), randn(16))),
+        ("layer_norm", lambda x, w, b: liger_layer_norm(x, w, b, 1e-5).square().sum(),
+         (randn(4, 16), randn(16), randn(16))),
+        ("rope", lambda q, k: sum(o.square().sum() for o in liger_rope(q, k, cos, sin)),
+         (randn(2, 4, 5, 8), randn(2, 2, 5, 8))),
+        ("swiglu", lambda a, b: liger_swiglu(a, b).square().sum(), (randn(4, 16), randn(4, 16))),
+        ("geglu", lambda a, b: liger_geglu(a, b).square().sum(), (randn(4, 16), randn(4, 16))),
+        *[
+            (f"cross_entropy_{r}", lambda x, r=r: liger_cross_entropy(x, t, reduction=r).square().sum(),
+             (randn(4, 40),))
+            for r in ("mean", "sum", "none")
+        ],
+        ("fused_linear_cross_entropy", lambda x, w: liger_fused_linear_cross_entropy(x, w, t),
+         (randn(4, 16), randn(40, 16))),
+    ]  # fmt: skip
+
+
+def test_torch_func_grad(device):
+    """torch.func.grad, vjp and jacrev: the ops run through Functions with a separate setup_context
+    (which those transforms require), with the same gradients as torch.autograd on the same inputs.
+    (vjp's function runs the backward after the transform has returned, on its wrapped tensors.)"""
+    for name, loss, inputs in _func_grad_cases(device):
+        got = torch.func.grad(loss, argnums=tuple(range(len(inputs))))(*inputs)
+        leaves = [x.clone().requires_grad_() for x in inputs]
+        want = torch.autograd.grad(loss(*leaves), leaves)
+        assert_close(got, want, msg=name)
+        value, vjp = torch.func.vjp(loss, *inputs)
+        assert_close(vjp(torch.ones_like(value)), want, msg=f"{name} (vjp)")
+    x, w = torch.randn(2, 8, device=device), torch.randn(8, device=device)
+    jac = torch.func.jacrev(lambda x: liger_rms_norm(x, w))(x)
+    xs = x.clone().requires_grad_()
+    want = torch.stack([torch.autograd.grad(liger_rms_norm(xs, w).reshape(-1)[i], xs)[0] for i in range(16)])
+    assert_close(jac, want.reshape(2, 8, 2, 8))
 
 
 def test_fx_symbolic_trace_records_the_registered_op(device):
