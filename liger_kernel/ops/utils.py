@@ -158,9 +158,8 @@ def run_directly(*args: Any) -> bool:
     if torch._C._len_torch_dispatch_stack() != 0 or torch._C._are_functorch_transforms_active():
         return False
     # Tensor subclasses and tensor-likes (fx Proxies...) override torch functions: the registered op
-    # is what they know how to handle.
-    # torch.func's wrappers pass for plain tensors, and outlive their transform (vjp's function runs
-    # the backward on them after vjp returned): they too need the registered op.
+    # is what they know how to handle. So do torch.func's wrappers, which pass for plain tensors and
+    # outlive their transform (vjp's function runs the backward on them after vjp returned).
     return all(
         type(a) in _PLAIN_TENSORS and not _is_functorch_wrapped(a)
         if isinstance(a, torch.Tensor)
@@ -206,14 +205,15 @@ class LigerOp:
     ``op(*args)`` runs the registered op (``self.op``, a ``torch.library`` CustomOpDef) while tracing and
     for tensor subclasses; otherwise (``run_directly(*args)``) the function itself, through
     a plain ``torch.autograd.Function`` made from the same ``setup_context`` and ``backward`` once
-    ``register_autograd`` was called. Under torch.func.grad / jacrev (the innermost transform a grad) it
-    runs through a Function in the form those transforms need (``_grad_transform_function``). Inputs named in ``mutates_args`` get their version counters bumped
-    after a direct call, as the registered op does, so autograd still detects the mutation. Call with
-    positional arguments only.
+    ``register_autograd`` was called. Under torch.func.grad, vjp or jacrev (the innermost transform a
+    grad) it runs through a Function in the form those transforms need (``_grad_transform_function``).
+    Inputs named in ``mutates_args`` get their version counters bumped after a direct call, as the
+    registered op does, so autograd still detects the mutation. Call with positional arguments only.
     """
 
     def __init__(self, name: str, fn: Callable[..., Any], mutates_args: Iterable[str] = ()) -> None:
         mutates_args = tuple(mutates_args)
+        self.name = name
         self.fn = fn
         self.op = torch.library.custom_op(name, fn, mutates_args=mutates_args)
         params = list(inspect.signature(fn).parameters)
@@ -242,7 +242,7 @@ class LigerOp:
         self._function = type(f"{fn.__name__}_function", (torch.autograd.Function,), attrs)
         # torch.func.grad (and jacrev, hessian...) accept only Functions with a separate setup_context,
         # and the registered op's own autograd is not one: under those transforms, this one runs.
-        self._grad_transform_function = _grad_transform_function(self.op._name, fn, setup_context, backward)
+        self._grad_transform_function = _grad_transform_function(self.name, fn, setup_context, backward)
 
     def __call__(self, *args: Any) -> Any:
         if not self._mutated and grad_transform_active():
