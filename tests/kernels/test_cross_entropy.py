@@ -193,9 +193,10 @@ def test_launch_shapes(device, seed, monkeypatch, dtype, num_warps, block):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_extreme_rows(device, dtype):
-    """Rows that stress the per-lane online logsumexp: a lane's running max rising at every step, or
-    falling, logits of 1e4 (exp overflows without the max), -inf entries (masked vocabulary) and a lane
-    that only ever sees -inf, walked in blocks of 16 so each lane takes several steps."""
+    """Rows that stress the per-thread online logsumexp: a running max rising at every step, or
+    falling, logits of 1e4 (exp overflows without the max), -inf entries (masked vocabulary) and a
+    thread that only ever sees -inf, walked in blocks of 16 bytes' worth of elements per thread x 2
+    threads (block_max(16): 16 bf16 or 8 fp32), so each thread takes several steps."""
     vocab = 70
     cols = torch.arange(vocab, dtype=torch.float64)
     rows = [
@@ -203,7 +204,8 @@ def test_extreme_rows(device, dtype):
         -cols * 0.5,  # falling
         1e4 + torch.sin(cols),  # large
         torch.where(cols % 3 == 0, float("-inf"), torch.cos(cols)),  # masked vocabulary
-        torch.where(cols % 16 == 5, float("-inf"), torch.sin(cols)),  # lane 5 only ever sees -inf
+        # The second thread of each block (bf16: columns 8-15 mod 16, fp32: 4-7 mod 8) sees only -inf.
+        torch.where((cols % 16 >= 8) | (cols % 8 >= 4), float("-inf"), torch.sin(cols)),
         torch.where(cols < 60, float("-inf"), cols - 65.0),  # all but the last block masked
     ]
     x = torch.stack(rows).to(dtype).to(device)

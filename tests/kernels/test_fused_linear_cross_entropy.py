@@ -114,7 +114,8 @@ def gradient_floors(actual, golden, x, weight, bias, target, ce_weight, grad_out
     The loss and z-loss come from logits rounded to their dtype, by the kernel and the reference alike,
     but from different matmuls (the kernel's are per chunk), which can round a logit the other way. The
     first-order effect of one rounding of every logit z_ij is at most eps(dtype) * sum |dloss/dz_ij| |z_ij|
-    (per row for reduction="none"): that, relative to max|golden|, is their floor.
+    (per row for reduction="none"; eps, not eps / 2, because the interpreter truncates): that, relative
+    to max|golden|, is their floor.
     """
     logits = F.linear(x.double(), weight.double(), None if bias is None else bias.double())
     logits = logits.reshape(-1, weight.shape[0]).requires_grad_()
