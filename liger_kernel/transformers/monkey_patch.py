@@ -34,13 +34,15 @@ Two ways to apply, one bookkeeping:
 
 Copies: the replacement classes are registered in ``patched_classes`` under names that encode what they
 replace, and an instance-patched model's forward (``_BoundForward``) pickles as (model type, model), so
-deep copies, ``nn.DataParallel`` replicas and pickles of a patched model are patched models of their own
-(``unpatch(model)`` undoes only the model it was applied to).
+deep copies, ``nn.DataParallel`` replicas and pickles of a patched model are patched models of their own.
+What instance patching changed is recorded in the model's ``__dict__`` (``_InstanceRecord``), so it is
+copied and pickled with the model too: ``unpatch(copy)`` undoes the copy, and only the copy.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import functools
 import importlib
 import inspect
@@ -439,7 +441,15 @@ def _spec(model_type: str) -> ModelSpec:
 # The mechanism: patched attributes with their originals and holders
 # ----------------------------------------------------------------------------------------------------
 
-_MISSING = object()
+
+class _Missing(enum.Enum):
+    """The value of an attribute that was absent (an enum member: it stays itself through copy and pickle,
+    which instance records go through)."""
+
+    MISSING = "missing"
+
+
+_MISSING = _Missing.MISSING
 
 
 @dataclass
@@ -627,12 +637,33 @@ def _apply_to_classes(spec: ModelSpec, options: dict[str, bool], holder: Any) ->
 
 @dataclass
 class _InstanceRecord:
+    """What ``apply(model=...)`` changed on one model, kept in the model's ``__dict__`` under
+    ``_RECORD_ATTR``: a deep copy or a pickle of the model carries a record that names its own
+    submodules (copy and pickle map them as they map the model's), so the copy can be unpatched too."""
+
     swapped: list = field(default_factory=list)  # (module, original class, names of attributes added)
     attrs: list = field(default_factory=list)  # (name, previous value or _MISSING) set on the model
-    holder: Any = None
+    holder: Any = None  # holds the module-level patches (RoPE) that this model uses
 
 
-_INSTANCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_RECORD_ATTR = "_liger_instance_patch"
+# The models whose record this process tracks (patched here, or a copy that apply/unpatch has met), each
+# with a finalizer that lets go of its module-level patches when the model is collected.
+_INSTANCES: weakref.WeakSet = weakref.WeakSet()
+
+
+def _instance_record(model: nn.Module, create: bool = False) -> _InstanceRecord | None:
+    record = model.__dict__.get(_RECORD_ATTR)
+    if record is None and create:
+        record = model.__dict__[_RECORD_ATTR] = _InstanceRecord()
+    if record is not None and model not in _INSTANCES:
+        # First seen here: patched just now, or a copy / a loaded model, whose module-level patches are
+        # held by its original (if this process has it), so it starts with a holder of its own.
+        record.holder = object()
+        _INSTANCES.add(model)
+        # A model dropped without unpatch() lets go of its module-level patches (RoPE) when collected.
+        weakref.finalize(model, _release, record.holder)
+    return record
 
 
 def _swap_class(module: nn.Module, new_cls: type, constructor_args: Callable | None) -> list[str]:
@@ -661,11 +692,7 @@ def _swap_class(module: nn.Module, new_cls: type, constructor_args: Callable | N
 
 def _apply_to_instance(spec: ModelSpec, model: nn.Module, options: dict[str, bool]) -> None:
     modeling = spec.modeling()
-    record = _INSTANCES.get(model)
-    if record is None:
-        record = _INSTANCES[model] = _InstanceRecord(holder=object())
-        # A model dropped without unpatch() lets go of its module-level patches (RoPE) when collected.
-        weakref.finalize(model, _release, record.holder)
+    record = _instance_record(model, create=True)
     for option, enabled in options.items():
         if not enabled:
             continue
@@ -783,6 +810,7 @@ def _replicate_rebound(self: nn.Module) -> nn.Module:
     gets the forward, and this hook, bound to itself. (A partial of this function, not a bound method,
     is what the model holds: it pickles and deep-copies with the model.)"""
     replica = type(self)._replicate_for_data_parallel(self)
+    replica.__dict__.pop(_RECORD_ATTR, None)  # the shallow copy's record names this model's submodules
     forward = replica.__dict__.get("forward")
     if isinstance(forward, _BoundForward) and forward.__self__ is self:
         replica.__dict__["forward"] = forward.rebound(replica)
@@ -792,9 +820,11 @@ def _replicate_rebound(self: nn.Module) -> nn.Module:
 
 
 def _unpatch_instance(model: nn.Module) -> None:
-    record = _INSTANCES.pop(model, None)
+    record = _instance_record(model)
     if record is None:
         return
+    del model.__dict__[_RECORD_ATTR]
+    _INSTANCES.discard(model)
     for module, original_cls, added in reversed(record.swapped):
         module.__class__ = original_cls
         for name in added:
@@ -832,10 +862,12 @@ def unpatch(target: str | nn.Module | None = None) -> None:
 
     ``target`` a model type: restore that type's modeling module and classes (every holder let go;
     instances patched in place keep their swapped submodules). A model: undo ``apply(model=...)`` on it
-    (and its hold on module-level patches). None: everything.
+    (and its hold on module-level patches), or on the model it was deep-copied or unpickled from. None:
+    every class-level patch and every model patched in place in this process (a copy that has not been
+    passed to ``apply``/``unpatch`` yet keeps its patch).
     """
     if target is None:
-        for model in list(_INSTANCES.keys()):
+        for model in list(_INSTANCES):
             _unpatch_instance(model)
         for patched in list(_PATCHED.values()):
             _restore(patched)
@@ -860,7 +892,7 @@ def liger_patched(model_type: str, model: nn.Module | None = None, **options: bo
     options = {**spec.option_defaults(), **options}
     _check_options(spec, options)
     if model is not None:
-        already = model in _INSTANCES
+        already = _instance_record(model) is not None
         _apply_to_instance(spec, model, options)
         try:
             yield

@@ -482,6 +482,54 @@ def test_patched_model_pickles(mode):
         unpatch(model)
 
 
+def _module_attrs(model: nn.Module) -> dict[str, tuple[type, list[str]]]:
+    """Each submodule's class and the names in its ``__dict__``, by qualified name."""
+    return {name: (type(m), sorted(vars(m))) for name, m in model.named_modules()}
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_unpatch_undoes_a_copy_and_only_the_copy(how):
+    """A deep copy or a pickle of an instance-patched model carries its own record of what patching
+    changed: ``unpatch(copy)`` restores the copy exactly and leaves the original patched."""
+    import copy
+
+    ref = _reference("mixtral")  # all three kinds of replacement: RMSNorm, a Method (experts), the forward
+    model = T.build("mixtral", ref.state_dict)
+    before = _module_attrs(model)
+    MODEL_TYPE_TO_APPLY_LIGER_FN["mixtral"](model=model)
+    patched = _module_attrs(model)
+    assert patched != before
+    twin = copy.deepcopy(model) if how == "deepcopy" else _load(_save(model))
+    assert _module_attrs(twin) == patched
+
+    unpatch(twin)
+    assert _module_attrs(twin) == before
+    assert _module_attrs(model) == patched and is_liger_forward(model.forward)
+    assert _patched_attributes("mixtral")  # the original still holds RoPE; the copy never held it
+    unpatch(twin)  # a second time: nothing left to undo
+    assert _module_attrs(twin) == before
+
+    unpatch(model)
+    assert _module_attrs(model) == before and not _patched_attributes("mixtral")
+    for restored in (model, twin):
+        out, grads = T.train_step(restored, *ref.batch)
+        assert torch.equal(out.loss, ref.loss) and torch.equal(out.logits, ref.train_logits)
+        assert all(torch.equal(grads[k], ref.grads[k]) for k in ref.grads)
+
+
+def test_data_parallel_replica_does_not_carry_the_record():
+    """A replica is a shallow copy of the model's ``__dict__``: a record shared with the original would
+    name the original's submodules, so ``unpatch(replica)`` would undo the original."""
+    model = T.build("llama", _reference("llama").state_dict)
+    MODEL_TYPE_TO_APPLY_LIGER_FN["llama"](model=model)
+    patched = _module_attrs(model)
+    replica = model._replicate_for_data_parallel()
+    unpatch(replica)
+    assert _module_attrs(model) == patched and is_liger_forward(model.forward)
+    unpatch(model)
+    assert not is_liger_forward(model.forward)
+
+
 def test_patched_model_unpickles_in_a_fresh_process(tmp_path):
     """A process that has not patched anything makes the replacement classes on first lookup."""
     ref = _reference("llama")
@@ -503,6 +551,10 @@ assert is_liger_forward(model.forward), model.forward
 assert type(model.model.norm).__name__ == "LigerLlamaRMSNorm", type(model.model.norm)
 with torch.no_grad():
     print(repr(model(input_ids=ids, attention_mask=mask, labels=labels).loss.item()))
+from liger_kernel.transformers import unpatch
+unpatch(model)
+assert not is_liger_forward(model.forward), model.forward
+assert type(model.model.norm).__name__ == "LlamaRMSNorm", type(model.model.norm)
 """
     # The child inherits this process's environment: TRITON_INTERPRET=1 where the plugin set it (CPU),
     # compiled kernels on a GPU, where the model and batch are on the GPU.
