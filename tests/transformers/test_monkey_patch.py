@@ -551,8 +551,15 @@ assert is_liger_forward(model.forward), model.forward
 assert type(model.model.norm).__name__ == "LigerLlamaRMSNorm", type(model.model.norm)
 with torch.no_grad():
     print(repr(model(input_ids=ids, attention_mask=mask, labels=labels).loss.item()))
-from liger_kernel.transformers import unpatch
+# RoPE is patched on the modeling module, which this process has not patched: applying to the loaded
+# model patches it (the rest is patched already), and unpatch undoes both.
+import transformers.models.llama.modeling_llama as modeling
+from liger_kernel.transformers import MODEL_TYPE_TO_APPLY_LIGER_FN, unpatch
+hf_rope = modeling.apply_rotary_pos_emb
+MODEL_TYPE_TO_APPLY_LIGER_FN["llama"](model=model)
+assert modeling.apply_rotary_pos_emb is not hf_rope
 unpatch(model)
+assert modeling.apply_rotary_pos_emb is hf_rope
 assert not is_liger_forward(model.forward), model.forward
 assert type(model.model.norm).__name__ == "LlamaRMSNorm", type(model.model.norm)
 """
