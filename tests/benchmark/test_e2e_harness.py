@@ -13,12 +13,8 @@ _REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def e2e():
-    if str(_REPO) not in sys.path:  # benchmark/ lives at the repository root, outside the package
-        sys.path.insert(0, str(_REPO))
-    from benchmark import e2e
-
-    return e2e
+def e2e(benchmark_module):
+    return benchmark_module("e2e")
 
 
 def test_tiny_run_writes_a_csv_the_report_reads(e2e, tmp_path, device):

@@ -26,13 +26,10 @@ collection on CPU needs nothing from it.  Runtime on an H200: about 1-2 min, mos
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-_REPO = Path(__file__).resolve().parents[2]
 # One moderate (the kernels' design) shape per op: each op's first shape in benchmark/ops.py.
 OPS = (
     "rms_norm",
@@ -47,25 +44,17 @@ MIN_MARGIN = 0.05
 MAX_MARGIN = 0.15
 
 
-def _benchmark_modules():
-    if str(_REPO) not in sys.path:  # benchmark/ lives at the repository root, outside the package
-        sys.path.insert(0, str(_REPO))
-    from benchmark import ops, run
-
-    return ops, run
-
-
 @pytest.mark.gpu
 @pytest.mark.slow
 @pytest.mark.parametrize("op", OPS)
-def test_no_slower_than_compile(op: str, device: str) -> None:
+def test_no_slower_than_compile(op: str, device: str, benchmark_module) -> None:
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
     if workers > 1:
         pytest.skip(
             f"timing guard shares the GPU with {workers} pytest-xdist workers; run it alone: "
             "pytest tests/benchmark -n 0"
         )
-    ops, run = _benchmark_modules()
+    ops, run = benchmark_module("ops"), benchmark_module("run")
     spec = ops.OPS[op]
     shape = spec.shapes[0]
     dev = torch.device(device)

@@ -3,22 +3,13 @@ GPU timings are of a correct kernel. Ragged shapes exercise every mask; an even 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-_REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture
-def proto():
-    if str(_REPO) not in sys.path:  # benchmark/ lives at the repository root, outside the package
-        sys.path.insert(0, str(_REPO))
-    from benchmark import proto_dw_gemm
-
-    return proto_dw_gemm
+def proto(benchmark_module):
+    return benchmark_module("proto_dw_gemm")
 
 
 @pytest.mark.parametrize("m, n, k", [(96, 64, 40), (130, 70, 128)])
