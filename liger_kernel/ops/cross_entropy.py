@@ -172,6 +172,16 @@ def _load_logits(
 
 
 @triton.jit
+def _load_weight(CW, cols, n_cols, MASKED: tl.constexpr):
+    """Class weights at ``cols`` in fp32; 0 past the row's end when MASKED."""
+    if MASKED:
+        w = tl.load(CW + cols, mask=cols < n_cols, other=0.0)
+    else:
+        w = tl.load(CW + cols)
+    return w.to(tl.float32)
+
+
+@triton.jit
 def _lse_step(
     x_row, start, n_cols, m, d, wz, CW, softcap,
     HAS_WEIGHT: tl.constexpr, HAS_SMOOTHING: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
@@ -197,11 +207,7 @@ def _lse_step(
         if MASKED:
             z0 = tl.where(tl.reshape(cols < n_cols, shape), z, 0.0)
         if HAS_WEIGHT:
-            if MASKED:
-                w = tl.load(CW + cols, mask=cols < n_cols, other=0.0)
-            else:
-                w = tl.load(CW + cols)
-            z0 = z0 * tl.reshape(w.to(tl.float32), shape)
+            z0 = z0 * tl.reshape(_load_weight(CW, cols, n_cols, MASKED), shape)
         wz += tl.sum(tl.sum(z0, 3), 0)
     return m_new, d, wz
 
@@ -212,21 +218,14 @@ def _grad_step(
     HAS_WEIGHT: tl.constexpr, HAS_SMOOTHING: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
     MASKED: tl.constexpr, BLOCK: tl.constexpr, EVICT: tl.constexpr,
 ):  # fmt: skip
-    """One block of pass 2: the gradient without the target's term (the caller fixes that column)."""
+    """One block of pass 2: the gradient without the target's term (the caller fixes that column).
+    (Past the row's end z is -inf and the gradient NaN with softcap; those columns are not stored.)"""
     cols = start + tl.arange(0, BLOCK)
-    if MASKED:
-        x = tl.load(x_row + cols, mask=cols < n_cols, other=0.0, eviction_policy=EVICT)
-    else:
-        x = tl.load(x_row + cols, eviction_policy=EVICT)
-    x = x.to(tl.float32)
-    z = x
-    if HAS_SOFTCAP:
-        z = softcap * _tanh(x / softcap)
+    z = _load_logits(x_row, cols, n_cols, softcap, HAS_SOFTCAP, MASKED, EVICT)
     grad = coef_p * tl.math.exp2((z - m) * LOG2E - log_d2)
     if HAS_SMOOTHING:
         if HAS_WEIGHT:
-            w = tl.load(CW + cols, mask=cols < n_cols, other=0.0) if MASKED else tl.load(CW + cols)
-            grad -= coef_w * w.to(tl.float32)
+            grad -= coef_w * _load_weight(CW, cols, n_cols, MASKED)
         else:
             grad -= coef_w
     if HAS_SOFTCAP:

@@ -183,7 +183,7 @@ def _grad_transform_function(
         raise RuntimeError(f"{name} has no derivative: Liger's backward kernels are not differentiable")
 
     attrs = {
-        "forward": staticmethod(lambda *args: fn(*args)),
+        "forward": staticmethod(fn),
         "setup_context": staticmethod(setup_context),
         "backward": staticmethod(backward if backward is not None else no_backward),
     }
