@@ -158,16 +158,14 @@ NEG_FLT_MAX = tl.constexpr(-3.4028234663852886e38)
 def _load_logits(
     x_row, cols, n_cols, softcap, HAS_SOFTCAP: tl.constexpr, MASKED: tl.constexpr, EVICT: tl.constexpr
 ):
-    """Logits at ``cols`` in fp32, softcapped; -inf past the row's end when MASKED."""
+    """Logits at ``cols`` in fp32, softcapped; 0 past the row's end when MASKED (pass 1 makes those
+    -inf; pass 2 does not store them)."""
     if MASKED:
-        mask = cols < n_cols
-        z = tl.load(x_row + cols, mask=mask, other=0.0, eviction_policy=EVICT).to(tl.float32)
+        z = tl.load(x_row + cols, mask=cols < n_cols, other=0.0, eviction_policy=EVICT).to(tl.float32)
     else:
         z = tl.load(x_row + cols, eviction_policy=EVICT).to(tl.float32)
     if HAS_SOFTCAP:
         z = softcap * _tanh(z / softcap)
-    if MASKED:
-        z = tl.where(mask, z, float("-inf"))
     return z
 
 
@@ -195,17 +193,16 @@ def _lse_step(
     of w_j z_j ((WARPS, LANES) tensors, one value per thread), so the loop reduces within threads only:
     no shuffle, no barrier, and the warps stream independently. The caller merges them once per row."""
     cols = start + tl.arange(0, BLOCK)
-    z = _load_logits(x_row, cols, n_cols, softcap, HAS_SOFTCAP, MASKED, EVICT)
     shape: tl.constexpr = (BLOCK // (WARPS * LANES * VEC), WARPS, LANES, VEC)
-    z = tl.reshape(z, shape)
+    z0 = tl.reshape(_load_logits(x_row, cols, n_cols, softcap, HAS_SOFTCAP, MASKED, EVICT), shape)
+    z = z0
+    if MASKED:  # past the row's end: 0 in the sum of w_j z_j, -inf in the logsumexp
+        z = tl.where(tl.reshape(cols < n_cols, shape), z0, float("-inf"))
     m_new = tl.maximum(m, tl.max(tl.max(z, 3), 0))
     e = tl.math.exp2((z - m_new[None, :, :, None]) * LOG2E)
     # (The clamp keeps -FLT_MAX - m_new from overflowing in the multiply: exp2 of it is 0 either way.)
     d = d * tl.math.exp2(tl.maximum(m - m_new, -1e30) * LOG2E) + tl.sum(tl.sum(e, 3), 0)
     if HAS_SMOOTHING:
-        z0 = z
-        if MASKED:
-            z0 = tl.where(tl.reshape(cols < n_cols, shape), z, 0.0)
         if HAS_WEIGHT:
             z0 = z0 * tl.reshape(_load_weight(CW, cols, n_cols, MASKED), shape)
         wz += tl.sum(tl.sum(z0, 3), 0)
@@ -218,8 +215,7 @@ def _grad_step(
     HAS_WEIGHT: tl.constexpr, HAS_SMOOTHING: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
     MASKED: tl.constexpr, BLOCK: tl.constexpr, EVICT: tl.constexpr,
 ):  # fmt: skip
-    """One block of pass 2: the gradient without the target's term (the caller fixes that column).
-    (Past the row's end z is -inf and the gradient NaN with softcap; those columns are not stored.)"""
+    """One block of pass 2: the gradient without the target's term (the caller fixes that column)."""
     cols = start + tl.arange(0, BLOCK)
     z = _load_logits(x_row, cols, n_cols, softcap, HAS_SOFTCAP, MASKED, EVICT)
     grad = coef_p * tl.math.exp2((z - m) * LOG2E - log_d2)
