@@ -95,7 +95,47 @@ def _rope(original: Callable) -> Callable:
         return liger_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=unsqueeze_dim)
 
     apply_rotary_pos_emb.__doc__ = original.__doc__
+    if isinstance(original, nn.Module):
+        return _stand_in_for_kernelized(original, apply_rotary_pos_emb)
     return apply_rotary_pos_emb
+
+
+class _KernelizedFunctionStandIn:
+    """Calls ``fn`` in place of a module-level function that the ``kernels`` package turned into an
+    ``nn.Module`` instance (transformers decorates ``apply_rotary_pos_emb`` with
+    ``use_kernel_forward_from_hub``; with ``kernels`` installed, as transformers >= 5.25 requires, the
+    decorated function becomes an instance of a generated ``Func`` module class).
+
+    Why not a plain function: every attention layer decorated with ``use_kernelized_func`` keeps a
+    private ``Func`` wrapper, and unpickling a model rebuilds each wrapper as
+    ``type(<the modeling module's global>)()``. With a plain function in that global this is
+    ``function()``, a TypeError, so ``torch.load`` of any whole-model pickle of that model type failed
+    while the patch was on. Called with no argument, this class returns a fresh wrapper of the
+    original ``Func`` class instead, so the rebuilt wrappers are exactly Hugging Face's.
+    """
+
+    wrapped_type: type = type(None)
+
+    def __new__(cls, fn: Callable | None = None) -> Any:
+        if fn is None:  # kernels rebuilding a layer's private wrapper after unpickling
+            return cls.wrapped_type()
+        return super().__new__(cls)
+
+    def __init__(self, fn: Callable) -> None:
+        self.fn = fn
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+
+def _stand_in_for_kernelized(original: nn.Module, fn: Callable) -> _KernelizedFunctionStandIn:
+    stand_in_type = type(
+        f"Liger{type(original).__name__}StandIn",
+        (_KernelizedFunctionStandIn,),
+        {"wrapped_type": type(original), "__module__": __name__},
+    )
+    return stand_in_type(fn)
 
 
 def _act_of(config: Any, attr: str) -> Any:

@@ -468,6 +468,14 @@ def test_patched_model_pickles(mode):
         MODEL_TYPE_TO_APPLY_LIGER_FN["mixtral"](model=model)
     loaded = _load(_save(model))
     assert [type(m) for m in loaded.modules()] == [type(m) for m in model.modules()]
+    # With the ``kernels`` package (transformers >= 5.25), each attention layer keeps private wrappers
+    # of the kernelized functions, rebuilt on load from the type of the modeling module's global --
+    # which the RoPE patch replaces. They must come back as Hugging Face's own wrappers.
+    for original, rebuilt in zip(model.modules(), loaded.modules(), strict=True):
+        wrappers = original.__dict__.get("_kernel_funcs", {})
+        assert {k: type(v) for k, v in rebuilt.__dict__.get("_kernel_funcs", {}).items()} == {
+            k: type(v) for k, v in wrappers.items()
+        }
     assert any(type(m).__module__ == "liger_kernel.transformers.patched_classes" for m in loaded.modules())
     if mode == "instance":
         assert is_liger_forward(loaded.forward) and loaded.forward.__self__ is loaded
