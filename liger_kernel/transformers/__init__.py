@@ -1,54 +1,60 @@
-"""User-facing modules, functional API and Hugging Face model patching."""
+"""User-facing modules, functional API and Hugging Face model patching.
 
-from liger_kernel.transformers.auto_model import AutoLigerKernelForCausalLM
-from liger_kernel.transformers.cross_entropy import LigerCrossEntropyLoss
-from liger_kernel.transformers.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyLoss
-from liger_kernel.transformers.geglu import LigerGEGLUMLP
-from liger_kernel.transformers.layer_norm import LigerLayerNorm
-from liger_kernel.transformers.monkey_patch import (
-    MODEL_TYPE_TO_APPLY_LIGER_FN,
-    _apply_liger_kernel_to_instance,
-    apply_liger_kernel_to_gemma,
-    apply_liger_kernel_to_gemma2,
-    apply_liger_kernel_to_llama,
-    apply_liger_kernel_to_mistral,
-    apply_liger_kernel_to_mixtral,
-    apply_liger_kernel_to_phi3,
-    apply_liger_kernel_to_qwen2,
-    liger_patched,
-    revert_liger_kernel_to_gemma,
-    revert_liger_kernel_to_gemma2,
-    revert_liger_kernel_to_llama,
-    revert_liger_kernel_to_mistral,
-    revert_liger_kernel_to_mixtral,
-    revert_liger_kernel_to_phi3,
-    revert_liger_kernel_to_qwen2,
-    unpatch,
-)
-from liger_kernel.transformers.rms_norm import LigerRMSNorm
-from liger_kernel.transformers.rope import liger_rotary_pos_emb
-from liger_kernel.transformers.swiglu import LigerSwiGLUMLP
+Names are imported on first use (PEP 562 ``__getattr__``): ``import liger_kernel.transformers`` stays
+cheap, and ``transformers`` itself (several seconds to import) is loaded only by what needs it -- the
+Auto class, or the first patch applied to a model.
+"""
 
-__all__ = ["LigerGEGLUMLP", "LigerSwiGLUMLP", "LigerLayerNorm", "liger_rotary_pos_emb", "LigerRMSNorm"]
-__all__ += [
-    "AutoLigerKernelForCausalLM",
-    "MODEL_TYPE_TO_APPLY_LIGER_FN",
-    "_apply_liger_kernel_to_instance",
-    "apply_liger_kernel_to_gemma",
-    "apply_liger_kernel_to_gemma2",
-    "apply_liger_kernel_to_llama",
-    "apply_liger_kernel_to_mistral",
-    "apply_liger_kernel_to_mixtral",
-    "apply_liger_kernel_to_phi3",
-    "apply_liger_kernel_to_qwen2",
-    "liger_patched",
-    "revert_liger_kernel_to_gemma",
-    "revert_liger_kernel_to_gemma2",
-    "revert_liger_kernel_to_llama",
-    "revert_liger_kernel_to_mistral",
-    "revert_liger_kernel_to_mixtral",
-    "revert_liger_kernel_to_phi3",
-    "revert_liger_kernel_to_qwen2",
-    "unpatch",
-]
-__all__ += ["LigerCrossEntropyLoss", "LigerFusedLinearCrossEntropyLoss"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> the submodule that defines it
+_EXPORTS: dict[str, str] = {
+    "AutoLigerKernelForCausalLM": "auto_model",
+    "LigerCrossEntropyLoss": "cross_entropy",
+    "LigerFusedLinearCrossEntropyLoss": "fused_linear_cross_entropy",
+    "LigerGEGLUMLP": "geglu",
+    "LigerLayerNorm": "layer_norm",
+    "LigerRMSNorm": "rms_norm",
+    "LigerSwiGLUMLP": "swiglu",
+    "liger_rotary_pos_emb": "rope",
+    "MODEL_TYPE_TO_APPLY_LIGER_FN": "monkey_patch",
+    "_apply_liger_kernel_to_instance": "monkey_patch",
+    "apply_liger_kernel": "monkey_patch",
+    "describe": "monkey_patch",
+    "liger_patched": "monkey_patch",
+    "unpatch": "monkey_patch",
+}
+# apply_liger_kernel_to_<model_type> / revert_liger_kernel_to_<model_type>: one per supported type.
+_PATCH_PREFIXES = ("apply_liger_kernel_to_", "revert_liger_kernel_to_")
+
+
+def _module_of(name: str) -> str | None:
+    if name in _EXPORTS:
+        return _EXPORTS[name]
+    if name.startswith(_PATCH_PREFIXES):
+        return "monkey_patch"
+    return None
+
+
+def _patch_function_names() -> list[str]:
+    from liger_kernel.transformers.monkey_patch import MODEL_SPECS
+
+    return [f"{prefix}{model_type}" for prefix in _PATCH_PREFIXES for model_type in MODEL_SPECS]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__all__":  # ``from liger_kernel.transformers import *``
+        return [*_EXPORTS, *_patch_function_names()]
+    module = _module_of(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS) | set(_patch_function_names()))

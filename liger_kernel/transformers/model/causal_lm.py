@@ -26,17 +26,21 @@ import dataclasses
 import functools
 import inspect
 from collections.abc import Callable
-
-from transformers.modeling_outputs import CausalLMOutputWithPast
-from transformers.utils import ModelOutput
+from typing import TYPE_CHECKING
 
 from liger_kernel.transformers.model.loss_utils import liger_fused_linear_causal_lm_loss
+
+if TYPE_CHECKING:  # transformers is imported when a forward is first built, not with this module
+    from transformers.utils import ModelOutput
 
 # Fields of the base model's output that the causal-LM output does not copy over.
 _NOT_COPIED = frozenset({"loss", "logits", "aux_loss", "last_hidden_state"})
 
 
 def _output_class(signature: inspect.Signature) -> type[ModelOutput]:
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+    from transformers.utils import ModelOutput
+
     annotation = signature.return_annotation
     if isinstance(annotation, type) and issubclass(annotation, ModelOutput):
         return annotation

@@ -17,13 +17,23 @@ last hidden states and the lm_head weight, never materializing the (tokens x voc
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
-try:  # transformers >= 5.2x: the helper the models themselves use to honour ``logits_to_keep``
-    from transformers.modeling_utils import slice_logits_to_keep as _hf_slice_logits_to_keep
-except ImportError:  # older 5.x slices inline: hidden_states[:, slice(-k, None) or tensor, :]
-    _hf_slice_logits_to_keep = None
+
+@functools.cache
+def _hf_slice_logits_to_keep() -> Callable | None:
+    """transformers >= 5.2x: the helper the models themselves use to honour ``logits_to_keep``; older
+    5.x slices inline (``hidden_states[:, slice(-k, None) or tensor, :]``). Looked up on first use:
+    ``transformers.modeling_utils`` takes seconds to import."""
+    try:
+        from transformers.modeling_utils import slice_logits_to_keep
+    except ImportError:
+        return None
+    return slice_logits_to_keep
 
 
 def _shifted_targets(
@@ -44,8 +54,9 @@ def keep_positions(x: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torch
     """
     if isinstance(logits_to_keep, int) and logits_to_keep == 0:
         return x
-    if _hf_slice_logits_to_keep is not None:
-        return _hf_slice_logits_to_keep(x, logits_to_keep)
+    hf_slice = _hf_slice_logits_to_keep()
+    if hf_slice is not None:
+        return hf_slice(x, logits_to_keep)
     index = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
     return x[:, index]
 
