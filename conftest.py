@@ -1,3 +1,4 @@
 """Root conftest. Device selection, seeds, markers and Hypothesis profiles come from the
-liger_testing pytest plugin (registered as a pytest11 entry point, loaded once the package is
-installed), which switches Triton's interpreter on before any test module imports a kernel."""
+liger_testing pytest plugin, which this project opts into with ``-p liger_testing.pytest_plugin`` in
+pyproject's ``addopts`` (loaded before this file, so Triton's interpreter is switched on before any
+test module imports a kernel)."""

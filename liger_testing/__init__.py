@@ -1,20 +1,41 @@
 """liger_testing: a toolkit to test Triton (and other) kernels against PyTorch references.
 
 Independent of ``liger_kernel``: downstream projects use it to validate their own kernels.
+
+Names load on first use (PEP 562), so ``import liger_testing`` is cheap and needs neither torch
+loaded up front nor Hypothesis at all: only ``strategies`` and ``profiles`` need Hypothesis (the
+``test`` extra), and they say so by name when it is missing.
 """
 
-from liger_testing import profiles, strategies
-from liger_testing.assertions import assert_close, assert_close_to_reference, default_floor
-from liger_testing.device import set_interpreter_if_no_gpu
-from liger_testing.tolerances import Tolerance, tolerances
+from __future__ import annotations
 
-__all__ = [
-    "assert_close",
-    "assert_close_to_reference",
-    "default_floor",
-    "tolerances",
-    "Tolerance",
-    "strategies",
-    "profiles",
-    "set_interpreter_if_no_gpu",
-]
+import importlib
+from typing import Any
+
+# public name -> (submodule, attribute); attribute None: the submodule itself
+_EXPORTS: dict[str, tuple[str, str | None]] = {
+    "assert_close": ("assertions", "assert_close"),
+    "assert_close_to_reference": ("assertions", "assert_close_to_reference"),
+    "default_floor": ("assertions", "default_floor"),
+    "tolerances": ("tolerances", "tolerances"),
+    "Tolerance": ("tolerances", "Tolerance"),
+    "set_interpreter_if_no_gpu": ("device", "set_interpreter_if_no_gpu"),
+    "strategies": ("strategies", None),
+    "profiles": ("profiles", None),
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module_name, attribute = _EXPORTS[name]
+    module = importlib.import_module(f"{__name__}.{module_name}")
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

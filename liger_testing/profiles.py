@@ -19,7 +19,11 @@ from __future__ import annotations
 
 import os
 
-from hypothesis import HealthCheck, settings
+from liger_testing._optional import require_hypothesis
+
+require_hypothesis("liger_testing.profiles")
+
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 __all__ = ["PROFILE_ENV_VAR", "PROFILES", "load_default_profile", "default_profile_name"]
 

@@ -1,4 +1,8 @@
-"""pytest plugin of liger_testing (auto-registered through the ``pytest11`` entry point).
+"""pytest plugin of liger_testing. Inert until a project opts in; installing the package changes
+nothing in anyone's test run. Opt in with ``-p liger_testing.pytest_plugin`` in the project's pytest
+``addopts`` (recommended: it loads before any conftest, so kernels that a conftest imports already run
+in the interpreter) or ``pytest_plugins = ["liger_testing.pytest_plugin"]`` in the rootdir conftest
+(then that conftest must not import kernels itself: the interpreter switch comes after it).
 
 Provides:
 
@@ -12,7 +16,7 @@ Provides:
 * markers ``gpu`` (skipped unless the resolved device is CUDA), ``slow``, ``convergence``, ``nightly``;
 * a "liger_testing reproduce" report section on failures;
 * loading the Hypothesis profile from :func:`liger_testing.profiles.load_default_profile` unless
-  ``--hypothesis-profile`` is given.
+  ``--hypothesis-profile`` is given (when Hypothesis is installed; the rest works without it).
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ from collections.abc import Generator
 import pytest
 import torch
 
-from liger_testing import profiles
 from liger_testing.device import resolve_device, set_interpreter_if_no_gpu
 
 __all__ = ["set_interpreter_if_no_gpu", "test_seed", "SEED_ENV_VAR", "DEVICE_ENV_VAR"]
@@ -120,7 +123,17 @@ def pytest_configure(config: pytest.Config) -> None:
     if explicit_profile:
         config.stash[_profile_key] = str(explicit_profile)
     else:
-        config.stash[_profile_key] = profiles.load_default_profile()
+        config.stash[_profile_key] = _load_default_profile()
+
+
+def _load_default_profile() -> str:
+    try:
+        from liger_testing import profiles
+    except ModuleNotFoundError as exc:
+        if exc.name != "hypothesis":
+            raise
+        return "none (Hypothesis is not installed)"
+    return profiles.load_default_profile()
 
 
 def _resolved_device(config: pytest.Config) -> str:

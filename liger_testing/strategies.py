@@ -11,8 +11,13 @@ import math
 from collections.abc import Sequence
 
 import torch
-from hypothesis import strategies as st
-from hypothesis.strategies import SearchStrategy
+
+from liger_testing._optional import require_hypothesis
+
+require_hypothesis("liger_testing.strategies")
+
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.strategies import SearchStrategy  # noqa: E402
 
 __all__ = ["dims", "shapes", "dtypes", "tensors", "labels", "seeds", "DEFAULT_BLOCKS"]
 

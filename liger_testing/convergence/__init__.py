@@ -12,46 +12,45 @@ Nothing here imports ``liger_kernel``: the built-in specs name their patch and u
 them; :func:`register_spec` adds a model with any other patch and undo callables.
 """
 
-from liger_testing.convergence.data import Dataset, load_dataset
-from liger_testing.convergence.report import format_report, plot_result, result_to_dict, write_json
-from liger_testing.convergence.runner import (
-    DEFAULT_FLOOR_ULPS,
-    DEFAULT_NOISE_FACTOR,
-    ConvergenceResult,
-    ConvergenceSetupError,
-    RunConfig,
-    Series,
-    StepRecord,
-    run_convergence,
-)
-from liger_testing.convergence.specs import (
-    ModelSpec,
-    available_specs,
-    get_spec,
-    register_spec,
-    resolve_callable,
-    tiny_config,
-)
+from __future__ import annotations
 
-__all__ = [
-    "run_convergence",
-    "RunConfig",
-    "ConvergenceResult",
-    "ConvergenceSetupError",
-    "Series",
-    "StepRecord",
-    "DEFAULT_NOISE_FACTOR",
-    "DEFAULT_FLOOR_ULPS",
-    "ModelSpec",
-    "register_spec",
-    "get_spec",
-    "available_specs",
-    "resolve_callable",
-    "tiny_config",
-    "Dataset",
-    "load_dataset",
-    "format_report",
-    "write_json",
-    "plot_result",
-    "result_to_dict",
-]
+import importlib
+from typing import Any
+
+# Names load on first use (PEP 562): ``python -m liger_testing.converge --help`` answers before
+# torch and transformers are imported.
+_SUBMODULE_OF: dict[str, str] = {
+    **dict.fromkeys(("Dataset", "load_dataset"), "data"),
+    **dict.fromkeys(("format_report", "plot_result", "result_to_dict", "write_json"), "report"),
+    **dict.fromkeys(
+        (
+            "DEFAULT_FLOOR_ULPS",
+            "DEFAULT_NOISE_FACTOR",
+            "ConvergenceResult",
+            "ConvergenceSetupError",
+            "RunConfig",
+            "Series",
+            "StepRecord",
+            "run_convergence",
+        ),
+        "runner",
+    ),
+    **dict.fromkeys(
+        ("ModelSpec", "available_specs", "get_spec", "register_spec", "resolve_callable", "tiny_config"),
+        "specs",
+    ),
+}
+
+__all__ = list(_SUBMODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _SUBMODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_SUBMODULE_OF[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SUBMODULE_OF))

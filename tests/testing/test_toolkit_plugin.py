@@ -73,7 +73,7 @@ def test_needs_gpu(device):
 def inner(pytester, monkeypatch):
     for var in ("TRITON_INTERPRET", "LIGER_SEED", "LIGER_DEVICE", "LIGER_HYPOTHESIS_PROFILE"):
         monkeypatch.delenv(var, raising=False)
-    pytester.makeini("[pytest]\n")
+    pytester.makeini("[pytest]\naddopts = -p liger_testing.pytest_plugin\n")  # the documented opt-in
     pytester.makepyfile(mykernels=INNER_KERNELS, conftest=INNER_CONFTEST, test_inner=INNER_TESTS)
     return pytester
 
@@ -155,3 +155,124 @@ def test_markers_registered(pytestconfig):
     markers = "\n".join(pytestconfig.getini("markers"))
     for name in ("gpu", "slow", "convergence", "nightly"):
         assert f"{name}:" in markers
+
+
+# ----------------------------------------------------------------------------------------------------
+# Installing liger-kernel changes nothing in another project's pytest run until it opts in.
+# ----------------------------------------------------------------------------------------------------
+
+# An unrelated project's test that reports what pytest gave it: the environment, Hypothesis' settings
+# and the fixtures that exist.
+UNRELATED_TEST = """
+import json
+import os
+
+import pytest
+
+
+def test_report(request):
+    try:
+        from hypothesis import settings
+    except ImportError:
+        max_examples = None
+    else:
+        max_examples = settings().max_examples
+    fixtures = set()
+    for name in ("device", "seed"):
+        try:
+            request.getfixturevalue(name)
+        except pytest.FixtureLookupError:
+            continue
+        fixtures.add(name)
+    with open("report.json", "w") as f:
+        json.dump(
+            {
+                "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET"),
+                "max_examples": max_examples,
+                "liger_fixtures": sorted(fixtures),
+                "plugin_loaded": request.config.pluginmanager.has_plugin("liger_testing.pytest_plugin"),
+            },
+            f,
+        )
+"""
+
+# Hypothesis' own default in a fresh interpreter with the same environment (it loads its built-in
+# "ci" profile by itself when $CI is set, as in our CI).
+_HYPOTHESIS_DEFAULT = "from hypothesis import settings; print(settings().max_examples)"
+
+
+def _unrelated_project(pytester, monkeypatch, conftest: str = ""):
+    for var in (
+        "TRITON_INTERPRET",
+        "LIGER_SEED",
+        "LIGER_DEVICE",
+        "LIGER_HYPOTHESIS_PROFILE",
+        "PYTEST_ADDOPTS",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(test_unrelated=UNRELATED_TEST)
+    if conftest:
+        pytester.makeconftest(conftest)
+    return pytester
+
+
+def _report(pytester, *args):
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+    return result, json.loads((pytester.path / "report.json").read_text())
+
+
+def test_installed_plugin_is_inert_for_an_unrelated_project(pytester, monkeypatch):
+    import subprocess
+    import sys
+
+    project = _unrelated_project(pytester, monkeypatch)
+    result, report = _report(project)
+    assert result.ret == 0
+    hypothesis_default = int(
+        subprocess.run(
+            [sys.executable, "-c", _HYPOTHESIS_DEFAULT], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    )
+    assert report == {
+        "TRITON_INTERPRET": None,
+        "max_examples": hypothesis_default,
+        "liger_fixtures": [],
+        "plugin_loaded": False,
+    }
+    assert "liger_testing" not in result.stdout.str()
+
+
+def test_installed_plugin_is_inert_without_hypothesis(pytester, monkeypatch):
+    # Hypothesis "absent": a module that fails to import shadows it, and its pytest plugin is off.
+    (pytester.path / "hypothesis.py").write_text("raise ModuleNotFoundError('absent', name='hypothesis')\n")
+    project = _unrelated_project(pytester, monkeypatch)
+    result, report = _report(project, "-p", "no:hypothesispytest")
+    assert result.ret == 0, result.stdout.str()
+    assert report == {
+        "TRITON_INTERPRET": None,
+        "max_examples": None,
+        "liger_fixtures": [],
+        "plugin_loaded": False,
+    }
+
+
+def test_opting_in_through_a_conftest_gives_the_plugin(pytester, monkeypatch):
+    project = _unrelated_project(pytester, monkeypatch, 'pytest_plugins = ["liger_testing.pytest_plugin"]\n')
+    result, report = _report(project, "--liger-device=cpu")
+    assert result.ret == 0
+    assert report["plugin_loaded"] and report["liger_fixtures"] == ["device", "seed"]
+    assert report["TRITON_INTERPRET"] == "1"
+    from liger_testing.profiles import default_profile_name
+
+    # the dev or ci profile of liger_testing (20 or 25 examples), not Hypothesis' default
+    assert report["max_examples"] == {"dev": 20, "ci": 25}[default_profile_name()]
+
+
+def test_opted_in_plugin_works_without_hypothesis(pytester, monkeypatch):
+    (pytester.path / "hypothesis.py").write_text("raise ModuleNotFoundError('absent', name='hypothesis')\n")
+    project = _unrelated_project(pytester, monkeypatch)
+    result, report = _report(project, "-p", "no:hypothesispytest", "-p", "liger_testing.pytest_plugin")
+    assert result.ret == 0, result.stdout.str()
+    assert report["plugin_loaded"] and report["liger_fixtures"] == ["device", "seed"]
+    assert "hypothesis profile=none (Hypothesis is not installed)" in result.stdout.str()
