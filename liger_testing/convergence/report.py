@@ -12,8 +12,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
 __all__ = ["format_report", "result_to_dict", "write_json", "plot_result", "layer_drift"]
 
 _MAX_TABLE_ROWS = 40
+REPORT_WIDTH = 120  # the report fits a 120-column terminal
+JSON_SCHEMA_VERSION = 1  # bumped whenever a key of result_to_dict changes meaning or goes away
 
 
 def _fmt(x: float, spec: str = ".3e") -> str:
@@ -37,12 +41,32 @@ def _fmt(x: float, spec: str = ".3e") -> str:
     return format(x, spec)
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    line = lambda cells: "  ".join(
-        c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+def shown_step(step: int | str) -> str:
+    """Steps are numbered from 1 everywhere a person reads them (progress lines, tables, verdict)."""
+    return str(step + 1) if isinstance(step, int) else str(step)
+
+
+def _render(*renderables: Any) -> str:
+    from rich.console import Console
+
+    console = Console(
+        file=io.StringIO(), width=REPORT_WIDTH, force_terminal=False, color_system=None, soft_wrap=False
     )
-    return [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+    for item in renderables:
+        console.print(item)
+    return "\n".join(line.rstrip() for line in console.file.getvalue().rstrip("\n").splitlines())
+
+
+def _table(header: list[str], rows: list[list[str]], *, title: str | None = None) -> Any:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i == 0 else "right", overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 def _shown_steps(n: int, also: int | None) -> list[int]:
@@ -55,19 +79,24 @@ def _shown_steps(n: int, also: int | None) -> list[int]:
     return sorted(shown)
 
 
+def _wrapped(text: str, indent: str = "") -> list[str]:
+    return textwrap.wrap(text, REPORT_WIDTH, subsequent_indent=indent + "  ", initial_indent=indent) or [""]
+
+
 def format_report(result: ConvergenceResult) -> str:
-    """The human-readable report of a run (what the CLI prints)."""
+    """The human-readable report of a run (what the CLI prints), at most 120 columns wide."""
     cfg = result.config
-    lines = [
+    done = len(result.steps)
+    lines = _wrapped(
         f"liger_testing convergence: {cfg.model}, {str(cfg.dtype).removeprefix('torch.')}, {cfg.device}, "
-        f"{cfg.steps} steps, batch {cfg.batch_size} x {cfg.seq_len} tokens, seed {cfg.seed}, AdamW lr {cfg.lr:g}",
-        f"patch: {result.patch_ref}  undo: {result.undo_ref}",
-    ]
+        f"{cfg.steps} steps, batch {cfg.batch_size} x {cfg.seq_len} tokens, seed {cfg.seed}, AdamW lr {cfg.lr:g}"
+    )
+    lines += _wrapped(f"patch: {result.patch_ref}  undo: {result.undo_ref}")
     if cfg.tolerance == "measured":
         from liger_testing.tolerances import machine_eps
 
         floor = max(cfg.floor_ulps * machine_eps(torch.float32), machine_eps(cfg.dtype))
-        lines.append(
+        lines += _wrapped(
             f"tolerance: measured, per tensor and step: max|patched - unpatched| <= {cfg.noise_factor:g} x noise "
             f"+ {floor:.3g} x max|unpatched|, noise = max|unpatched - float64 reference| (or its largest value "
             f"so far relative to max|unpatched|)"
@@ -76,26 +105,27 @@ def format_report(result: ConvergenceResult) -> str:
         from liger_testing.tolerances import tolerances
 
         tol = tolerances(cfg.dtype)
-        lines.append(
+        lines += _wrapped(
             f"tolerance: fixed: |patched - unpatched| <= {tol.atol:.3g} + {tol.rtol:.3g} x |unpatched| elementwise"
         )
     if not cfg.judge_params:
-        lines.append(
+        lines += _wrapped(
             "parameters: recorded, not judged (low precision: AdamW's sign-like first updates flip parameters "
             "whose gradient rounds across zero; the gradients, losses and logits are judged)"
         )
-    lines.append("patched model (what the patch changed):")
-    lines.extend(f"  {c}" for c in result.patch_changes)
+    lines.append("what the patch changed:")
+    for change in result.patch_changes:
+        lines += _wrapped(change, "  ")
     lines.append("")
 
     first = result.first_divergence()
     first_step = first["step"] if first and isinstance(first["step"], int) else None
     rows = []
-    for i in _shown_steps(len(result.steps), first_step):
+    for i in _shown_steps(done, first_step):
         rec = result.steps[i]
         rows.append(
             [
-                str(rec.step),
+                shown_step(rec.step),
                 _fmt(rec.loss["unpatched"], ".6f"),
                 _fmt(rec.loss["patched"], ".6f"),
                 _fmt(abs(rec.loss["patched"] - rec.loss["unpatched"])),
@@ -105,7 +135,7 @@ def format_report(result: ConvergenceResult) -> str:
                 "DIVERGED" if not rec.worst_ratio <= 1.0 else "ok",
             ]
         )
-    lines.extend(
+    renderables: list[Any] = [
         _table(
             [
                 "step",
@@ -119,26 +149,26 @@ def format_report(result: ConvergenceResult) -> str:
             ],
             rows,
         )
-    )
-    lines.append("")
-    lines.append(
-        f"held-back batch: top-1 agreement {100 * result.top1_agreement:.1f}%; "
-        + "; ".join(
-            f"{name.removeprefix('eval/')} max|diff| {_fmt(s.diff[0])} (noise {_fmt(s.noise[0])}, ratio {_fmt(s.ratio[0], '.3f')})"
-            for name, s in result.eval.items()
+    ]
+    if result.eval:
+        renderables.append(
+            _table(
+                ["held-back batch", "max|diff|", "noise", "ratio"],
+                [
+                    [name.removeprefix("eval/"), _fmt(s.diff[0]), _fmt(s.noise[0]), _fmt(s.ratio[0], ".3f")]
+                    for name, s in result.eval.items()
+                ]
+                + [["top-1 agreement", f"{100 * result.top1_agreement:.1f}%", "", ""]],
+            )
         )
-    )
-    lines.append("")
-    lines.append("closest to tolerance (ratio = diff / allowed; > 1 is a divergence):")
-    lines.extend(
-        "  " + line
-        for line in _table(
+    renderables.append(
+        _table(
             ["quantity", "layer", "step", "diff", "noise", "allowed", "ratio"],
             [
                 [
                     w["quantity"],
                     w["layer"],
-                    str(w["step"]),
+                    shown_step(w["step"]),
                     _fmt(w["diff"]),
                     _fmt(w["noise"]),
                     _fmt(w["allowed"]),
@@ -146,19 +176,28 @@ def format_report(result: ConvergenceResult) -> str:
                 ]
                 for w in result.worst(8)
             ],
+            title="closest to tolerance (ratio = diff / allowed; > 1 is a divergence)",
         )
     )
+    lines.append(_render(*renderables))
     lines.append("")
-    if first is None:
-        lines.append(
-            f"RESULT: PASS: the arms stay within tolerance for all {cfg.steps} steps and the evaluation ({result.seconds:.1f} s)"
-        )
-    else:
-        lines.append(
-            f"RESULT: DIVERGED at step {first['step']}: {first['quantity']} ({first['layer']}) differs by "
-            f"{_fmt(first['diff'])}, allowed {_fmt(first['allowed'])} (ratio {_fmt(first['ratio'], '.3g')}; "
+    if first is not None:
+        verdict = (
+            f"RESULT: DIVERGED at step {shown_step(first['step'])}: {first['quantity']} ({first['layer']}) differs "
+            f"by {_fmt(first['diff'])}, allowed {_fmt(first['allowed'])} (ratio {_fmt(first['ratio'], '.3g')}; "
             f"the unpatched arm's own float64 noise there is {_fmt(first['noise'])})"
         )
+    elif result.interrupted:
+        verdict = (
+            f"RESULT: INTERRUPTED after {done} of {cfg.steps} steps (no evaluation, no verdict): the steps done "
+            f"stayed within tolerance ({result.seconds:.1f} s)"
+        )
+    else:
+        verdict = (
+            f"RESULT: PASS: the arms stay within tolerance for all {cfg.steps} steps and the evaluation "
+            f"({result.seconds:.1f} s)"
+        )
+    lines += _wrapped(verdict)
     return "\n".join(lines)
 
 
@@ -206,12 +245,22 @@ def _clean(x: Any) -> Any:
     return x
 
 
+def _numbered(point: dict[str, Any] | None) -> dict[str, Any] | None:
+    if point is None or not isinstance(point["step"], int):
+        return point
+    return {**point, "step": point["step"] + 1}
+
+
 def result_to_dict(result: ConvergenceResult) -> dict[str, Any]:
+    """Everything measured. Steps count from 1, as in the printed report; per-quantity lists have one
+    entry per step, in order."""
     return _clean(
         {
+            "schema_version": JSON_SCHEMA_VERSION,
             "passed": result.passed,
-            "first_divergence": result.first_divergence(),
-            "worst": result.worst(10),
+            "interrupted": result.interrupted,
+            "first_divergence": _numbered(result.first_divergence()),
+            "worst": [_numbered(w) for w in result.worst(10)],
             "config": result.config.describe(),
             "spec": {"name": result.spec.name, "description": result.spec.description},
             "patch": {
@@ -224,7 +273,7 @@ def result_to_dict(result: ConvergenceResult) -> dict[str, Any]:
             "seconds": result.seconds,
             "steps": [
                 {
-                    "step": r.step,
+                    "step": r.step + 1,
                     "loss": r.loss,
                     "grad_norm": r.grad_norm,
                     "worst": r.worst_quantity,
@@ -242,7 +291,14 @@ def result_to_dict(result: ConvergenceResult) -> dict[str, Any]:
     )
 
 
-def write_json(result: ConvergenceResult, path: str | Path) -> Path:
+def write_json(result: ConvergenceResult, path: str | Path) -> Path | str:
+    """Write :func:`result_to_dict` as JSON to ``path``; ``"-"`` writes it to standard output."""
+    if str(path) == "-":
+        import sys
+
+        sys.stdout.write(json.dumps(result_to_dict(result), indent=1) + "\n")
+        sys.stdout.flush()
+        return "<stdout>"
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result_to_dict(result), indent=1) + "\n")
@@ -262,9 +318,11 @@ def plot_result(result: ConvergenceResult, path: str | Path) -> Path:
             "(or pip install matplotlib)"
         ) from exc
 
+    from matplotlib.ticker import MaxNLocator
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    steps = [r.step for r in result.steps]
+    steps = [r.step + 1 for r in result.steps]  # numbered from 1, as in the printed report
     first = result.first_divergence()
     fig, (ax_loss, ax_drift) = plt.subplots(2, 1, figsize=(9, 8), sharex=True)
     styles = {"unpatched": "-", "patched": "--", "reference": ":"}
@@ -272,25 +330,43 @@ def plot_result(result: ConvergenceResult, path: str | Path) -> Path:
     for arm in ("unpatched", "patched", "reference"):
         ax_loss.plot(steps, [r.loss[arm] for r in result.steps], styles[arm], label=labels[arm])
     ax_loss.set_ylabel("training loss")
-    verdict = "PASS" if first is None else f"DIVERGED at step {first['step']}"
+    if result.interrupted:
+        verdict = f"INTERRUPTED after {len(steps)} of {result.config.steps} steps"
+    else:
+        verdict = "PASS" if first is None else f"DIVERGED at step {shown_step(first['step'])}"
     cfg = result.config
     ax_loss.set_title(f"{cfg.model}, {str(cfg.dtype).removeprefix('torch.')}, {cfg.device}: {verdict}")
     ax_loss.legend()
 
+    # Log scale: exact zeros have no place on it. They are left out of the line (a gap), and a layer
+    # that is exact at every step is named in the legend rather than drawn at an invented value.
     drift = layer_drift(result)
-    tiny = 1e-30  # log scale: exact agreement drawn at the bottom
     for layer, series in drift.items():
-        (line,) = ax_drift.semilogy(steps, [max(v, tiny) for v in series["drift"]], label=f"{layer}")
+        positive = [v if v > 0 else math.nan for v in series["drift"]]
+        exact = all(v == 0 for v in series["drift"])
+        label = f"{layer} (exact at every step)" if exact else layer
+        (line,) = ax_drift.semilogy(steps, positive, marker=".", label=label)
         ax_drift.semilogy(
-            steps, [max(v, tiny) for v in series["noise"]], ":", color=line.get_color(), alpha=0.6
+            steps,
+            [v if v > 0 else math.nan for v in series["noise"]],
+            ":",
+            color=line.get_color(),
+            alpha=0.6,
         )
     ax_drift.set_ylabel("max |param diff| / max |param|")
     ax_drift.set_xlabel("step")
-    ax_drift.set_title("per-layer drift: solid patched vs unpatched, dotted unpatched vs float64")
+    ax_drift.xaxis.set_major_locator(MaxNLocator(integer=True))
+    judged = (
+        "judged" if cfg.judge_params else f"recorded, NOT judged in {str(cfg.dtype).removeprefix('torch.')}"
+    )
+    ax_drift.set_title(
+        f"per-layer parameter drift ({judged}): solid patched vs unpatched, dotted unpatched vs float64"
+    )
     if first is not None and isinstance(first["step"], int):
         for ax in (ax_loss, ax_drift):
-            ax.axvline(first["step"], color="red", alpha=0.5)
-    ax_drift.legend(fontsize="small", ncol=2)
+            ax.axvline(first["step"] + 1, color="red", alpha=0.5)
+    if drift:
+        ax_drift.legend(fontsize="small", ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -54,6 +54,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from liger_testing.convergence.data import load_dataset
+from liger_testing.convergence.defaults import DEFAULT_FLOOR_ULPS, DEFAULT_NOISE_FACTOR, canonical_dtype_name
 from liger_testing.convergence.specs import ModelSpec, get_spec, resolve_callable
 from liger_testing.tolerances import machine_eps, tolerances
 
@@ -70,24 +71,6 @@ __all__ = [
 
 ARMS = ("unpatched", "patched", "reference")
 
-# From measurements (liger_testing/README.md, "Convergence runner"): over the seven built-in models,
-# two seeds, 30 float32 and 15 bfloat16 steps, the Liger patch needed a factor of at most 12.3 (float32,
-# AdamW's first update amplifying rounding near zero gradients) and 15.6 (bfloat16); planted bugs (eps
-# 10x, gradient x 1.01, a bfloat16 intermediate) exceed the band by orders of magnitude at step 0.
-DEFAULT_NOISE_FACTOR = 32.0
-DEFAULT_FLOOR_ULPS = 16.0
-
-_DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "float64": torch.float64,
-    "fp64": torch.float64,
-}
-
 
 class ConvergenceSetupError(RuntimeError):
     """The comparison cannot be trusted: the arms are not what they should be (nothing was judged)."""
@@ -96,10 +79,7 @@ class ConvergenceSetupError(RuntimeError):
 def parse_dtype(dtype: torch.dtype | str) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
-    try:
-        return _DTYPES[str(dtype).lower().removeprefix("torch.")]
-    except KeyError:
-        raise ValueError(f"unsupported dtype {dtype!r}; use one of {sorted(set(_DTYPES))}") from None
+    return getattr(torch, canonical_dtype_name(dtype))
 
 
 @dataclass
@@ -245,10 +225,12 @@ class ConvergenceResult:
     top1_agreement: float
     seconds: float
     versions: dict[str, str]
+    # Ctrl-C during training: the steps done so far, no evaluation, and no verdict of PASS.
+    interrupted: bool = False
 
     @property
     def passed(self) -> bool:
-        return self.first_divergence() is None
+        return not self.interrupted and self.first_divergence() is None
 
     def first_divergence(self) -> dict[str, Any] | None:
         """The first step with a quantity beyond tolerance, and the worst such quantity at that step."""
@@ -271,7 +253,7 @@ class ConvergenceResult:
         """The ``n`` quantities with the largest ratio over the run (each at its worst step)."""
         rows = []
         for name, series in [*self.quantities.items(), *self.eval.items()]:
-            if judged_only and not self.config.judged(name):
+            if (judged_only and not self.config.judged(name)) or not series.ratio:
                 continue
             step = max(range(len(series.ratio)), key=lambda i: _sort_key(series.ratio[i]))
             row = self._point(name, series, step)
@@ -375,15 +357,18 @@ _ABSENT = object()
 
 
 def _short(obj: Any) -> str:
+    """A readable name: ``module.qualname`` for functions and classes (a function defined inside
+    another one reads as if defined in its module), ``wrapper of <innermost>`` for a chain of
+    ``functools.wraps`` wrappers, else the type's name."""
     if obj is _ABSENT:
         return "<absent>"
     func = getattr(obj, "__func__", obj)
-    wrapped = getattr(func, "__wrapped__", None)
-    if wrapped is not None and wrapped is not obj:  # functools.wraps copies the name: say it is a wrapper
-        return f"{getattr(func, '__module__', '?')} wrapper of {_short(wrapped)}"
+    if getattr(func, "__wrapped__", None) is not None:
+        return f"wrapper of {_short(inspect.unwrap(func))}"
     name = getattr(obj, "__qualname__", None) or getattr(getattr(obj, "__func__", None), "__qualname__", None)
     module = getattr(obj, "__module__", None)
     if name:
+        name = name.rsplit("<locals>.", 1)[-1]
         return f"{module}.{name}" if module else name
     return type(obj).__name__
 
@@ -425,9 +410,14 @@ def _in(obj: Any, package: str) -> bool:
 
 
 def _summarize_changes(changes: list[str]) -> list[str]:
-    """Collapse 'model.layers.N.x: A -> B' lines that differ only in N."""
+    """What a user changed, for people: private attributes (``_replicate_for_data_parallel``, the
+    patch's own bookkeeping) left out, and 'model.layers.N.x: A -> B' lines that differ only in N
+    collapsed into one."""
     counts: dict[str, int] = {}
     for line in changes:
+        where = line.split(":", 1)[0].split(" ", 1)[0]
+        if where.rsplit(".", 1)[-1].startswith("_"):
+            continue
         key = re.sub(r"\.\d+\.", ".N.", line, count=1)
         counts[key] = counts.get(key, 0) + 1
     return [f"{key}{f'  (x{n})' if n > 1 else ''}" for key, n in counts.items()]
@@ -649,6 +639,13 @@ class _Run:
         self.records: list[StepRecord] = []
         self.changes: list[str] = []
 
+    def truncate(self) -> None:
+        """Drop what an interrupted step recorded: every series keeps exactly the completed steps."""
+        done = len(self.records)
+        for series in self.quantities.values():
+            for name in Series._FIELDS:
+                del getattr(series, name)[done:]
+
     # -- setup -------------------------------------------------------------------------------------
 
     def build(self) -> None:
@@ -718,7 +715,7 @@ class _Run:
             global_changes = _globals_diff(self.pristine, _globals_snapshot(self.watched))
         finally:
             _call_undo(self.undo)
-        self.changes = _summarize_changes(instance_changes) + global_changes
+        self.changes = _summarize_changes(instance_changes + global_changes)
         if not self.changes:
             raise ConvergenceSetupError(
                 f"the patch {_ref_name(self.patch_ref)} changed nothing in the {self.spec.name} model (no module "
@@ -881,9 +878,14 @@ def run_convergence(config: RunConfig | None = None, **overrides: Any) -> Conver
     t0 = time.perf_counter()
     run = _Run(cfg, spec)
     run.build()
-    for step, input_ids in enumerate(run.batches):
-        run.step(step, input_ids)
-    eval_series, agreement = run.evaluate()
+    interrupted = False
+    try:
+        for step, input_ids in enumerate(run.batches):
+            run.step(step, input_ids)
+    except KeyboardInterrupt:  # report the steps done so far, marked interrupted
+        interrupted = True
+        run.truncate()
+    eval_series, agreement = ({}, math.nan) if interrupted else run.evaluate()
     return ConvergenceResult(
         config=cfg,
         spec=spec,
@@ -896,4 +898,5 @@ def run_convergence(config: RunConfig | None = None, **overrides: Any) -> Conver
         top1_agreement=agreement,
         seconds=time.perf_counter() - t0,
         versions=_versions(),
+        interrupted=interrupted,
     )
