@@ -10,6 +10,8 @@ loaded up front nor Hypothesis at all: only ``strategies`` and ``profiles`` need
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 # public name -> (submodule, attribute); attribute None: the submodule itself
@@ -25,6 +27,23 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
 }
 
 __all__ = list(_EXPORTS)
+
+# ``tolerances`` names both a submodule and the function exported from it. Importing a submodule binds
+# it on its package, which would hide the function; the function wins, as it did when this file
+# imported it eagerly (``import liger_testing.tolerances`` still reaches the module).
+_FUNCTION_OVER_SUBMODULE = frozenset(
+    name for name, (module, attribute) in _EXPORTS.items() if name == module and attribute is not None
+)
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _FUNCTION_OVER_SUBMODULE and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:
