@@ -517,43 +517,45 @@ def _verdict(s: dict[str, Any], smoke: bool, verdicts: list[bool | None]) -> str
 
 
 def print_table(summaries: list[dict[str, Any]], smoke: bool, elem_bytes: int) -> None:
-    header = (
-        f"{'op':27s} {'shape':22s} | {'eager':>8s} {'compile':>8s} {'liger':>8s} {'floor':>7s} "
-        f"{'l/eag':>6s} {'l/cmp':>6s} | {'eagG':>7s} {'cmpG':>7s} {'ligG':>7s} {'l/cmpG':>6s} | {'eagMiB':>8s} {'cmpMiB':>8s} {'ligMiB':>8s} {'l/eag':>6s} "
-        f"{'l/cmp':>6s} | {'check':5s} | target -> met"
-    )
-    print(
-        "\nfull pass ms (median; launched from Python) | the same full pass as CUDA-graph replay ms "
-        "(GPU time) | peak extra MiB; l/eag, l/cmp = liger / eager, liger / compile; targets judged on "
-        "the launched time, then on the graph time"
-    )
-    print(header)
-    print("-" * len(header))
+    """Four narrow tables (each fits 120 columns): launched time, GPU time, peak memory, targets."""
+    from benchmark.table import print_table as print_rich_table
+
+    launched, graph_rows, memory, targets = [], [], [], []
     for s in summaries:
         spec: OpSpec = s["spec"]
         shape: Shape = s["shape"]
-        res = s["results"]
+        key = [spec.name, shape.label]
         if s.get("skipped"):
-            print(f"{spec.name:27s} {shape.label:22s} | skipped: {s['skipped']}")
+            targets.append([*key, f"skipped: {s['skipped']}"])
             continue
-        e, c, lg = (res.get(p, {}) for p in PROVIDERS)
+        e, c, lg = (s["results"].get(p, {}) for p in PROVIDERS)
         full = [d.get("full_ms") for d in (e, c, lg)]
         graph = [d.get("graph_ms") for d in (e, c, lg)]
         peak = [d.get("peak_mib") for d in (e, c, lg)]
-        floor = spec.floor_ms(shape.dims, elem_bytes)
+        ratios = lambda v, spec=".2f": [_fmt(_ratio(v[2], v[0]), spec), _fmt(_ratio(v[2], v[1]), spec)]
+        floor = _fmt(spec.floor_ms(shape.dims, elem_bytes))
+        launched.append([*key, *(_fmt(v) for v in full), floor, *ratios(full), s["check"]])
+        graph_rows.append([*key, *(_fmt(v) for v in graph), floor, *ratios(graph)])
+        memory.append([*key, *(_fmt(v, ".0f") for v in peak), *ratios(peak)])
         goals = " & ".join(g.describe() for g in shape.goals)
         met = " / ".join(
             _verdict(s, smoke, [g.met(_as_full(lg, key), _as_full(c, key)) for g in shape.goals])
             for key in ("full_ms", "graph_ms")
         )
-        print(
-            f"{spec.name:27s} {shape.label:22s} | {_fmt(full[0]):>8s} {_fmt(full[1]):>8s} {_fmt(full[2]):>8s} "
-            f"{_fmt(floor):>7s} {_fmt(_ratio(full[2], full[0]), '.2f'):>6s} "
-            f"{_fmt(_ratio(full[2], full[1]), '.2f'):>6s} | {_fmt(graph[0]):>7s} {_fmt(graph[1]):>7s} "
-            f"{_fmt(graph[2]):>7s} {_fmt(_ratio(graph[2], graph[1]), '.2f'):>6s} | {_fmt(peak[0], '.0f'):>8s} "
-            f"{_fmt(peak[1], '.0f'):>8s} {_fmt(peak[2], '.0f'):>8s} {_fmt(_ratio(peak[2], peak[0]), '.2f'):>6s} "
-            f"{_fmt(_ratio(peak[2], peak[1]), '.2f'):>6s} | {s['check']:5s} | {goals} -> {met}"
-        )
+        targets.append([*key, f"{goals} -> {met}"])
+    times = ["eager", "compile", "liger", "floor", "liger/eager", "liger/compile"]
+    print_rich_table("full pass, launched from Python: median ms", ["op", "shape", *times, "check"], launched)
+    print_rich_table(
+        "the same full pass as CUDA-graph replay (GPU time): median ms", ["op", "shape", *times], graph_rows
+    )
+    print_rich_table(
+        "peak extra memory of one full pass: MiB",
+        ["op", "shape", "eager", "compile", "liger", "liger/eager", "liger/compile"],
+        memory,
+    )
+    print_rich_table(
+        "targets -> met (on the launched time / on the GPU time)", ["op", "shape", "target -> met"], targets
+    )
 
 
 # ---------------------------------------------------------------------------------------------
