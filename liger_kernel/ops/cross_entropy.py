@@ -49,10 +49,12 @@ import triton.language as tl
 from liger_kernel.ops.utils import (
     check_floating,
     check_same_device,
-    grad_transform_active,
+    first_derivative_only,
+    graph_anchor,
     liger_op,
     multiprocessor_count,
     next_power_of_2,
+    no_forward_mode_message,
     use_triton,
 )
 
@@ -731,10 +733,12 @@ class _CrossEntropyFunction(torch.autograd.Function):
         else:
             loss, z, grad = cross_entropy_forward(logits, *args, True)
         ctx.save_for_backward(grad)
+        ctx.graph_anchors = (graph_anchor(logits),)
         ctx.mark_non_differentiable(z)
         return loss, z
 
     @staticmethod
+    @first_derivative_only("liger::cross_entropy")
     def backward(ctx, grad_loss, _grad_z):
         (grad,) = ctx.saved_tensors
         cross_entropy_scale_grad_(grad, grad_loss)
@@ -746,6 +750,8 @@ class _CrossEntropyGradTransformFunction(torch.autograd.Function):
     inputs: the gradient goes to a fresh buffer (an extra, non-differentiable output) and the backward
     scales a copy of it."""
 
+    generate_vmap_rule = True  # vmap of grad (per-sample gradients): see _grad_transform_function
+
     @staticmethod
     def forward(logits, target, weight, ignore_index, label_smoothing, lse_square_scale, softcap, reduction):
         args = (target, weight, ignore_index, label_smoothing, lse_square_scale, softcap, reduction)
@@ -755,9 +761,15 @@ class _CrossEntropyGradTransformFunction(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         _loss, z, grad = output
         ctx.save_for_backward(grad)
+        ctx.graph_anchors = (graph_anchor(inputs[0]),)
         ctx.mark_non_differentiable(z, grad)
 
     @staticmethod
+    def jvp(ctx, *tangents):
+        raise RuntimeError(no_forward_mode_message("liger::cross_entropy"))
+
+    @staticmethod
+    @first_derivative_only("liger::cross_entropy")
     def backward(ctx, grad_loss, _grad_z, _grad_grad):
         (grad,) = ctx.saved_tensors
         scale = grad_loss.reshape(-1, 1) if grad_loss.dim() else grad_loss
@@ -867,7 +879,9 @@ def cross_entropy(
         flat_target, weight, int(ignore_index), float(label_smoothing), float(lse_square_scale),
         float(softcap or 0.0), reduction,
     )  # fmt: skip
-    if torch.is_grad_enabled() and logits.requires_grad and grad_transform_active():
+    # Under any torch.func transform (grad, jacrev, vmap of grad...) the Function without mutation.
+    under_func = not torch.compiler.is_compiling() and torch._C._are_functorch_transforms_active()
+    if torch.is_grad_enabled() and logits.requires_grad and under_func:
         loss, z, _grad = _CrossEntropyGradTransformFunction.apply(logits, *args)
     elif torch.is_grad_enabled() and logits.requires_grad:
         overwrite = _may_overwrite(logits) if inplace is None else bool(inplace)
