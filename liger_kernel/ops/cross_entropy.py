@@ -488,6 +488,7 @@ def loss_scales(
     """fp32 [scale of ce, scale of z-loss, sum of class weights, number of bad targets] (``TargetCheck``
     raises on the last)."""
     if triton_ok and target.numel() > 0:
+        weight = weight.contiguous() if weight is not None else None  # the kernel reads it with unit stride
         scales = torch.empty(4, dtype=torch.float32, device=target.device)
         _loss_scales_kernel[(1,)](
             target, target.stride(0), weight if weight is not None else scales, scales,
@@ -564,6 +565,13 @@ def cross_entropy_rows(
     when ``scales`` counts bad targets (see ``TargetCheck``). Used by the fused linear cross entropy too.
     """
     n_rows, n_cols = logits.shape
+    if logits.stride(1) != 1 and n_cols > 1:  # the kernel reads (and may overwrite) rows with unit stride
+        if grad is logits:
+            raise ValueError("logits to be overwritten with the gradient must have unit stride along classes")
+        logits = logits.contiguous()
+    if grad is not None and grad is not logits and grad.stride(1) != 1 and n_cols > 1:
+        raise ValueError("grad must have unit stride along classes")
+    weight = weight.contiguous() if weight is not None else None
     if n_rows == 0 or not use_triton("cross_entropy", logits):
         ce_t, zl_t = _cross_entropy_rows_torch(
             logits, grad, target, weight, scales, row_scale, ignore_index, label_smoothing,

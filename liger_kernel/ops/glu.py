@@ -372,6 +372,8 @@ def glu_mlp_backward_impl(
     need = dict(zip(_NEEDS, needs))
     dy2, x2 = _rows_view(dy), _rows_view(x)
     a2, b2 = a.view(-1, a.shape[-1]), b.view(-1, b.shape[-1])  # contiguous: created by the forward
+    if not (a2.is_contiguous() and b2.is_contiguous()):  # overwritten in place, with unit strides
+        raise ValueError("glu_mlp_backward: a and b must be contiguous (the forward's own outputs)")
     grads: dict[str, torch.Tensor | None] = dict.fromkeys(_NEEDS)
     need_dab = need["x"] or need["gate_weight"] or need["up_weight"] or need["gate_bias"] or need["up_bias"]
 
