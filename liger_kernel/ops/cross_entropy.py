@@ -28,9 +28,9 @@ over the logits when they are an intermediate of autograd (default), never over 
 (a tensor the caller made and may use again) unless inplace=True, always into a fresh buffer with
 inplace=False. After an overwrite the logits hold the gradient; an op that had saved them for its own
 backward (tanh, exp, softmax...) makes backward raise autograd's "modified by an inplace operation"
-error (use inplace=False there), and so does a second backward through one forward (retain_graph=True),
-because the first one scaled the stored gradient in place. Under torch.compile AOTAutograd copies the
-stored gradient before the backward scales it (one more pass over it; a second backward then works).
+error (use inplace=False there). The backward scales the stored gradient in place, unless the graph is
+retained for another backward (retain_graph=True): then each backward gets a new, scaled copy. Under
+torch.compile AOTAutograd copies the stored gradient before the backward scales it (one more pass).
 
 Bad targets (outside [0, V) and not ignore_index) raise IndexError, and the logits are left untouched:
 the tiny kernel that computes the denominators also counts them. On a GPU the host waits for that count
@@ -51,6 +51,7 @@ from liger_kernel.ops.utils import (
     check_same_device,
     first_derivative_only,
     graph_anchor,
+    graph_retained,
     liger_op,
     multiprocessor_count,
     next_power_of_2,
@@ -749,6 +750,9 @@ class _CrossEntropyFunction(torch.autograd.Function):
     @first_derivative_only("liger::cross_entropy")
     def backward(ctx, grad_loss, _grad_z):
         (grad,) = ctx.saved_tensors
+        if graph_retained():  # another backward will need the kept gradient unscaled
+            scale = grad_loss.reshape(-1, 1) if grad_loss.dim() else grad_loss
+            return (grad * scale).to(grad.dtype), None, None, None, None, None, None, None, None
         cross_entropy_scale_grad_(grad, grad_loss)
         return grad, None, None, None, None, None, None, None, None
 

@@ -408,7 +408,7 @@ def fused_linear_cross_entropy(
     if vocab == 0 or hidden == 0:
         raise ValueError(f"weight must be non-empty, got shape {tuple(weight.shape)}")
     device_type = input.device.type
-    if torch.is_autocast_enabled(device_type):
+    if device_type != "meta" and torch.is_autocast_enabled(device_type):  # (no autocast for meta)
         # Under autocast the matmuls run in its dtype (as F.linear would); the casts are differentiable,
         # so the gradients come back in the original dtypes.
         amp_dtype = torch.get_autocast_dtype(device_type)

@@ -108,11 +108,12 @@ def op_cases(rows: int = 5, seed: int = 0) -> list[OpCase]:
             lambda a, b: (F.gelu(a, approximate="tanh") * b,),
         ),
     ]
+    # nn.Linear's scale (1 / sqrt(fan_in)): outputs and gradients of order 1, as in a model.
     mlp_inputs = {
         "x": randn(rows, hidden),
-        "gate_weight": randn(inter, hidden),
-        "up_weight": randn(inter, hidden),
-        "down_weight": randn(hidden, inter),
+        "gate_weight": randn(inter, hidden) / hidden**0.5,
+        "up_weight": randn(inter, hidden) / hidden**0.5,
+        "down_weight": randn(hidden, inter) / inter**0.5,
         "gate_bias": randn(inter),
         "up_bias": randn(inter),
         "down_bias": randn(hidden),
