@@ -171,7 +171,9 @@ def _chunked(
 def _scale_(t: torch.Tensor, grad_output: torch.Tensor) -> None:
     if t.numel() == 0:
         return
-    if not use_triton("fused_linear_cross_entropy", t):
+    # (The kernel walks t as one flat buffer: a strided t, only ever passed to the op directly, goes
+    # through PyTorch.)
+    if not use_triton("fused_linear_cross_entropy", t) or not t.is_contiguous():
         t.mul_(grad_output.to(t.dtype) if t.dtype != torch.float32 else grad_output.float())
         return
     n = t.numel()

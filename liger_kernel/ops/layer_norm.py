@@ -197,7 +197,7 @@ def layer_norm_backward_impl(
     (row 0) and db (row 1) when either is asked for, else (0, N); a row not asked for is left unset.
     """
     x2, dy2 = as_rows(x), as_rows(dy)
-    weight = weight.contiguous()
+    weight, mean, rstd = weight.contiguous(), mean.contiguous(), rstd.contiguous()
     n_rows, n_cols = x2.shape
     if n_rows == 0 or not use_triton("layer_norm", x2):
         dx, dw, db = _layer_norm_backward_torch(dy2, x2, weight, mean, rstd, compute_dw, compute_db)

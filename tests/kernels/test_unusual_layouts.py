@@ -153,3 +153,33 @@ def test_zero_rows(op, device):
     if not case.zero_rows_comparable:
         pytest.skip("torch's mean over no rows is NaN, ours 0 (documented)")
     _check(case, device, (), "offset")
+
+
+def test_ops_called_directly_with_strided_saved_tensors(device):
+    """The registered ops are public (torch.ops.liger.*): their backward halves read per-row statistics
+    and parameters that the forward made contiguous, but a direct caller may pass any layout."""
+    from liger_kernel.ops import fused_linear_cross_entropy as flce_ops
+    from liger_kernel.ops import layer_norm as ln_ops
+    from liger_kernel.ops import rms_norm as rms_ops
+
+    g = torch.Generator().manual_seed(3)
+    x, dy = (torch.randn(6, 24, generator=g).to(device) for _ in range(2))
+    w = torch.randn(24, generator=g).to(device)
+    stats = torch.rand(6, generator=g).to(device) + 0.5
+
+    def strided(t):
+        base, view = _laid_out(t.cpu(), "step2_last")
+        return view(base.to(device))
+
+    assert_close(
+        rms_ops.rms_norm_backward(dy, x, strided(w), strided(stats), 0.0, "none", True),
+        rms_ops.rms_norm_backward(dy, x, w, stats, 0.0, "none", True),
+    )
+    assert_close(
+        ln_ops.layer_norm_backward(dy, x, strided(w), strided(stats - 1), strided(stats), True, True),
+        ln_ops.layer_norm_backward(dy, x, w, stats - 1, stats, True, True),
+    )
+    kept = [dy.t(), strided(w), w[:0]]  # a transposed and a strided gradient, scaled in place
+    want = [t * 0.5 for t in kept]
+    flce_ops.fused_linear_cross_entropy_scale_grads_(*kept, torch.tensor(0.5, device=device))
+    assert_close(kept, want)
