@@ -342,7 +342,7 @@ class LigerOp:
         self._mutated = tuple(params.index(a) for a in mutates_args)
         self._function: type[torch.autograd.Function] | None = None
         # Under torch.func.grad (see register_autograd) an op without a derivative of its own (the
-        # backward ops) runs through a Function too, whose outputs are not differentiable.
+        # backward ops) runs through a Function too, whose backward raises (not_differentiable_twice_message).
         self._grad_transform_function = _grad_transform_function(name, self, _no_derivative_context, None)
         functools.update_wrapper(self, fn)
 
