@@ -199,6 +199,8 @@ def graph_anchor(t: torch.Tensor) -> torch.Tensor | None:
     (A zero-size copy of a zero-size view: no kernel, and the view's backward keeps only its geometry.)"""
     if not t.requires_grad or torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack():
         return None
+    if type(t) not in _PLAIN_TENSORS:  # subclasses (DTensor...) need not support as_strided
+        return None
     with torch.enable_grad():  # a Function's forward and setup_context run without grad mode
         return t.as_strided((0,), (1,)).clone()
 
