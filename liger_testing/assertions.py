@@ -54,6 +54,38 @@ def _fmt_value(v: float, dtype: torch.dtype) -> str:
     return f"{float(v):.9g}"
 
 
+def _fmt_element(v: torch.Tensor) -> str:
+    """One element, exactly for integers (int64 beyond 2**53 too), as in its dtype otherwise."""
+    if v.dtype.is_complex:
+        return repr(complex(v.item()))
+    return _fmt_value(v.item(), v.dtype)
+
+
+def _is_inexact(dtype: torch.dtype) -> bool:
+    return dtype.is_floating_point or dtype.is_complex
+
+
+def _integer_abs_diff(a: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """|a - e| of integer (or bool) tensors in float64, without the int64 overflow of a - e: exact
+    where both have one sign (the int64 difference cannot overflow), |a| + |e| otherwise (no
+    cancellation: correctly rounded)."""
+    a, e = a.to(torch.int64), e.to(torch.int64)
+    same_sign = (a >= 0) == (e >= 0)
+    exact = torch.where(same_sign, a - e, torch.zeros_like(a)).abs().to(torch.float64)
+    apart = a.to(torch.float64).abs() + e.to(torch.float64).abs()
+    return torch.where(same_sign, exact, apart)
+
+
+def _check_tolerance(name: str, value: Any) -> None:
+    """A given tolerance must be a real number >= 0 (NaN would make every comparison pass)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number or None, got {type(value).__name__} {value!r}")
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{name} must be a number >= 0 (or None for the default), got {value!r}")
+
+
 def _fmt_err(v: float) -> str:
     return f"{float(v):.3e}"
 
@@ -158,20 +190,27 @@ def _compare_leaf(
 
     shape = a.shape
     n = a.numel()
+    if a.is_meta or e.is_meta:
+        if a.is_meta and e.is_meta:
+            return None  # as torch.testing: meta tensors hold no values; shape and dtype were checked
+        return (
+            f"{path}: device mismatch: actual on {a.device} vs expected on {e.device} "
+            "(a meta tensor holds no values to compare)"
+        )
     if n == 0:
         return None
     a_cpu = a.detach().to("cpu")
     e_cpu = e.detach().to("cpu")
-    a64 = a_cpu.to(torch.float64)
-    e64 = e_cpu.to(torch.float64)
-    show_dtype = a.dtype if a_is_t else e.dtype
 
-    if not a.dtype.is_floating_point and not e.dtype.is_floating_point:
-        # Integers/bools: compare in their own (promoted) type so int64 beyond 2**53 stays exact.
-        if used_atol == 0 and used_rtol == 0:
-            value_bad = a_cpu != e_cpu
-        else:
-            value_bad = (a_cpu != e_cpu) & ((a64 - e64).abs() > used_atol + used_rtol * e64.abs())
+    if a.dtype.is_complex or e.dtype.is_complex:
+        # |actual - expected| is the modulus of the complex difference (as torch.isclose).
+        a64, e64 = a_cpu.to(torch.complex128), e_cpu.to(torch.complex128)
+    else:
+        a64, e64 = a_cpu.to(torch.float64), e_cpu.to(torch.float64)
+    if not _is_inexact(a.dtype) and not _is_inexact(e.dtype):
+        # Integers/bools: exact differences (float64 alone would round int64 beyond 2**53).
+        diff_all = _integer_abs_diff(a_cpu, e_cpu)
+        value_bad = (a_cpu != e_cpu) & (diff_all > used_atol + used_rtol * e64.abs())
         nan_bad = torch.zeros_like(value_bad)
         inf_bad = torch.zeros_like(value_bad)
         finite = torch.ones_like(value_bad)
@@ -192,7 +231,7 @@ def _compare_leaf(
 
     lines = [f"{path}: {n_bad} / {n} elements ({100.0 * n_bad / n:.3g}%) mismatched"]
     if bool(finite.any()):
-        diff = torch.where(finite, (a64 - e64).abs(), torch.zeros_like(a64))
+        diff = torch.where(finite, diff_all, torch.zeros_like(diff_all))
         i_abs = int(torch.argmax(diff.reshape(-1)))
         denom = e64.abs()
         rel = torch.where(
@@ -200,14 +239,14 @@ def _compare_leaf(
         )
         rel = torch.where(finite, rel, torch.zeros_like(rel))
         i_rel = int(torch.argmax(rel.reshape(-1)))
-        af, ef, df, rf = a64.reshape(-1), e64.reshape(-1), diff.reshape(-1), rel.reshape(-1)
+        af, ef, df, rf = a_cpu.reshape(-1), e_cpu.reshape(-1), diff.reshape(-1), rel.reshape(-1)
         lines.append(
             f"{_INDENT}greatest absolute error: {_fmt_err(df[i_abs])} at index {_fmt_index(i_abs, shape)}"
-            f" (actual={_fmt_value(af[i_abs], show_dtype)}, expected={_fmt_value(ef[i_abs], show_dtype)})"
+            f" (actual={_fmt_element(af[i_abs])}, expected={_fmt_element(ef[i_abs])})"
         )
         lines.append(
             f"{_INDENT}greatest relative error: {_fmt_err(rf[i_rel])} at index {_fmt_index(i_rel, shape)}"
-            f" (actual={_fmt_value(af[i_rel], show_dtype)}, expected={_fmt_value(ef[i_rel], show_dtype)})"
+            f" (actual={_fmt_element(af[i_rel])}, expected={_fmt_element(ef[i_rel])})"
         )
     n_value = int(value_bad.sum())
     if n_value and (nan_bad.any() or inf_bad.any()):
@@ -238,8 +277,14 @@ def assert_close(
 
     Both arguments may be tensors, Python numbers, or nested lists/tuples (matched by position, the
     lengths must agree) and dicts/Mappings (matched by key; missing and extra keys are reported by
-    name) of them. Every leaf is compared on CPU in float64 with the criterion
-    ``|actual - expected| <= atol + rtol * |expected|``.
+    name) of them. Every leaf is compared on CPU in float64 (complex128 for complex leaves, where
+    ``|.|`` is the modulus of the complex difference) with the criterion
+    ``|actual - expected| <= atol + rtol * |expected|``, as ``torch.testing.assert_close`` (given the
+    same tolerances, the two agree) with two differences by design: integer leaves are compared
+    exactly (torch rounds int64 beyond 2**53 to float, so 2**62 and 2**62 + 1 pass its
+    ``atol=0.5``; here they fail, with an absolute error of 1), and devices are not compared (a CUDA
+    result may be checked against a CPU reference) except that a meta tensor, which holds no values,
+    only matches another meta tensor (shapes and dtypes are then checked, as torch does).
 
     Args:
         actual: the result under test (e.g. a kernel output).
@@ -258,8 +303,12 @@ def assert_close(
         AssertionError: listing every failing leaf with its path (``actual['weight']``,
             ``actual[1]``), the mismatch count and fraction, the greatest absolute and relative
             errors with their indices and values, NaN/inf mismatches, and the tolerances used.
-        TypeError: when no default tolerance exists for a dtype and none was given.
+        TypeError: when no default tolerance exists for a dtype and none was given, or a tolerance is
+            not a real number.
+        ValueError: when ``atol`` or ``rtol`` is NaN or negative (NaN would pass anything).
     """
+    _check_tolerance("atol", atol)
+    _check_tolerance("rtol", rtol)
     leaves, structure_errors = zip_trees((actual, expected), ("actual", "expected"))
     failures = list(structure_errors)
     for path, (a, e) in leaves:

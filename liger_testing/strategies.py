@@ -99,13 +99,25 @@ def shapes(
     """
     if min_dims < 0 or max_dims < min_dims:
         raise ValueError(f"shapes: need 0 <= min_dims <= max_dims, got {min_dims}, {max_dims}")
+    if min_side < 0 or max_side < min_side:
+        raise ValueError(f"shapes: need 0 <= min_side <= max_side, got {min_side}, {max_side}")
     return _shapes(min_dims, max_dims, min_side, max_side, last_dim, max_numel, tuple(blocks))
+
+
+def _check_dtype(where: str, dtype: object) -> None:
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(
+            f"{where} must be a torch.dtype (or, where allowed, a strategy of them such as dtypes(...)), "
+            f"got {type(dtype).__name__} {dtype!r}"
+        )
 
 
 def dtypes(*candidates: torch.dtype) -> SearchStrategy[torch.dtype]:
     """One of ``candidates``; defaults to ``torch.float32, torch.bfloat16, torch.float16``."""
     if not candidates:
         candidates = (torch.float32, torch.bfloat16, torch.float16)
+    for c in candidates:
+        _check_dtype("dtypes: each candidate", c)
     return st.sampled_from(candidates)
 
 
@@ -175,6 +187,7 @@ def _tensors(
 ) -> torch.Tensor:
     shp = tuple(draw(shape)) if isinstance(shape, SearchStrategy) else tuple(shape)
     dt = draw(dtype) if isinstance(dtype, SearchStrategy) else dtype
+    _check_dtype("tensors: dtype", dt)
     seed = draw(seeds())
     mode, row = "none", 0
     if special:
@@ -216,6 +229,13 @@ def tensors(
         special: occasionally zero one row, scale one row down by ``2**-10``, or scale it up by
             ``2**6`` (clamped to the dtype's range).
     """
+    if not isinstance(dtype, SearchStrategy):
+        _check_dtype("tensors: dtype", dtype)
+    for name, bound in (("low", low), ("high", high)):
+        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not math.isfinite(bound):
+            raise ValueError(f"tensors: {name} must be a finite number, got {bound!r}")
+    if low > high:
+        raise ValueError(f"tensors: need low <= high, got low={low}, high={high}")
     return _tensors(shape, dtype, device, requires_grad, low, high, contiguous, special)
 
 
@@ -229,6 +249,7 @@ def _labels(
     ignore_fraction: float | SearchStrategy[float],
 ) -> torch.Tensor:
     count = draw(n) if isinstance(n, SearchStrategy) else n
+    _check_count("labels: n", count)
     frac = draw(ignore_fraction) if isinstance(ignore_fraction, SearchStrategy) else ignore_fraction
     if not 0.0 <= frac <= 1.0:
         raise ValueError(f"labels: ignore_fraction must be in [0, 1], got {frac}")
@@ -255,4 +276,17 @@ def labels(
     ``ignore_index`` (``ignore_index`` should lie outside ``[0, vocab_size)``, as -100 does, for that
     count to be the number of ignored labels). ``n`` and ``ignore_fraction`` may be strategies.
     """
+    if not isinstance(n, SearchStrategy):
+        _check_count("labels: n", n)
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
+        raise ValueError(
+            f"labels: vocab_size must be an int >= 1 (labels lie in [0, vocab_size)), got {vocab_size!r}"
+        )
+    if not isinstance(ignore_fraction, SearchStrategy) and not 0.0 <= ignore_fraction <= 1.0:
+        raise ValueError(f"labels: ignore_fraction must be in [0, 1], got {ignore_fraction}")
     return _labels(n, vocab_size, device, ignore_index, ignore_fraction)
+
+
+def _check_count(where: str, n: object) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"{where} must be an int >= 0, got {n!r}")

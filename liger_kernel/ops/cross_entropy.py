@@ -28,9 +28,9 @@ over the logits when they are an intermediate of autograd (default), never over 
 (a tensor the caller made and may use again) unless inplace=True, always into a fresh buffer with
 inplace=False. After an overwrite the logits hold the gradient; an op that had saved them for its own
 backward (tanh, exp, softmax...) makes backward raise autograd's "modified by an inplace operation"
-error (use inplace=False there), and so does a second backward through one forward (retain_graph=True),
-because the first one scaled the stored gradient in place. Under torch.compile AOTAutograd copies the
-stored gradient before the backward scales it (one more pass over it; a second backward then works).
+error (use inplace=False there). The backward scales the stored gradient in place, unless the graph is
+retained for another backward (retain_graph=True): then each backward gets a new, scaled copy. Under
+torch.compile AOTAutograd copies the stored gradient before the backward scales it (one more pass).
 
 Bad targets (outside [0, V) and not ignore_index) raise IndexError, and the logits are left untouched:
 the tiny kernel that computes the denominators also counts them. On a GPU the host waits for that count
@@ -49,10 +49,13 @@ import triton.language as tl
 from liger_kernel.ops.utils import (
     check_floating,
     check_same_device,
-    grad_transform_active,
+    first_derivative_only,
+    graph_anchor,
+    graph_retained,
     liger_op,
     multiprocessor_count,
     next_power_of_2,
+    no_forward_mode_message,
     use_triton,
 )
 
@@ -486,6 +489,7 @@ def loss_scales(
     """fp32 [scale of ce, scale of z-loss, sum of class weights, number of bad targets] (``TargetCheck``
     raises on the last)."""
     if triton_ok and target.numel() > 0:
+        weight = weight.contiguous() if weight is not None else None  # the kernel reads it with unit stride
         scales = torch.empty(4, dtype=torch.float32, device=target.device)
         _loss_scales_kernel[(1,)](
             target, target.stride(0), weight if weight is not None else scales, scales,
@@ -562,6 +566,13 @@ def cross_entropy_rows(
     when ``scales`` counts bad targets (see ``TargetCheck``). Used by the fused linear cross entropy too.
     """
     n_rows, n_cols = logits.shape
+    if logits.stride(1) != 1 and n_cols > 1:  # the kernel reads (and may overwrite) rows with unit stride
+        if grad is logits:
+            raise ValueError("logits to be overwritten with the gradient must have unit stride along classes")
+        logits = logits.contiguous()
+    if grad is not None and grad is not logits and grad.stride(1) != 1 and n_cols > 1:
+        raise ValueError("grad must have unit stride along classes")
+    weight = weight.contiguous() if weight is not None else None
     if n_rows == 0 or not use_triton("cross_entropy", logits):
         ce_t, zl_t = _cross_entropy_rows_torch(
             logits, grad, target, weight, scales, row_scale, ignore_index, label_smoothing,
@@ -731,12 +742,17 @@ class _CrossEntropyFunction(torch.autograd.Function):
         else:
             loss, z, grad = cross_entropy_forward(logits, *args, True)
         ctx.save_for_backward(grad)
+        ctx.graph_anchors = (graph_anchor(logits),)
         ctx.mark_non_differentiable(z)
         return loss, z
 
     @staticmethod
+    @first_derivative_only("liger::cross_entropy")
     def backward(ctx, grad_loss, _grad_z):
         (grad,) = ctx.saved_tensors
+        if graph_retained():  # another backward will need the kept gradient unscaled
+            scale = grad_loss.reshape(-1, 1) if grad_loss.dim() else grad_loss
+            return (grad * scale).to(grad.dtype), None, None, None, None, None, None, None, None
         cross_entropy_scale_grad_(grad, grad_loss)
         return grad, None, None, None, None, None, None, None, None
 
@@ -745,6 +761,8 @@ class _CrossEntropyGradTransformFunction(torch.autograd.Function):
     """The same under torch.func.grad / jacrev, which need a separate setup_context and no mutation of
     inputs: the gradient goes to a fresh buffer (an extra, non-differentiable output) and the backward
     scales a copy of it."""
+
+    generate_vmap_rule = True  # vmap of grad (per-sample gradients): see _grad_transform_function
 
     @staticmethod
     def forward(logits, target, weight, ignore_index, label_smoothing, lse_square_scale, softcap, reduction):
@@ -755,9 +773,15 @@ class _CrossEntropyGradTransformFunction(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         _loss, z, grad = output
         ctx.save_for_backward(grad)
+        ctx.graph_anchors = (graph_anchor(inputs[0]),)
         ctx.mark_non_differentiable(z, grad)
 
     @staticmethod
+    def jvp(ctx, *tangents):
+        raise RuntimeError(no_forward_mode_message("liger::cross_entropy"))
+
+    @staticmethod
+    @first_derivative_only("liger::cross_entropy")
     def backward(ctx, grad_loss, _grad_z, _grad_grad):
         (grad,) = ctx.saved_tensors
         scale = grad_loss.reshape(-1, 1) if grad_loss.dim() else grad_loss
@@ -867,7 +891,9 @@ def cross_entropy(
         flat_target, weight, int(ignore_index), float(label_smoothing), float(lse_square_scale),
         float(softcap or 0.0), reduction,
     )  # fmt: skip
-    if torch.is_grad_enabled() and logits.requires_grad and grad_transform_active():
+    # Under any torch.func transform (grad, jacrev, vmap of grad...) the Function without mutation.
+    under_func = not torch.compiler.is_compiling() and torch._C._are_functorch_transforms_active()
+    if torch.is_grad_enabled() and logits.requires_grad and under_func:
         loss, z, _grad = _CrossEntropyGradTransformFunction.apply(logits, *args)
     elif torch.is_grad_enabled() and logits.requires_grad:
         overwrite = _may_overwrite(logits) if inplace is None else bool(inplace)

@@ -13,7 +13,8 @@ The loss reduction and its denominators are those of ``cross_entropy`` (computed
 the first chunk, so the gradients come out already divided by them).
 
 Reductions "mean" and "sum": all gradients are made in the forward and kept; backward multiplies them by
-the incoming scalar in place (a no-op launch when it is exactly 1).
+the incoming scalar in place (a no-op launch when it is exactly 1), or into new tensors when the graph
+is retained for another backward (retain_graph=True: each backward then gets its own exact result).
 Reduction "none": the incoming gradient is one value per row, which the kept dW cannot absorb, so the
 forward only computes the losses and the backward recomputes the chunks with each row's gradient
 scaled by its incoming value (one more x @ W^T matmul).
@@ -40,6 +41,8 @@ from liger_kernel.ops.utils import (
     cdiv,
     check_floating,
     check_same_device,
+    graph_anchor,
+    graph_retained,
     liger_op,
     use_triton,
 )
@@ -168,7 +171,9 @@ def _chunked(
 def _scale_(t: torch.Tensor, grad_output: torch.Tensor) -> None:
     if t.numel() == 0:
         return
-    if not use_triton("fused_linear_cross_entropy", t):
+    # (The kernel walks t as one flat buffer: a strided t, only ever passed to the op directly, goes
+    # through PyTorch.)
+    if not use_triton("fused_linear_cross_entropy", t) or not t.is_contiguous():
         t.mul_(grad_output.to(t.dtype) if t.dtype != torch.float32 else grad_output.float())
         return
     n = t.numel()
@@ -312,6 +317,21 @@ def _setup_context(ctx, inputs, output):
         ctx.save_for_backward(x, weight, target, bias, ce_weight)
     else:
         ctx.save_for_backward(gx, gw, gb)
+        # The inputs are not kept: these say what the kept gradients depend on (see first_derivative_only).
+        ctx.graph_anchors = tuple(graph_anchor(t) for t in (x, weight, bias) if t is not None)
+
+
+def _scaled_kept_grads(ctx, grad_loss: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The gradients kept by the forward ("mean"/"sum") times the incoming scalar ``grad_loss``: scaled in
+    place (no memory beyond them) unless the graph is kept for another backward (``retain_graph=True``,
+    which then gets them unscaled) or a torch.func transform runs (vmap has no rule for the in-place op);
+    then new tensors."""
+    kept = ctx.saved_tensors
+    under_func = not torch.compiler.is_compiling() and torch._C._are_functorch_transforms_active()
+    if under_func or graph_retained():
+        return tuple((t * grad_loss).to(t.dtype) for t in kept)
+    fused_linear_cross_entropy_scale_grads_(*kept, grad_loss)
+    return kept
 
 
 def _backward(ctx, grad_loss, _grad_z, _gx, _gw, _gb):
@@ -332,8 +352,7 @@ def _backward(ctx, grad_loss, _grad_z, _gx, _gw, _gb):
             ctx.chunk_size,
         )
     else:
-        gx, gw, gb = ctx.saved_tensors
-        fused_linear_cross_entropy_scale_grads_(gx, gw, gb, grad_loss)
+        gx, gw, gb = _scaled_kept_grads(ctx, grad_loss)
     return (
         gx if need_x else None,
         gw if need_w else None,
@@ -391,7 +410,7 @@ def fused_linear_cross_entropy(
     if vocab == 0 or hidden == 0:
         raise ValueError(f"weight must be non-empty, got shape {tuple(weight.shape)}")
     device_type = input.device.type
-    if torch.is_autocast_enabled(device_type):
+    if device_type != "meta" and torch.is_autocast_enabled(device_type):  # (no autocast for meta)
         # Under autocast the matmuls run in its dtype (as F.linear would); the casts are differentiable,
         # so the gradients come back in the original dtypes.
         amp_dtype = torch.get_autocast_dtype(device_type)

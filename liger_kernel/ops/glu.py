@@ -27,8 +27,8 @@ Two levels are exposed, each a ``torch.library`` custom op with its autograd:
     the mutation (``mutates_args``) so torch.compile knows. The (tokens x intermediate) memory at the
     backward's peak is then 3 buffers (a, b, dc) instead of the 4-5 of an unfused MLP, and the
     elementwise traffic is 6 passes over one such buffer (3 reads + 3 writes).
-    Because a and b are consumed, a second backward through the same graph (retain_graph=True) raises
-    autograd's "modified by an inplace operation" error instead of returning wrong gradients.
+    When the graph is retained for another backward (retain_graph=True), the backward overwrites
+    copies of a and b instead (two more buffers, only then).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from liger_kernel.ops.utils import (
     cdiv,
     check_floating,
     check_same_device,
+    graph_retained,
     interpreter_enabled,
     liger_op,
     next_power_of_2,
@@ -372,6 +373,8 @@ def glu_mlp_backward_impl(
     need = dict(zip(_NEEDS, needs))
     dy2, x2 = _rows_view(dy), _rows_view(x)
     a2, b2 = a.view(-1, a.shape[-1]), b.view(-1, b.shape[-1])  # contiguous: created by the forward
+    if not (a2.is_contiguous() and b2.is_contiguous()):  # overwritten in place, with unit strides
+        raise ValueError("glu_mlp_backward: a and b must be contiguous (the forward's own outputs)")
     grads: dict[str, torch.Tensor | None] = dict.fromkeys(_NEEDS)
     need_dab = need["x"] or need["gate_weight"] or need["up_weight"] or need["gate_bias"] or need["up_bias"]
 
@@ -515,11 +518,36 @@ def _glu_mlp_setup_context(ctx, inputs, output):
     ctx.activation = activation
 
 
+def _glu_mlp_backward_unfused(dy, x, a, b, gate_weight, up_weight, down_weight, activation, needs):
+    """The gradients of ``glu_mlp_backward_impl`` without writing over a and b: through the elementwise
+    op ``glu_backward`` and matmuls, for torch.func transforms (vmap has no rule for the in-place op)."""
+    need = dict(zip(_NEEDS, needs))
+    dy2, x2, a2, b2 = _rows_view(dy), _rows_view(x), _rows_view(a), _rows_view(b)
+    da, db = glu_backward(torch.mm(dy2, down_weight), a2, b2, activation)
+    grads = {
+        "x": lambda: (torch.mm(da, gate_weight) + torch.mm(db, up_weight)).view(x.shape),
+        "gate_weight": lambda: torch.mm(da.t(), x2),
+        "up_weight": lambda: torch.mm(db.t(), x2),
+        "down_weight": lambda: torch.mm(dy2.t(), glu_forward(a2, b2, activation)),
+        "gate_bias": lambda: da.sum(0),
+        "up_bias": lambda: db.sum(0),
+        "down_bias": lambda: dy2.sum(0),
+    }
+    return [grads[k]() if need[k] else None for k in _NEEDS]
+
+
 def _glu_mlp_backward(ctx, dy, _da, _db):
     needs = list(ctx.needs_input_grad[:7])
     if dy is None or not any(needs):
         return (None,) * 8
     x, a, b, gate_weight, up_weight, down_weight = ctx.saved_tensors
+    if not torch.compiler.is_compiling() and torch._C._are_functorch_transforms_active():
+        grads = _glu_mlp_backward_unfused(
+            dy, x, a, b, gate_weight, up_weight, down_weight, ctx.activation, needs
+        )
+        return (*grads, None)
+    if graph_retained():  # another backward will read a and b: overwrite copies of them
+        a, b = a.clone(), b.clone()
     grads = glu_mlp_backward(dy, x, a, b, gate_weight, up_weight, down_weight, ctx.activation, needs)
     return (*(g if n else None for g, n in zip(grads, needs)), None)
 

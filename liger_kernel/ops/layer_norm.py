@@ -163,6 +163,10 @@ def layer_norm_forward_impl(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Launch the forward; returns y (shape and dtype of x), mean and rstd (one fp32 per row each)."""
     x2 = as_rows(x)
+    # The kernels read the parameters with unit stride (``layer_norm`` passes them so; the op may be
+    # called directly).
+    weight = weight.contiguous()
+    bias = bias.contiguous() if bias is not None else None
     n_rows, n_cols = x2.shape
     if n_rows == 0 or not use_triton("layer_norm", x2):
         y, mean, rstd = _layer_norm_forward_torch(x2, weight, bias, eps)
@@ -193,6 +197,7 @@ def layer_norm_backward_impl(
     (row 0) and db (row 1) when either is asked for, else (0, N); a row not asked for is left unset.
     """
     x2, dy2 = as_rows(x), as_rows(dy)
+    weight, mean, rstd = weight.contiguous(), mean.contiguous(), rstd.contiguous()
     n_rows, n_cols = x2.shape
     if n_rows == 0 or not use_triton("layer_norm", x2):
         dx, dw, db = _layer_norm_backward_torch(dy2, x2, weight, mean, rstd, compute_dw, compute_db)

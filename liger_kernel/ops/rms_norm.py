@@ -164,6 +164,7 @@ def rms_norm_forward_impl(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the forward; returns y (shape of x) and rstd (one fp32 per row)."""
     x2 = as_rows(x)
+    weight = weight.contiguous()  # the kernels read it with unit stride (an expanded one is copied)
     n_rows, n_cols = x2.shape
     if n_rows == 0 or not use_triton("rms_norm", x2):
         y, rstd = _rms_norm_forward_torch(x2, weight, eps, offset, casting_mode)
@@ -190,6 +191,10 @@ def rms_norm_backward_impl(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Launch the backward; returns dx (shape and dtype of x) and dw (weight's dtype) or None."""
     x2, dy2 = as_rows(x), as_rows(dy)
+    weight, rstd = (
+        weight.contiguous(),
+        rstd.contiguous(),
+    )  # (the forward's rstd is; a direct call's may not be)
     n_rows, n_cols = x2.shape
     if n_rows == 0 or not use_triton("rms_norm", x2):
         dx, dw = _rms_norm_backward_torch(dy2, x2, weight, rstd, offset, casting_mode, compute_dw)

@@ -160,34 +160,158 @@ def run_directly(*args: Any) -> bool:
     # Tensor subclasses and tensor-likes (fx Proxies...) override torch functions: the registered op
     # is what they know how to handle. So do torch.func's wrappers, which pass for plain tensors and
     # outlive their transform (vjp's function runs the backward on them after vjp returned).
+    # Meta tensors (shape inference, deferred initialization) go through the registered fake function.
     return all(
-        type(a) in _PLAIN_TENSORS and not _is_functorch_wrapped(a)
+        type(a) in _PLAIN_TENSORS and not _is_functorch_wrapped(a) and not a.is_meta
         if isinstance(a, torch.Tensor)
         else not hasattr(a, "__torch_function__")
         for a in args
     )
 
 
+def not_differentiable_twice_message(name: str) -> str:
+    """Why a gradient of a gradient through the op ``name`` raises, and what to do instead."""
+    return (
+        f"liger_kernel: {name}'s backward is a Triton kernel that is not itself differentiable, so a "
+        "gradient of a gradient through it cannot be computed (backward with create_graph=True followed "
+        "by another backward or grad, a gradient penalty, torch.func.hessian, jacrev of jacrev...). "
+        "Compute such second derivatives with the equivalent PyTorch op (the unpatched Hugging Face "
+        "module, torch.nn.functional...); first derivatives through Liger's kernels are exact."
+    )
+
+
+_keep_graph = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
+
+
+def graph_retained() -> bool:
+    """Inside a backward: whether autograd keeps the graph for another backward (retain_graph=True, or
+    create_graph). A backward that would scale what its forward kept in place must then leave it alone.
+    (False on a torch without the query: the in-place path, whose second backward autograd refuses.)"""
+    if _keep_graph is None or torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack():
+        return False  # traced: AOTAutograd copies what the backward mutates
+    return _keep_graph()
+
+
+def graph_anchor(t: torch.Tensor) -> torch.Tensor | None:
+    """An empty tensor whose grad_fn leads to ``t``'s (None when ``t`` needs no gradient), holding no
+    storage. A Function whose backward keeps no input (gradients computed in the forward) records one
+    as ``ctx.graph_anchors``: ``first_derivative_only`` then knows the inputs its results depend on.
+    (A zero-size copy of a zero-size view: no kernel, and the view's backward keeps only its geometry.)"""
+    if not t.requires_grad or torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack():
+        return None
+    if type(t) not in _PLAIN_TENSORS:  # subclasses (DTensor...) need not support as_strided
+        return None
+    with torch.enable_grad():  # a Function's forward and setup_context run without grad mode
+        return t.as_strided((0,), (1,)).clone()
+
+
+class _RaiseOnBackward(torch.autograd.Function):
+    """Under torch.func transforms: views of ``tensors[:n_outputs]`` whose backward raises ``message``."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(message: str, n_outputs: int, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(t.view_as(t) for t in tensors[:n_outputs])
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Any) -> None:
+        ctx.message = inputs[0]
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Any) -> Any:
+        raise RuntimeError(ctx.message)
+
+
+def no_forward_mode_message(name: str) -> str:
+    """Why forward-mode AD through the op ``name`` raises, and what to do instead."""
+    return (
+        f"liger_kernel: {name} has no forward-mode derivative (torch.func.jvp, jacfwd, hessian): Liger's "
+        "kernels implement reverse mode only. Use torch.func.vjp / jacrev / grad, or the equivalent "
+        "PyTorch op for forward mode."
+    )
+
+
+def _delay_error(outputs: Any, message: str, depends_on: list[torch.Tensor]) -> Any:
+    """``outputs`` (a tensor or a tuple with tensors and None) as aliases whose grad_fn raises ``message``
+    when reached (``torch.autograd.function.once_differentiable`` with a message that says why). The
+    grad_fn has edges to ``depends_on`` (the Function's inputs and incoming gradients), so that any
+    later gradient with respect to what they depend on reaches it and raises."""
+    single = not isinstance(outputs, tuple)
+    outs = (outputs,) if single else outputs
+    present = [i for i, o in enumerate(outs) if isinstance(o, torch.Tensor) and o.is_floating_point()]
+    if not present or not depends_on:  # nothing they depend on needs a gradient: none can reach them
+        return outputs
+    if torch._C._are_functorch_transforms_active():  # DelayedError reads .data, which vmap forbids
+        aliases = _RaiseOnBackward.apply(message, len(present), *[outs[i] for i in present], *depends_on)
+    else:
+        err_fn = torch._C._functions.DelayedError(message, len(present) + len(depends_on))
+        aliases = err_fn(*[outs[i] for i in present], *depends_on)
+    aliases = aliases if isinstance(aliases, tuple) else (aliases,)
+    new = list(outs)
+    for i, alias in zip(present, aliases):
+        new[i] = alias
+    return new[0] if single else tuple(new)
+
+
+def first_derivative_only(name: str, backward: Callable[..., Any] | None = None) -> Callable[..., Any]:
+    """``backward`` of an autograd Function whose math is not differentiable (Triton kernels, gradients
+    kept from the forward): when the graph of the backward is being recorded (create_graph=True, and
+    always under torch.func.grad), it runs without recording and its results carry a grad_fn that
+    raises ``not_differentiable_twice_message(name)`` if a later gradient reaches it. Without this, a
+    term of a second derivative that flows through the kernel would silently be left out.
+    Without ``backward``, a decorator."""
+    if backward is None:
+        return functools.partial(first_derivative_only, name)
+    message = not_differentiable_twice_message(name)
+
+    @functools.wraps(backward)
+    def wrapped(ctx: Any, *grads: Any) -> Any:
+        if not torch.is_grad_enabled():
+            return backward(ctx, *grads)
+        # Unpacked before backward runs: a backward that scales a kept gradient in place bumps its version.
+        kept = [*ctx.saved_tensors, *grads, *getattr(ctx, "graph_anchors", ())]
+        depends_on = [t for t in kept if isinstance(t, torch.Tensor) and t.requires_grad]
+        with torch.no_grad():
+            outputs = backward(ctx, *grads)
+        return _delay_error(outputs, message, depends_on)
+
+    return wrapped
+
+
 def _no_derivative_context(ctx: Any, inputs: tuple, output: Any) -> None:
-    outputs = output if isinstance(output, tuple) else (output,)
-    ctx.mark_non_differentiable(*[o for o in outputs if isinstance(o, torch.Tensor)])
+    # The outputs stay differentiable (their backward raises, see no_backward in
+    # _grad_transform_function): marked non-differentiable, a transform differentiating them again
+    # would silently count their contribution as 0.
+    pass
 
 
 def _grad_transform_function(
-    name: str, fn: Callable[..., Any], setup_context: Callable[..., Any], backward: Callable[..., Any] | None
+    name: str,
+    forward: Callable[..., Any],
+    setup_context: Callable[..., Any],
+    backward: Callable[..., Any] | None,
 ) -> type[torch.autograd.Function]:
     """A Function in the form torch.func transforms need (forward without ctx, a separate setup_context):
-    they run its forward on the plain tensors beneath their wrappers, so the Triton kernels see those."""
+    they run its forward on the tensors beneath their wrappers (``forward`` routes those again: plain
+    tensors reach the Triton kernels, vmap's batched ones the registered op). ``generate_vmap_rule``:
+    under vmap of grad (per-sample gradients) the forward, setup_context and backward are vmapped as
+    they are; the custom ops inside take PyTorch's batching fallback, one sample at a time."""
 
     def no_backward(ctx: Any, *grads: Any) -> Any:
-        raise RuntimeError(f"{name} has no derivative: Liger's backward kernels are not differentiable")
+        raise RuntimeError(not_differentiable_twice_message(name))
+
+    def no_jvp(ctx: Any, *tangents: Any) -> Any:
+        raise RuntimeError(no_forward_mode_message(name))
 
     attrs = {
-        "forward": staticmethod(fn),
+        "forward": staticmethod(forward),
         "setup_context": staticmethod(setup_context),
         "backward": staticmethod(backward if backward is not None else no_backward),
+        "jvp": staticmethod(no_jvp),
+        "generate_vmap_rule": True,
     }
-    return type(f"{fn.__name__}_grad_transform", (torch.autograd.Function,), attrs)
+    return type(f"{name.split('::')[-1]}_grad_transform", (torch.autograd.Function,), attrs)
 
 
 def grad_transform_active() -> bool:
@@ -220,14 +344,15 @@ class LigerOp:
         self._mutated = tuple(params.index(a) for a in mutates_args)
         self._function: type[torch.autograd.Function] | None = None
         # Under torch.func.grad (see register_autograd) an op without a derivative of its own (the
-        # backward ops) runs through a Function too, whose outputs are not differentiable.
-        self._grad_transform_function = _grad_transform_function(name, fn, _no_derivative_context, None)
+        # backward ops) runs through a Function too, whose backward raises (not_differentiable_twice_message).
+        self._grad_transform_function = _grad_transform_function(name, self, _no_derivative_context, None)
         functools.update_wrapper(self, fn)
 
     def register_fake(self, fake: Callable[..., Any]) -> Callable[..., Any]:
         return self.op.register_fake(fake)
 
     def register_autograd(self, backward: Callable[..., Any], *, setup_context: Callable[..., Any]) -> None:
+        backward = first_derivative_only(self.name, backward)
         self.op.register_autograd(backward, setup_context=setup_context)
         fn = self.fn
 
@@ -242,7 +367,7 @@ class LigerOp:
         self._function = type(f"{fn.__name__}_function", (torch.autograd.Function,), attrs)
         # torch.func.grad (and jacrev, hessian...) accept only Functions with a separate setup_context,
         # and the registered op's own autograd is not one: under those transforms, this one runs.
-        self._grad_transform_function = _grad_transform_function(self.name, fn, setup_context, backward)
+        self._grad_transform_function = _grad_transform_function(self.name, self, setup_context, backward)
 
     def __call__(self, *args: Any) -> Any:
         if not self._mutated and grad_transform_active():

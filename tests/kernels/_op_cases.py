@@ -1,0 +1,203 @@
+"""Every public Liger op as a small case: named inputs, the Liger call and an eager PyTorch equivalent.
+
+Shared by the tests that check all ops alike (unusual layouts, meta tensors, second derivatives,
+per-sample gradients). Inputs are CPU float32 values (int64 for targets) with ``rows`` leading rows
+(0 for zero-size inputs); each test moves them to its device and lays them out as it needs. Both calls
+take the inputs by name and return a tuple of tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from liger_kernel.ops.geglu import geglu_mlp
+from liger_kernel.ops.swiglu import swiglu_mlp
+from liger_kernel.transformers.functional import (
+    liger_cross_entropy,
+    liger_fused_linear_cross_entropy,
+    liger_geglu,
+    liger_layer_norm,
+    liger_rms_norm,
+    liger_rope,
+    liger_swiglu,
+)
+
+EPS = 1e-6
+IGNORE = -100
+SMOOTHING = 0.1
+
+
+@dataclass
+class OpCase:
+    name: str
+    inputs: dict[str, torch.Tensor]
+    differentiable: tuple[str, ...]
+    liger: Callable[..., tuple[torch.Tensor, ...]]
+    eager: Callable[..., tuple[torch.Tensor, ...]]
+    # torch's "mean" over zero rows is NaN where ours is 0 (documented): such cases skip zero-size.
+    zero_rows_comparable: bool = True
+    # Checked with float32 tolerances against the float64 golden instead of reference-error mode: the
+    # fused loss's weight gradient sums cancelling terms, where torch's CPU matmul (the float32
+    # reference) is almost exact (as in test_fused_linear_cross_entropy).
+    fp32_tolerances: bool = False
+
+
+def _rotate(x, cos, sin):
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos.unsqueeze(1) + rotated * sin.unsqueeze(1)
+
+
+def _targets(g: torch.Generator, rows: int, vocab: int) -> torch.Tensor:
+    t = torch.randint(0, vocab, (rows,), generator=g)
+    if rows > 2:
+        t[1] = IGNORE
+    return t
+
+
+def op_cases(rows: int = 5, seed: int = 0) -> list[OpCase]:
+    g = torch.Generator().manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g)
+
+    hidden, inter, vocab = 24, 20, 40
+    cases = [
+        OpCase(
+            "rms_norm",
+            {"x": randn(rows, hidden), "w": randn(hidden)},
+            ("x", "w"),
+            lambda x, w: (liger_rms_norm(x, w, EPS, 0.0, "none"),),
+            lambda x, w: (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + EPS) * w,),
+        ),
+        OpCase(
+            "layer_norm",
+            {"x": randn(rows, hidden), "w": randn(hidden), "b": randn(hidden)},
+            ("x", "w", "b"),
+            lambda x, w, b: (liger_layer_norm(x, w, b, EPS),),
+            lambda x, w, b: (F.layer_norm(x, (hidden,), w, b, EPS),),
+        ),
+        OpCase(
+            "rope",
+            {
+                "q": randn(2, 3, rows, 8),
+                "k": randn(2, 1, rows, 8),
+                "cos": randn(1, rows, 8),
+                "sin": randn(2, rows, 8),
+            },
+            ("q", "k"),
+            lambda q, k, cos, sin: liger_rope(q, k, cos, sin),
+            lambda q, k, cos, sin: (_rotate(q, cos, sin), _rotate(k, cos, sin)),
+        ),
+        OpCase(
+            "swiglu",
+            {"a": randn(rows, hidden), "b": randn(rows, hidden)},
+            ("a", "b"),
+            lambda a, b: (liger_swiglu(a, b),),
+            lambda a, b: (F.silu(a) * b,),
+        ),
+        OpCase(
+            "geglu",
+            {"a": randn(rows, hidden), "b": randn(rows, hidden)},
+            ("a", "b"),
+            lambda a, b: (liger_geglu(a, b),),
+            lambda a, b: (F.gelu(a, approximate="tanh") * b,),
+        ),
+    ]
+    # nn.Linear's scale (1 / sqrt(fan_in)): outputs and gradients of order 1, as in a model.
+    mlp_inputs = {
+        "x": randn(rows, hidden),
+        "gate_weight": randn(inter, hidden) / hidden**0.5,
+        "up_weight": randn(inter, hidden) / hidden**0.5,
+        "down_weight": randn(hidden, inter) / inter**0.5,
+        "gate_bias": randn(inter),
+        "up_bias": randn(inter),
+        "down_bias": randn(hidden),
+    }
+    for name, liger_mlp, act in (
+        ("swiglu_mlp", swiglu_mlp, F.silu),
+        ("geglu_mlp", geglu_mlp, lambda a: F.gelu(a, approximate="tanh")),
+    ):
+        cases.append(
+            OpCase(
+                name,
+                {k: v.clone() for k, v in mlp_inputs.items()},
+                tuple(mlp_inputs),
+                lambda x, gate_weight, up_weight, down_weight, gate_bias, up_bias, down_bias, f=liger_mlp: (
+                    f(x, gate_weight, up_weight, down_weight, gate_bias, up_bias, down_bias),
+                ),
+                lambda x, gate_weight, up_weight, down_weight, gate_bias, up_bias, down_bias, act=act: (
+                    F.linear(
+                        act(F.linear(x, gate_weight, gate_bias)) * F.linear(x, up_weight, up_bias),
+                        down_weight,
+                        down_bias,
+                    ),
+                ),
+            )
+        )
+    for reduction in ("mean", "none"):
+        cases.append(
+            OpCase(
+                f"cross_entropy_{reduction}",
+                {
+                    "input": randn(rows, vocab),
+                    "target": _targets(g, rows, vocab),
+                    "weight": randn(vocab).abs(),
+                },
+                ("input",),
+                lambda input, target, weight, r=reduction: (
+                    liger_cross_entropy(input, target, weight, reduction=r, label_smoothing=SMOOTHING),
+                ),
+                lambda input, target, weight, r=reduction: (
+                    F.cross_entropy(input, target, weight, reduction=r, label_smoothing=SMOOTHING),
+                ),
+                zero_rows_comparable=reduction != "mean",
+            )
+        )
+        cases.append(
+            OpCase(
+                f"fused_linear_cross_entropy_{reduction}",
+                {
+                    "input": randn(rows, hidden),
+                    "weight": randn(vocab, hidden),
+                    "target": _targets(g, rows, vocab),
+                    "bias": randn(vocab),
+                    "ce_weight": randn(vocab).abs(),
+                },
+                ("input", "weight", "bias"),
+                lambda input, weight, target, bias, ce_weight, r=reduction: (
+                    liger_fused_linear_cross_entropy(
+                        input,
+                        weight,
+                        target,
+                        bias,
+                        label_smoothing=SMOOTHING,
+                        reduction=r,
+                        ce_weight=ce_weight,
+                    ),
+                ),
+                lambda input, weight, target, bias, ce_weight, r=reduction: (
+                    F.cross_entropy(
+                        F.linear(input, weight, bias),
+                        target,
+                        ce_weight,
+                        reduction=r,
+                        label_smoothing=SMOOTHING,
+                    ),
+                ),
+                zero_rows_comparable=reduction != "mean",
+                fp32_tolerances=True,
+            )
+        )
+    return cases
+
+
+OP_NAMES = [c.name for c in op_cases()]
+
+
+def op_case(name: str, rows: int = 5, seed: int = 0) -> OpCase:
+    return next(c for c in op_cases(rows, seed) if c.name == name)
