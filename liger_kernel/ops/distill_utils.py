@@ -62,7 +62,9 @@ def check_labels(labels: torch.Tensor | None, n_rows: int, device: torch.device,
         raise ValueError(f"{name} must be on the inputs' device {device}, got {labels.device}")
 
 
-def token_scale(labels: torch.Tensor | None, ignore_index: int, n_rows: int, device: torch.device) -> torch.Tensor:
+def token_scale(
+    labels: torch.Tensor | None, ignore_index: int, n_rows: int, device: torch.device
+) -> torch.Tensor:
     """fp32 (1,): 1 / the number of rows whose label is not ``ignore_index`` (all rows without labels),
     a count of 0 counting as 1 (so every row ignored gives a loss of 0 and zero gradients, not NaN)."""
     if labels is None:

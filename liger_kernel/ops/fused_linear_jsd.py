@@ -175,7 +175,10 @@ def fused_linear_jsd(
         student_input=student_input, student_weight=student_weight, teacher_input=teacher_input,
         teacher_weight=teacher_weight, shift_labels=shift_labels,
     )  # fmt: skip
-    for side, x, w in (("student", student_input, student_weight), ("teacher", teacher_input, teacher_weight)):
+    for side, x, w in (
+        ("student", student_input, student_weight),
+        ("teacher", teacher_input, teacher_weight),
+    ):
         if x.dim() < 1 or w.dim() != 2 or x.shape[-1] != w.shape[1]:
             raise ValueError(
                 f"{side}_input (..., H) and {side}_weight (V, H) must share H, got {side}_input "
@@ -197,7 +200,9 @@ def fused_linear_jsd(
     if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     if accum_dtype is not None and accum_dtype not in (torch.float32, student_weight.dtype):
-        raise ValueError(f"accum_dtype must be None, torch.float32 or student_weight's dtype, got {accum_dtype}")
+        raise ValueError(
+            f"accum_dtype must be None, torch.float32 or student_weight's dtype, got {accum_dtype}"
+        )
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     device_type = student_input.device.type

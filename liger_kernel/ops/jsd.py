@@ -75,7 +75,7 @@ def _jsd_terms(x, y, beta, BETA_MODE: tl.constexpr):
 
 
 @triton.jit
-def _store_zeros(ptr, n_cols, BLOCK: tl.constexpr):
+def store_zeros(ptr, n_cols, BLOCK: tl.constexpr):
     zeros = tl.zeros((BLOCK,), dtype=tl.float32).to(ptr.dtype.element_ty)
     for start in range(0, n_cols, BLOCK):
         cols = start + tl.arange(0, BLOCK)
@@ -101,9 +101,9 @@ def _jsd_kernel(
     if ignored:
         tl.store(LOSS + row, 0.0)
         if NEED_DX:
-            _store_zeros(dx_row, n_cols, BLOCK)
+            store_zeros(dx_row, n_cols, BLOCK)
         if NEED_DY:
-            _store_zeros(dy_row, n_cols, BLOCK)
+            store_zeros(dy_row, n_cols, BLOCK)
     else:
         scale = tl.load(SCALE)
         acc = tl.zeros((BLOCK,), dtype=tl.float32)
@@ -143,7 +143,7 @@ def _jsd_logits_kernel(
     if ignored:
         tl.store(LOSS + row, 0.0)
         if WRITE_GRAD:
-            _store_zeros(zs_row, n_cols, BLOCK)
+            store_zeros(zs_row, n_cols, BLOCK)
     else:
         # Pass 1: both logsumexps of z / T, online (running max and sum of exp per lane).
         m_s = tl.full((BLOCK,), NEG_FLT_MAX, tl.float32)
@@ -219,7 +219,7 @@ def _jsd_terms_torch(x: torch.Tensor, y: torch.Tensor, beta: float):
     return dx + dy, dx, dy
 
 
-def _keep_rows(labels: torch.Tensor | None, ignore_index: int, like: torch.Tensor) -> torch.Tensor:
+def kept_rows(labels: torch.Tensor | None, ignore_index: int, like: torch.Tensor) -> torch.Tensor:
     if labels is None:
         return torch.ones(like.shape[0], 1, dtype=torch.bool, device=like.device)
     return (labels.reshape(-1) != ignore_index)[:, None]
@@ -242,7 +242,7 @@ def jsd_rows(
     if n_rows == 0:
         return loss
     if not use_triton("jsd", log_q):
-        keep = _keep_rows(labels, ignore_index, log_q)
+        keep = kept_rows(labels, ignore_index, log_q)
         rows, dx, dy = _jsd_terms_torch(log_q.float(), log_p.float(), beta)
         loss.copy_(torch.where(keep, rows, 0.0).sum(1))
         for grad, d in ((grad_q, dx), (grad_p, dy)):
@@ -281,7 +281,7 @@ def jsd_logits_rows_(
     if n_rows == 0:
         return
     if not use_triton("jsd", student_logits):
-        keep = _keep_rows(labels, ignore_index, student_logits)
+        keep = kept_rows(labels, ignore_index, student_logits)
         x = torch.log_softmax(student_logits.float() / temperature, dim=1)
         y = torch.log_softmax(teacher_logits.float() / temperature, dim=1)
         rows, g, _dy = _jsd_terms_torch(x, y, beta)

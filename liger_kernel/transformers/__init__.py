@@ -52,3 +52,10 @@ __all__ += [
     "unpatch",
 ]
 __all__ += ["LigerCrossEntropyLoss", "LigerFusedLinearCrossEntropyLoss"]
+
+from liger_kernel.transformers.fused_linear_jsd import LigerFusedLinearJSD  # noqa: E402
+from liger_kernel.transformers.jsd import LigerJSD  # noqa: E402
+from liger_kernel.transformers.kl_div import LigerKLDIVLoss  # noqa: E402
+from liger_kernel.transformers.tvd import LigerTVDLoss  # noqa: E402
+
+__all__ += ["LigerFusedLinearJSD", "LigerJSD", "LigerKLDIVLoss", "LigerTVDLoss"]
