@@ -52,17 +52,29 @@ def full_pass(
     return {"loss": loss.detach(), **{f"d{n}": g for n, g in zip(grad_names, grads)}}
 
 
-def check(liger_fn, math_fn, inputs: dict, grad_names: tuple, dtype: torch.dtype, grad_seed: int = 0) -> dict:
-    """Liger's loss and gradients in ``dtype`` against the math in float64, as close as the same math in
-    PyTorch eager in ``dtype`` (reference-error mode). ``inputs`` hold values exactly representable in
-    ``dtype``. Returns Liger's results."""
-    golden = full_pass(math_fn, inputs, grad_names, torch.ones(()), torch.float64)
-    gen = torch.Generator().manual_seed(grad_seed)
-    grad_out = torch.randn(golden["loss"].shape, generator=gen, dtype=torch.float64)
+def check(
+    liger_fn,
+    math_fn,
+    inputs: dict,
+    grad_names: tuple,
+    dtype: torch.dtype,
+    reference_fn=None,
+    grad_seed: int = 0,
+) -> dict:
+    """Liger's loss and gradients in ``dtype`` against ``math_fn`` in float64, as close as PyTorch eager in
+    ``dtype`` (``reference_fn``, default ``math_fn`` itself) is: reference-error mode. ``inputs`` hold
+    values exactly representable in ``dtype``. Returns Liger's results."""
+    with torch.no_grad():
+        doubles = {
+            k: v.double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+            for k, v in inputs.items()
+        }
+        loss_shape = math_fn(**doubles).shape
     device = next(v for v in inputs.values() if isinstance(v, torch.Tensor)).device
-    grad_out = grad_out.to(device)
+    gen = torch.Generator().manual_seed(grad_seed)
+    grad_out = torch.randn(loss_shape, generator=gen, dtype=torch.float64).to(device)
     golden = full_pass(math_fn, inputs, grad_names, grad_out, torch.float64)
-    reference = full_pass(math_fn, inputs, grad_names, grad_out, dtype)
+    reference = full_pass(reference_fn or math_fn, inputs, grad_names, grad_out, dtype)
     actual = full_pass(liger_fn, inputs, grad_names, grad_out, dtype)
     assert actual["loss"].shape == golden["loss"].shape
     for name in grad_names:
