@@ -122,9 +122,11 @@ def _jsd_kernel(
 
 
 @triton.jit
-def _log_softmax_block(z_row, cols, mask, inv_temp, lse):
+def _log_softmax_block(z_row, cols, mask, inv_temp, top, log_d):
+    # (z / T - top) - log_d: keeping the max apart from log(sum) leaves z / T - top exact (as torch's
+    # log_softmax does), where z / T - lse would round with lse's magnitude.
     z = tl.load(z_row + cols, mask=mask, other=0.0).to(tl.float32)
-    return z * inv_temp - lse
+    return (z * inv_temp - top) - log_d
 
 
 @triton.jit
@@ -163,8 +165,8 @@ def _jsd_logits_kernel(
             m_t = new_t
         top_s = tl.max(m_s, 0)
         top_t = tl.max(m_t, 0)
-        lse_s = top_s + tl.log(tl.sum(d_s * tl.exp(m_s - top_s), 0))
-        lse_t = top_t + tl.log(tl.sum(d_t * tl.exp(m_t - top_t), 0))
+        log_d_s = tl.log(tl.sum(d_s * tl.exp(m_s - top_s), 0))
+        log_d_t = tl.log(tl.sum(d_t * tl.exp(m_t - top_t), 0))
         scale = tl.load(SCALE) * inv_temp
 
         # Pass 2: the loss and sum(g) (beta = 0: sum(g) = -1, and the gradient is written here).
@@ -173,8 +175,8 @@ def _jsd_logits_kernel(
         for start in range(0, n_cols, BLOCK):
             cols = start + tl.arange(0, BLOCK)
             mask = cols < n_cols
-            x = _log_softmax_block(zs_row, cols, mask, inv_temp, lse_s)
-            y = _log_softmax_block(zt_row, cols, mask, inv_temp, lse_t)
+            x = _log_softmax_block(zs_row, cols, mask, inv_temp, top_s, log_d_s)
+            y = _log_softmax_block(zt_row, cols, mask, inv_temp, top_t, log_d_t)
             loss, g, _dy = _jsd_terms(x, y, beta, BETA_MODE)
             acc_loss += tl.where(mask, loss, 0.0)
             if BETA_MODE == 0:
@@ -192,8 +194,8 @@ def _jsd_logits_kernel(
                 for start in range(0, n_cols, BLOCK):
                     cols = start + tl.arange(0, BLOCK)
                     mask = cols < n_cols
-                    x = _log_softmax_block(zs_row, cols, mask, inv_temp, lse_s)
-                    y = _log_softmax_block(zt_row, cols, mask, inv_temp, lse_t)
+                    x = _log_softmax_block(zs_row, cols, mask, inv_temp, top_s, log_d_s)
+                    y = _log_softmax_block(zt_row, cols, mask, inv_temp, top_t, log_d_t)
                     _loss, g, _dy = _jsd_terms(x, y, beta, BETA_MODE)
                     grad = (g - tl.exp(x) * sum_g) * scale
                     tl.store(zs_row + cols, grad.to(ZS.dtype.element_ty), mask=mask)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 
 import liger_kernel.ops.distill_utils as distill_utils
-from liger_testing import assert_close_to_reference
+from liger_testing import assert_close, assert_close_to_reference, tolerances
 
 
 def kept_mean(per_row: torch.Tensor, labels: torch.Tensor | None, ignore_index: int = -100) -> torch.Tensor:
@@ -79,7 +79,15 @@ def check(
     assert actual["loss"].shape == golden["loss"].shape
     for name in grad_names:
         assert actual[f"d{name}"].dtype == dtype
-    assert_close_to_reference(actual, reference, golden)
+    if dtype == torch.float32:
+        # torch's CPU kernels accumulate fp32 in fp64 and its log_softmax is almost exact there, while
+        # a kernel in fp32 (as torch's CUDA kernels) is off by an ulp or two of the O(1) terms a
+        # divergence cancels down to (p - q, sum p log(p / m)): fp32 tolerances instead, as
+        # test_cross_entropy.py does for the same reason.
+        tol = tolerances(torch.float32)
+        assert_close(actual, {k: v.to(dtype) for k, v in golden.items()}, atol=tol.atol, rtol=tol.rtol)
+    else:
+        assert_close_to_reference(actual, reference, golden)
     return actual
 
 
