@@ -1,21 +1,25 @@
 """Fused linear + generalized JSD: distillation from hidden states without ever holding (N, V) logits.
 
-Forward, over chunks of rows (tokens) of the student's x_s (N, H_s) and the teacher's x_t (N, H_t), two
-reused chunk buffers of logits (chunk x V each, in each model's dtype):
-    z_s = x_s,c @ W_s^T,   z_t = x_t,c @ W_t^T                        two matmuls into the buffers
-    per row: JSD_beta of log_softmax(z_s / T) and log_softmax(z_t / T), and dL/dz_s written over z_s
-             (ops/jsd.py ``jsd_logits_rows_``: three passes over the row, fp32 arithmetic)
-    dx_s,c = dz_s @ W_s                                               written into its rows of dx_s
-    dW_s  += dz_s^T @ x_s,c                                           fp32 accumulator with
-                                                                      accum_dtype=torch.float32
-The loss is the mean over the rows whose label is not ``ignore_index`` (all rows without labels), the
-count taken before the first chunk, so the gradients come out already divided by it; every row ignored
-gives 0. The teacher is a constant: its hidden states and weight get no gradient.
+Forward, over chunks of rows (tokens) of the student's x_s (N, H_s) and the teacher's x_t (N, H_t), with
+reused chunk buffers (chunk x V): fp32 logits of each model and the student's logits gradient in x_s's
+dtype:
+    z_s = x_s,c @ W_s^T,   z_t = x_t,c @ W_t^T     fp32 outputs of the low-precision matmuls (on a GPU
+                                                    with torch >= 2.8 no fp32 copy of any operand)
+    per row: JSD_beta of log_softmax(z_s / T) and log_softmax(z_t / T), and dz_s = dL/dz_s
+             (ops/jsd.py ``jsd_logits_rows``: three passes over the row, fp32 arithmetic)
+    dx_s,c = dz_s @ W_s                             written into its rows of dx_s
+    dW_s  += dz_s^T @ x_s,c                         fp32 accumulator with accum_dtype=torch.float32
+Logits in fp32 rather than in the models' dtype: a divergence is a small difference of nearly equal
+distributions, and bf16 logits (2^-9 relative, 0.01 at a logit of 5) would put that rounding straight
+into the loss and dz_s -- the eager computation's largest error. The loss is the mean over the rows
+whose label is not ``ignore_index`` (all rows without labels), the count taken before the first chunk,
+so the gradients come out already divided by it; every row ignored gives 0. The teacher is a
+constant: its hidden states and weight get no gradient.
 
 Kept for backward: dx_s (N x H_s) and dW_s (V x H_s); backward multiplies them by the incoming scalar in
-place (a no-op launch when it is exactly 1). Memory beyond the inputs: those two, the two chunk
-buffers and one fp32 per row. The chunking follows the fused linear cross entropy's
-(``default_chunk_size`` with both buffers counted, ``_addmm_into`` for the weight gradient).
+place (a no-op launch when it is exactly 1). Memory beyond the inputs: those two, the chunk buffers
+(at most CHUNK_BYTES together) and one fp32 per row. The chunking is the fused linear cross entropy's
+(``default_chunk_size``, ``_addmm_into`` for the fp32 logits and the weight gradient).
 """
 
 from __future__ import annotations
@@ -28,8 +32,13 @@ from liger_kernel.ops.fused_linear_cross_entropy import (
     default_chunk_size,
     fused_linear_cross_entropy_scale_grads_,
 )
-from liger_kernel.ops.jsd import check_beta, jsd_logits_rows_
+from liger_kernel.ops.jsd import check_beta, jsd_logits_rows
 from liger_kernel.ops.utils import check_floating, check_same_device, liger_op
+
+# Tuning knob (read at each call): bytes of one chunk's buffers (two fp32 logits and one gradient in
+# the student's dtype, 10 bytes per logit in bf16) when chunk_size is not given. At vocab 128256 and
+# bf16, 1 GiB gives chunks of 832 rows: matrix products of that height run near cuBLAS's peak.
+CHUNK_BYTES = 2**30
 
 
 def _chunked(
@@ -57,27 +66,30 @@ def _chunked(
         grad_w = torch.empty(ws.shape, dtype=torch.float32 if accum_fp32 else ws.dtype, device=device)
         if n_rows == 0:
             grad_w.zero_()
-    if chunk_size <= 0:  # both buffers together within the fused cross entropy's budget for one
-        chunk_size = default_chunk_size(n_rows, vocab, xs.element_size() + xt.element_size())
-    rows = max(1, min(chunk_size, n_rows))
-    buf_s = torch.empty((rows, vocab), dtype=xs.dtype, device=device)
-    buf_t = torch.empty((rows, vocab), dtype=xt.dtype, device=device)
     write_grad = need_x or need_w
+    bytes_per_logit = 8 + (xs.element_size() if write_grad and xs.dtype != torch.float32 else 0)
+    if chunk_size <= 0:  # auto; resolved here, where n_rows is concrete even under torch.compile
+        chunk_size = default_chunk_size(n_rows, vocab, bytes_per_logit, CHUNK_BYTES)
+    rows = max(1, min(chunk_size, n_rows))
+    buf_s = torch.empty((rows, vocab), dtype=torch.float32, device=device)
+    buf_t = torch.empty((rows, vocab), dtype=torch.float32, device=device)
+    # The gradient goes over the student's fp32 logits when the matmuls below can take it as it is.
+    buf_g = buf_s if xs.dtype == torch.float32 else torch.empty((rows, vocab), dtype=xs.dtype, device=device)
     with torch.autocast(device.type, enabled=False):  # the dtypes are chosen here, not by autocast
         for start in range(0, n_rows, rows):
             end = min(start + rows, n_rows)
             xs_c = xs[start:end]
-            z_s, z_t = buf_s[: end - start], buf_t[: end - start]
-            torch.mm(xs_c, ws.t(), out=z_s)
-            torch.mm(xt[start:end], wt.t(), out=z_t)
-            jsd_logits_rows_(
-                z_s, z_t, None if labels is None else labels[start:end], beta, ignore_index, temperature,
-                scale, loss_rows[start:end], write_grad,
+            z_s, z_t, dz_s = buf_s[: end - start], buf_t[: end - start], buf_g[: end - start]
+            _addmm_into(z_s, xs_c, ws.t(), first=True)
+            _addmm_into(z_t, xt[start:end], wt.t(), first=True)
+            jsd_logits_rows(
+                z_s, z_t, dz_s if write_grad else None, None if labels is None else labels[start:end], beta,
+                ignore_index, temperature, scale, loss_rows[start:end],
             )  # fmt: skip
             if need_x:
-                torch.mm(z_s, ws, out=grad_x[start:end])
+                torch.mm(dz_s, ws, out=grad_x[start:end])
             if need_w:
-                _addmm_into(grad_w, z_s.t(), xs_c, first=start == 0)
+                _addmm_into(grad_w, dz_s.t(), xs_c, first=start == 0)
     if grad_w is not None:
         grad_w = grad_w.to(ws.dtype)
     return loss_rows.sum() * scale[0], grad_x, grad_w

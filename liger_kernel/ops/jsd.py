@@ -19,9 +19,10 @@ Kept for backward: the gradients (input's shape and dtype; the target's only whe
 made in the forward already divided by the token count; backward multiplies them by the incoming
 gradient in place (nothing when it is exactly 1).
 
-``jsd_logits_rows_`` is the same loss on raw logits with a temperature, for the fused linear JSD:
+``jsd_logits_rows`` is the same loss on raw logits with a temperature, for the fused linear JSD:
 x = log_softmax(z_s / T), y = log_softmax(z_t / T). Its gradient with respect to the student's logits,
-dL/dz_s = (g - q * sum(g)) / T with g = dL/dx above, is written over z_s. Three passes over the row:
+dL/dz_s = (g - q * sum(g)) / T with g = dL/dx above, is written to a buffer of the caller's
+(which may be z_s itself). Three passes over the row:
 the two logsumexps (online), then the loss and sum(g), then the gradient (beta = 0: sum(g) = -1, two
 passes).
 """
@@ -131,21 +132,23 @@ def _log_softmax_block(z_row, cols, mask, inv_temp, top, log_d):
 
 @triton.jit
 def _jsd_logits_kernel(
-    ZS, stride_zs, ZT, stride_zt, LABELS, stride_l, SCALE, LOSS,
+    ZS, stride_zs, ZT, stride_zt, G, stride_g, LABELS, stride_l, SCALE, LOSS,
     n_cols, ignore_index, beta, inv_temp,
     BETA_MODE: tl.constexpr, HAS_LABELS: tl.constexpr, WRITE_GRAD: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
-    # One program per row of student logits ZS and teacher logits ZT; writes dL/dZS over ZS.
+    # One program per row of student logits ZS and teacher logits ZT; writes dL/dZS into G (which may
+    # be ZS itself: each element is read before it is written, by the same program).
     row = tl.program_id(0).to(tl.int64)
     zs_row = ZS + row * stride_zs
     zt_row = ZT + row * stride_zt
+    g_row = G + row * stride_g
     ignored = False
     if HAS_LABELS:
         ignored = tl.load(LABELS + row * stride_l) == ignore_index
     if ignored:
         tl.store(LOSS + row, 0.0)
         if WRITE_GRAD:
-            store_zeros(zs_row, n_cols, BLOCK)
+            store_zeros(g_row, n_cols, BLOCK)
     else:
         # Pass 1: both logsumexps of z / T, online (running max and sum of exp per lane).
         m_s = tl.full((BLOCK,), NEG_FLT_MAX, tl.float32)
@@ -182,7 +185,7 @@ def _jsd_logits_kernel(
             if BETA_MODE == 0:
                 if WRITE_GRAD:
                     grad = (g + tl.exp(x)) * scale
-                    tl.store(zs_row + cols, grad.to(ZS.dtype.element_ty), mask=mask)
+                    tl.store(g_row + cols, grad.to(G.dtype.element_ty), mask=mask)
             else:
                 acc_g += tl.where(mask, g, 0.0)
         tl.store(LOSS + row, tl.sum(acc_loss, 0))
@@ -198,7 +201,7 @@ def _jsd_logits_kernel(
                     y = _log_softmax_block(zt_row, cols, mask, inv_temp, top_t, log_d_t)
                     _loss, g, _dy = _jsd_terms(x, y, beta, BETA_MODE)
                     grad = (g - tl.exp(x) * sum_g) * scale
-                    tl.store(zs_row + cols, grad.to(ZS.dtype.element_ty), mask=mask)
+                    tl.store(g_row + cols, grad.to(G.dtype.element_ty), mask=mask)
 
 
 # --- host side ---------------------------------------------------------------------------------------
@@ -265,20 +268,20 @@ def jsd_rows(
     return loss
 
 
-def jsd_logits_rows_(
+def jsd_logits_rows(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
+    grad: torch.Tensor | None,
     labels: torch.Tensor | None,
     beta: float,
     ignore_index: int,
     temperature: float,
     scale: torch.Tensor,
     loss: torch.Tensor,
-    write_grad: bool,
 ) -> None:
-    """JSD of log_softmax(logits / temperature), per row (fp32, unscaled, into ``loss``); with
-    ``write_grad`` overwrites ``student_logits`` (2-D, unit stride along V) with dL/d(student logits)
-    times ``scale``. Used by the fused linear JSD, one chunk of rows at a time."""
+    """JSD of log_softmax(logits / temperature), per row (fp32, unscaled, into ``loss``); writes
+    dL/d(student logits) times ``scale`` into ``grad`` when given (2-D, unit stride along V; it may be
+    ``student_logits`` itself). Used by the fused linear JSD, one chunk of rows at a time."""
     n_rows, n_cols = student_logits.shape
     if n_rows == 0:
         return
@@ -288,16 +291,17 @@ def jsd_logits_rows_(
         y = torch.log_softmax(teacher_logits.float() / temperature, dim=1)
         rows, g, _dy = _jsd_terms_torch(x, y, beta)
         loss.copy_(torch.where(keep, rows, 0.0).sum(1))
-        if write_grad:
-            grad = (g - x.exp() * g.sum(1, keepdim=True)) * (scale / temperature)
-            student_logits.copy_(torch.where(keep, grad, 0.0))
+        if grad is not None:
+            dz = (g - x.exp() * g.sum(1, keepdim=True)) * (scale / temperature)
+            grad.copy_(torch.where(keep, dz, 0.0))
         return
     block, warps = row_launch(n_cols)
+    g = grad if grad is not None else student_logits
     _jsd_logits_kernel[(n_rows,)](
-        student_logits, student_logits.stride(0), teacher_logits, teacher_logits.stride(0),
+        student_logits, student_logits.stride(0), teacher_logits, teacher_logits.stride(0), g, g.stride(0),
         labels if labels is not None else loss, labels.stride(0) if labels is not None else 0,
         scale, loss, n_cols, ignore_index, beta, 1.0 / temperature,
-        BETA_MODE=beta_mode(beta), HAS_LABELS=labels is not None, WRITE_GRAD=write_grad, BLOCK=block,
+        BETA_MODE=beta_mode(beta), HAS_LABELS=labels is not None, WRITE_GRAD=grad is not None, BLOCK=block,
         num_warps=warps,
     )  # fmt: skip
 
