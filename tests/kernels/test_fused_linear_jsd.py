@@ -4,7 +4,7 @@ temperature-scaled log-softmax (tests/kernels/_distill_check.py), chunks of ever
 import pytest
 import torch
 from _distill_check import block_max, check, jsd_per_row, kept_mean
-from hypothesis import Phase, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from liger_kernel.ops import fused_linear_jsd as fljsd_ops
@@ -23,7 +23,7 @@ def fused_jsd_math(
     return kept_mean(jsd_per_row(log_q, log_p, jsd_beta), shift_labels)
 
 
-@settings(max_examples=20, deadline=None, phases=[Phase.generate])
+@settings(max_examples=20, deadline=None)
 @given(
     n=lst.dims(1, 12),
     hidden=st.sampled_from([(8, 16), (5, 3), (1, 1)]),
