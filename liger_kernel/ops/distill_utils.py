@@ -81,3 +81,38 @@ def scale_grad(grad: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
         cross_entropy_scale_grad_(grad, grad_output)
         return grad
     return (grad.float() * grad_output.reshape(grad.shape).float()).to(grad.dtype)
+
+
+def saved_grads_fake(
+    a: torch.Tensor, b: torch.Tensor, need_a: bool, need_b: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fake (meta) gradients of a forward op that returns (loss, dL/da, dL/db), each empty unless needed."""
+    return (
+        torch.empty_like(a, memory_format=torch.contiguous_format) if need_a else a.new_empty(0),
+        torch.empty_like(b, memory_format=torch.contiguous_format) if need_b else b.new_empty(0),
+    )
+
+
+def register_saved_grads_autograd(op, needs_at: slice, n_inputs: int) -> None:
+    """Autograd of a forward op (a ``LigerOp``) with ``n_inputs`` arguments that returns (loss, dL/da,
+    dL/db) for its first two inputs a and b, whether each is wanted being the booleans at ``needs_at``
+    among its arguments: backward scales the kept gradients by the incoming gradient (``scale_grad``)."""
+
+    def setup_context(ctx, inputs, output):
+        _loss, grad_a, grad_b = output
+        ctx.mark_non_differentiable(grad_a, grad_b)
+        # Autograd would otherwise hand backward zero-filled gradients for these outputs.
+        ctx.set_materialize_grads(False)
+        ctx.needs = inputs[needs_at]
+        ctx.save_for_backward(grad_a, grad_b)
+
+    def backward(ctx, grad_loss, _grad_a, _grad_b):
+        grad_a, grad_b = ctx.saved_tensors
+        need_a, need_b = ctx.needs
+        return (
+            scale_grad(grad_a, grad_loss) if need_a else None,
+            scale_grad(grad_b, grad_loss) if need_b else None,
+            *([None] * (n_inputs - 2)),
+        )
+
+    op.register_autograd(backward, setup_context=setup_context)

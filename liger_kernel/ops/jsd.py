@@ -38,8 +38,9 @@ import triton.language as tl
 from liger_kernel.ops.distill_utils import (
     check_labels,
     check_probabilities_pair,
+    register_saved_grads_autograd,
     row_launch,
-    scale_grad,
+    saved_grads_fake,
     token_scale,
 )
 from liger_kernel.ops.utils import as_rows, liger_op, use_triton
@@ -84,6 +85,15 @@ def store_zeros(ptr, n_cols, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def row_ignored(LABELS, stride_l, row, ignore_index, HAS_LABELS: tl.constexpr):
+    """Whether row ``row``'s label is ignore_index (never without labels)."""
+    ignored = False
+    if HAS_LABELS:
+        ignored = tl.load(LABELS + row * stride_l) == ignore_index
+    return ignored
+
+
+@triton.jit
 def _jsd_kernel(
     X, stride_x, Y, stride_y, DX, stride_dx, DY, stride_dy, LABELS, stride_l, SCALE, LOSS,
     n_cols, ignore_index, beta,
@@ -96,10 +106,7 @@ def _jsd_kernel(
     y_row = Y + row * stride_y
     dx_row = DX + row * stride_dx
     dy_row = DY + row * stride_dy
-    ignored = False
-    if HAS_LABELS:
-        ignored = tl.load(LABELS + row * stride_l) == ignore_index
-    if ignored:
+    if row_ignored(LABELS, stride_l, row, ignore_index, HAS_LABELS):
         tl.store(LOSS + row, 0.0)
         if NEED_DX:
             store_zeros(dx_row, n_cols, BLOCK)
@@ -142,10 +149,7 @@ def _jsd_logits_kernel(
     zs_row = ZS + row * stride_zs
     zt_row = ZT + row * stride_zt
     g_row = G + row * stride_g
-    ignored = False
-    if HAS_LABELS:
-        ignored = tl.load(LABELS + row * stride_l) == ignore_index
-    if ignored:
+    if row_ignored(LABELS, stride_l, row, ignore_index, HAS_LABELS):
         tl.store(LOSS + row, 0.0)
         if WRITE_GRAD:
             store_zeros(g_row, n_cols, BLOCK)
@@ -320,8 +324,8 @@ def jsd_forward(
     need_grad_p: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss in log_q's dtype, dL/dlog_q, dL/dlog_p) -- a gradient empty when not asked for."""
-    grad_q = torch.empty_like(log_q) if need_grad_q else None
-    grad_p = torch.empty_like(log_p) if need_grad_p else None
+    grad_q = torch.empty_like(log_q, memory_format=torch.contiguous_format) if need_grad_q else None
+    grad_p = torch.empty_like(log_p, memory_format=torch.contiguous_format) if need_grad_p else None
     scale = token_scale(labels, ignore_index, log_q.shape[0], log_q.device)
     rows = jsd_rows(log_q, log_p, labels, beta, ignore_index, scale, grad_q, grad_p)
     loss = (rows.sum() * scale[0]).to(log_q.dtype)
@@ -334,36 +338,10 @@ def jsd_forward(
 
 @jsd_forward.register_fake
 def _(log_q, log_p, labels, beta, ignore_index, need_grad_q, need_grad_p):
-    return (
-        log_q.new_empty(()),
-        torch.empty_like(log_q) if need_grad_q else log_q.new_empty(0),
-        torch.empty_like(log_p) if need_grad_p else log_p.new_empty(0),
-    )
+    return (log_q.new_empty(()), *saved_grads_fake(log_q, log_p, need_grad_q, need_grad_p))
 
 
-def _setup_context(ctx, inputs, output):
-    _loss, grad_q, grad_p = output
-    ctx.mark_non_differentiable(grad_q, grad_p)
-    ctx.set_materialize_grads(False)
-    ctx.needs = inputs[5:7]
-    ctx.save_for_backward(grad_q, grad_p)
-
-
-def _backward(ctx, grad_loss, _gq, _gp):
-    grad_q, grad_p = ctx.saved_tensors
-    need_q, need_p = ctx.needs
-    return (
-        scale_grad(grad_q, grad_loss) if need_q else None,
-        scale_grad(grad_p, grad_loss) if need_p else None,
-        None,
-        None,
-        None,
-        None,
-        None,
-    )
-
-
-jsd_forward.register_autograd(_backward, setup_context=_setup_context)
+register_saved_grads_autograd(jsd_forward, slice(5, 7), 7)
 
 
 def check_beta(name: str, beta: float) -> None:

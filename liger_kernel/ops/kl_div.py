@@ -17,7 +17,13 @@ import torch
 import triton
 import triton.language as tl
 
-from liger_kernel.ops.distill_utils import check_probabilities_pair, check_reduction, row_launch, scale_grad
+from liger_kernel.ops.distill_utils import (
+    check_probabilities_pair,
+    check_reduction,
+    register_saved_grads_autograd,
+    row_launch,
+    saved_grads_fake,
+)
 from liger_kernel.ops.utils import as_rows, liger_op, use_triton
 
 
@@ -152,32 +158,10 @@ def _(x, t, reduction, log_target, eps, scale, need_grad_x, need_grad_t):
     loss = (
         torch.empty_like(x, memory_format=torch.contiguous_format) if reduction == "none" else x.new_empty(())
     )
-    return (
-        loss,
-        torch.empty_like(x, memory_format=torch.contiguous_format) if need_grad_x else x.new_empty(0),
-        torch.empty_like(t, memory_format=torch.contiguous_format) if need_grad_t else t.new_empty(0),
-    )
+    return (loss, *saved_grads_fake(x, t, need_grad_x, need_grad_t))
 
 
-def _setup_context(ctx, inputs, output):
-    _loss, grad_x, grad_t = output
-    ctx.mark_non_differentiable(grad_x, grad_t)
-    ctx.set_materialize_grads(False)
-    ctx.needs = inputs[6:8]
-    ctx.save_for_backward(grad_x, grad_t)
-
-
-def _backward(ctx, grad_loss, _gx, _gt):
-    grad_x, grad_t = ctx.saved_tensors
-    need_x, need_t = ctx.needs
-    return (
-        scale_grad(grad_x, grad_loss) if need_x else None,
-        scale_grad(grad_t, grad_loss) if need_t else None,
-        *([None] * 6),
-    )
-
-
-kl_div_forward.register_autograd(_backward, setup_context=_setup_context)
+register_saved_grads_autograd(kl_div_forward, slice(6, 8), 8)
 
 
 def kl_div(

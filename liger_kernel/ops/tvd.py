@@ -20,11 +20,12 @@ from liger_kernel.ops.distill_utils import (
     check_labels,
     check_probabilities_pair,
     check_reduction,
+    register_saved_grads_autograd,
     row_launch,
-    scale_grad,
+    saved_grads_fake,
     token_scale,
 )
-from liger_kernel.ops.jsd import kept_rows, store_zeros
+from liger_kernel.ops.jsd import kept_rows, row_ignored, store_zeros
 from liger_kernel.ops.utils import as_rows, liger_op, use_triton
 
 
@@ -39,10 +40,7 @@ def _tvd_kernel(
     # gradients times SCALE.
     row = tl.program_id(0).to(tl.int64)
     loss_row = LOSS + row * stride_loss
-    ignored = False
-    if HAS_LABELS:
-        ignored = tl.load(LABELS + row * stride_l) == ignore_index
-    if ignored:
+    if row_ignored(LABELS, stride_l, row, ignore_index, HAS_LABELS):
         if ELEMENTWISE:
             store_zeros(loss_row, n_cols, BLOCK)
         else:
@@ -155,32 +153,10 @@ def _(p, q, labels, reduction, ignore_index, need_grad_p, need_grad_q):
     loss = (
         torch.empty_like(p, memory_format=torch.contiguous_format) if reduction == "none" else p.new_empty(())
     )
-    return (
-        loss,
-        torch.empty_like(p, memory_format=torch.contiguous_format) if need_grad_p else p.new_empty(0),
-        torch.empty_like(q, memory_format=torch.contiguous_format) if need_grad_q else q.new_empty(0),
-    )
+    return (loss, *saved_grads_fake(p, q, need_grad_p, need_grad_q))
 
 
-def _setup_context(ctx, inputs, output):
-    _loss, grad_p, grad_q = output
-    ctx.mark_non_differentiable(grad_p, grad_q)
-    ctx.set_materialize_grads(False)
-    ctx.needs = inputs[5:7]
-    ctx.save_for_backward(grad_p, grad_q)
-
-
-def _backward(ctx, grad_loss, _gp, _gq):
-    grad_p, grad_q = ctx.saved_tensors
-    need_p, need_q = ctx.needs
-    return (
-        scale_grad(grad_p, grad_loss) if need_p else None,
-        scale_grad(grad_q, grad_loss) if need_q else None,
-        *([None] * 5),
-    )
-
-
-tvd_forward.register_autograd(_backward, setup_context=_setup_context)
+register_saved_grads_autograd(tvd_forward, slice(5, 7), 7)
 
 
 def tvd(

@@ -82,10 +82,16 @@ def check(
     if dtype == torch.float32:
         # torch's CPU kernels accumulate fp32 in fp64 and its log_softmax is almost exact there, while
         # a kernel in fp32 (as torch's CUDA kernels) is off by an ulp or two of the O(1) terms a
-        # divergence cancels down to (p - q, sum p log(p / m)): fp32 tolerances instead, as
-        # test_cross_entropy.py does for the same reason.
+        # divergence cancels down to (p - q, sum p log(p / m)): fp32 tolerances against the math, as
+        # test_cross_entropy.py does for the same reason -- or, where the conditioning amplifies fp32
+        # rounding past those (sharp temperatures, long sums into dW), no more than twice torch's own
+        # fp32 error (reference-error mode).
         tol = tolerances(torch.float32)
-        assert_close(actual, {k: v.to(dtype) for k, v in golden.items()}, atol=tol.atol, rtol=tol.rtol)
+        for key in golden:
+            try:
+                assert_close(actual[key], golden[key].to(dtype), atol=tol.atol, rtol=tol.rtol, msg=key)
+            except AssertionError:
+                assert_close_to_reference(actual[key], reference[key], golden[key], msg=key)
     else:
         assert_close_to_reference(actual, reference, golden)
     return actual
