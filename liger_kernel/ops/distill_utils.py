@@ -87,9 +87,10 @@ def saved_grads_fake(
     a: torch.Tensor, b: torch.Tensor, need_a: bool, need_b: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fake (meta) gradients of a forward op that returns (loss, dL/da, dL/db), each empty unless needed."""
+    grad_a, grad_b = grad_buffers(a, b, need_a, need_b)
     return (
-        torch.empty_like(a, memory_format=torch.contiguous_format) if need_a else a.new_empty(0),
-        torch.empty_like(b, memory_format=torch.contiguous_format) if need_b else b.new_empty(0),
+        grad_a if grad_a is not None else a.new_empty(0),
+        grad_b if grad_b is not None else b.new_empty(0),
     )
 
 
@@ -116,3 +117,20 @@ def register_saved_grads_autograd(op, needs_at: slice, n_inputs: int) -> None:
         )
 
     op.register_autograd(backward, setup_context=setup_context)
+
+
+def loss_buffer(x: torch.Tensor, elementwise: bool) -> torch.Tensor:
+    """Where a row kernel writes its loss: one value per element (x's dtype) or one fp32 per row."""
+    if elementwise:
+        return torch.empty_like(x, memory_format=torch.contiguous_format)
+    return torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
+
+
+def grad_buffers(
+    a: torch.Tensor, b: torch.Tensor, need_a: bool, need_b: bool
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Buffers for dL/da and dL/db (contiguous, their inputs' dtypes), None where not needed."""
+    return (
+        torch.empty_like(a, memory_format=torch.contiguous_format) if need_a else None,
+        torch.empty_like(b, memory_format=torch.contiguous_format) if need_b else None,
+    )

@@ -38,6 +38,7 @@ import triton.language as tl
 from liger_kernel.ops.distill_utils import (
     check_labels,
     check_probabilities_pair,
+    grad_buffers,
     register_saved_grads_autograd,
     row_launch,
     saved_grads_fake,
@@ -324,8 +325,7 @@ def jsd_forward(
     need_grad_p: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss in log_q's dtype, dL/dlog_q, dL/dlog_p) -- a gradient empty when not asked for."""
-    grad_q = torch.empty_like(log_q, memory_format=torch.contiguous_format) if need_grad_q else None
-    grad_p = torch.empty_like(log_p, memory_format=torch.contiguous_format) if need_grad_p else None
+    grad_q, grad_p = grad_buffers(log_q, log_p, need_grad_q, need_grad_p)
     scale = token_scale(labels, ignore_index, log_q.shape[0], log_q.device)
     rows = jsd_rows(log_q, log_p, labels, beta, ignore_index, scale, grad_q, grad_p)
     loss = (rows.sum() * scale[0]).to(log_q.dtype)

@@ -20,6 +20,8 @@ import triton.language as tl
 from liger_kernel.ops.distill_utils import (
     check_probabilities_pair,
     check_reduction,
+    grad_buffers,
+    loss_buffer,
     register_saved_grads_autograd,
     row_launch,
     saved_grads_fake,
@@ -100,10 +102,7 @@ def kl_div_rows(
 ) -> torch.Tensor:
     """Loss of 2-D rows (elementwise in x's dtype, or per row in fp32) and gradients times ``scale``."""
     n_rows, n_cols = x.shape
-    if elementwise:
-        loss = torch.empty_like(x, memory_format=torch.contiguous_format)
-    else:
-        loss = torch.empty(n_rows, dtype=torch.float32, device=x.device)
+    loss = loss_buffer(x, elementwise)
     if n_rows == 0:
         return loss
     if not use_triton("kl_div", x):
@@ -140,8 +139,7 @@ def kl_div_forward(
     need_grad_t: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss in x's dtype: (rows, V) for "none", else a scalar; dl/dx; dl/dt) of 2-D rows."""
-    grad_x = torch.empty_like(x, memory_format=torch.contiguous_format) if need_grad_x else None
-    grad_t = torch.empty_like(t, memory_format=torch.contiguous_format) if need_grad_t else None
+    grad_x, grad_t = grad_buffers(x, t, need_grad_x, need_grad_t)
     elementwise = reduction == "none"
     loss = kl_div_rows(x, t, log_target, eps, scale, elementwise, grad_x, grad_t)
     if not elementwise:

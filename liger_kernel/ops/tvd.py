@@ -20,6 +20,8 @@ from liger_kernel.ops.distill_utils import (
     check_labels,
     check_probabilities_pair,
     check_reduction,
+    grad_buffers,
+    loss_buffer,
     register_saved_grads_autograd,
     row_launch,
     saved_grads_fake,
@@ -86,10 +88,7 @@ def tvd_rows(
 ) -> torch.Tensor:
     """Loss of 2-D rows (elementwise in p's dtype, or per row in fp32) and gradients times ``scale``."""
     n_rows, n_cols = p.shape
-    if elementwise:
-        loss = torch.empty_like(p, memory_format=torch.contiguous_format)
-    else:
-        loss = torch.empty(n_rows, dtype=torch.float32, device=p.device)
+    loss = loss_buffer(p, elementwise)
     if n_rows == 0:
         return loss
     if not use_triton("tvd", p):
@@ -130,8 +129,7 @@ def tvd_forward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss in p's dtype: (rows, V) for "none", else a scalar; dL/dp; dL/dq) of 2-D rows."""
     n_rows, n_cols = p.shape
-    grad_p = torch.empty_like(p, memory_format=torch.contiguous_format) if need_grad_p else None
-    grad_q = torch.empty_like(q, memory_format=torch.contiguous_format) if need_grad_q else None
+    grad_p, grad_q = grad_buffers(p, q, need_grad_p, need_grad_q)
     scale = token_scale(labels, ignore_index, n_rows, p.device)
     if reduction in ("sum", "none"):
         scale = torch.ones_like(scale)

@@ -23,7 +23,7 @@ def fused_jsd_math(
     return kept_mean(jsd_per_row(log_q, log_p, jsd_beta), shift_labels)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=16, deadline=None)
 @given(
     n=lst.dims(1, 12),
     hidden=st.sampled_from([(8, 16), (5, 3), (1, 1)]),
