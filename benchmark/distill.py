@@ -24,8 +24,8 @@ note says check=ok or FAIL.
 Shapes (bf16): 8192 x 128256 for the three logits-in losses; the fused loss at 8 x 2048 tokens, a 1B
 student (hidden 2048) and an 8B teacher (hidden 4096), vocab 128256. ``--tiny`` runs small shapes, on the
 CPU through Triton's interpreter when there is no GPU: it checks the script, not the speed.
-Writes ``distill_<date>.csv`` (with GPU, versions and date) to --out (default $OUT, else
-benchmark/results) and prints a table.
+Writes ``distill_<date>[_<tag>].csv`` (with GPU, versions and date) to --out (default $OUT, else
+benchmark/results; an existing file of that name is replaced) and prints a table.
 """
 
 from __future__ import annotations
@@ -269,13 +269,15 @@ def print_table(results: list[dict[str, Any]]) -> None:
         )
 
 
-def write_csv(results: list[dict[str, Any]], out_dir: Path, shapes: dict[str, dict[str, int]]) -> Path:
+def write_csv(
+    results: list[dict[str, Any]], out_dir: Path, shapes: dict[str, dict[str, int]], tag: str = ""
+) -> Path:
     from benchmark.run import append_csv_rows, environment
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     env = environment(device, None)
     today = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d")
-    path = out_dir / f"distill_{today}.csv"
+    path = out_dir / f"distill_{today}{'_' + tag if tag else ''}.csv"
     columns = ("op", "shape", "dtype", "provider", "metric", "value", "gpu", "torch", "triton",
                "transformers", "liger_kernel", "date", "note")  # fmt: skip
     rows = []
@@ -302,6 +304,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="folder holding liger-kernel 0.8.5's liger_kernel package (default $LIGER_PEER_PATH or .peer/liger085)",
     )
     parser.add_argument("--out", default=os.environ.get("OUT") or str(_REPO / "benchmark" / "results"))
+    parser.add_argument("--tag", default="", help="CSV name distill_<date>_<tag>.csv (one per subset of ops)")
     parser.add_argument("--tiny", action="store_true", help="small shapes (CPU + interpreter without CUDA)")
     parser.add_argument("--warmup", type=int, default=25, help="do_bench warmup ms")
     parser.add_argument("--rep", type=int, default=100, help="do_bench rep ms")
@@ -337,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(run_arm(op, arm, args.tiny, args))
     print()
     print_table(results)
-    path = write_csv(results, Path(args.out), shapes)
+    path = write_csv(results, Path(args.out), shapes, args.tag)
     print(f"\nCSV: {path}")
     return 0
 
