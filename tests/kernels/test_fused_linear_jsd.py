@@ -28,7 +28,7 @@ def fused_jsd_math(
     n=lst.dims(1, 12),
     hidden=st.sampled_from([(8, 16), (5, 3), (1, 1)]),
     vocab=lst.dims(2, 200),
-    dtype=lst.dtypes(torch.float32, torch.bfloat16),
+    dtype=lst.dtypes(torch.float32, torch.bfloat16, torch.float16),
     beta=st.sampled_from([0.0, 1.0, 0.5, 0.2]),
     temperature=st.sampled_from([1.0, 0.5, 2.0]),
     ignore_fraction=st.sampled_from([None, 0.0, 0.5, 1.0]),
