@@ -66,9 +66,13 @@ def _scale_kernel(X, n, GO, BLOCK: tl.constexpr):
         tl.store(X + offs, (x * go).to(X.dtype.element_ty), mask=mask)
 
 
-def default_chunk_size(n_rows: int, vocab_size: int, element_size: int) -> int:
-    """Rows per chunk: at most CHUNK_LOGITS_BYTES of logits, a multiple of 64, chunks of even size."""
-    budget_rows = max(1, CHUNK_LOGITS_BYTES // max(1, vocab_size * element_size))
+def default_chunk_size(
+    n_rows: int, vocab_size: int, element_size: int, budget_bytes: int | None = None
+) -> int:
+    """Rows per chunk: at most ``budget_bytes`` (default CHUNK_LOGITS_BYTES) of logits at
+    ``element_size`` bytes per logit, a multiple of 64, chunks of even size."""
+    budget = CHUNK_LOGITS_BYTES if budget_bytes is None else budget_bytes
+    budget_rows = max(1, budget // max(1, vocab_size * element_size))
     if budget_rows >= 64:
         budget_rows -= budget_rows % 64
     n_chunks = cdiv(max(n_rows, 1), budget_rows)

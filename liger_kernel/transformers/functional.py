@@ -73,3 +73,54 @@ liger_fused_linear_cross_entropy = fused_linear_cross_entropy
 
 __all__ = ["liger_geglu", "liger_swiglu", "liger_layer_norm", "liger_rope", "liger_rms_norm"]
 __all__ += ["liger_cross_entropy", "liger_fused_linear_cross_entropy"]
+
+
+# --- distillation losses (logits or hidden states in) -------------------------------------------------
+
+from liger_kernel.ops.fused_linear_jsd import fused_linear_jsd  # noqa: E402
+from liger_kernel.ops.jsd import jsd  # noqa: E402
+from liger_kernel.ops.kl_div import kl_div  # noqa: E402
+from liger_kernel.ops.tvd import tvd  # noqa: E402
+
+
+def liger_kl_div(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    log_target: bool = False,
+    eps: float = 1e-10,
+) -> torch.Tensor:
+    """``torch.nn.functional.kl_div`` (see ``LigerKLDIVLoss``); ``size_average`` and ``reduce`` are
+    torch's deprecated options, mapped to ``reduction`` as torch does."""
+    if size_average is not None or reduce is not None:
+        reduction = torch.nn._reduction.legacy_get_string(size_average, reduce)
+    return kl_div(input, target, reduction, log_target, eps)
+
+
+def liger_jsd(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    shift_labels: torch.Tensor | None = None,
+    beta: float = 0.5,
+    ignore_index: int = -100,
+) -> torch.Tensor:
+    """Generalized JSD of the student's log-probs ``input`` and the teacher's ``target``; see ``LigerJSD``."""
+    return jsd(input, target, shift_labels, beta, ignore_index)
+
+
+def liger_tvd(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    shift_labels: torch.Tensor | None = None,
+    reduction: str = "mean",
+    ignore_index: int = -100,
+) -> torch.Tensor:
+    """Total variation distance of probabilities ``input`` and ``target``; see ``LigerTVDLoss``."""
+    return tvd(input, target, shift_labels, reduction, ignore_index)
+
+
+liger_fused_linear_jsd = fused_linear_jsd
+
+__all__ += ["liger_kl_div", "liger_jsd", "liger_tvd", "liger_fused_linear_jsd"]
