@@ -1,0 +1,207 @@
+"""The one chunked mechanism behind every loss in ``liger_kernel.chunked_loss``.
+
+A loss of hidden states x (R rows, each (..., H)) through an lm_head W (V x H) and bias b whose value is a sum
+over chunks of rows, given batch-level constants (token counts, pair counts) computed before the loop:
+
+    L = sum_k L_k(z_k),    z_k = x_k W^T + b    (fp32, one chunk of rows at a time, never all R rows)
+
+For each chunk the forward computes z_k, L_k with plain torch, G_k = dL_k/dz_k by autograd on the chunk's small
+graph (from z_k on, not through the matmul), and then the gradients by hand:
+
+    dx_k  = G_k W            written into the chunk's rows of dx
+    dW   += G_k^T x_k        fp32 accumulator when W is in a lower precision
+    db   += sum_rows G_k     fp32
+
+So the forward makes all gradients; backward only multiplies them by the incoming scalar. A frozen second model
+(reference or teacher) is evaluated by the loss, chunk by chunk under ``no_grad``, with the helpers below.
+Kept for backward: dx, dW, db. Memory beyond the inputs: those, plus one chunk's logits and their gradient.
+
+A chunk is a set of rows of x along dim 0: sequences for the preference and RL losses (a loss that is
+non-linear in a sequence's log-prob sum needs the whole sequence in one chunk), tokens for distillation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from liger_kernel.ops.fused_linear_cross_entropy import _addmm_into
+
+# A chunk's loss: (fp32 logits of the chunk's rows (r, ..., V), the rows' indices) -> (scalar loss, aux).
+# aux is anything detached (per-row values, partial sums); the caller assembles it from the list of chunks.
+ChunkLoss = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, Any]]
+
+
+def chunk_logits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x @ W^T + b in x's dtype (as an lm_head computes it), returned in fp32 (float64 stays float64)."""
+    logits = torch.matmul(x, weight.t())
+    if bias is not None:
+        logits = logits + bias
+    return logits if logits.dtype == torch.float64 else logits.float()
+
+
+def token_logprobs(
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int = -100
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log softmax(logits)[target], mask) per token; 0 where target == ignore_index. Via logsumexp, so the
+    graph keeps no log-softmax tensor of the chunk's size."""
+    mask = target != ignore_index
+    safe_target = target.masked_fill(~mask, 0)
+    picked = logits.gather(-1, safe_target.unsqueeze(-1)).squeeze(-1)
+    logprobs = picked - torch.logsumexp(logits, dim=-1)
+    return logprobs.masked_fill(~mask, 0.0), mask
+
+
+@torch.no_grad()
+def frozen_token_logprobs(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    target: torch.Tensor,
+    ignore_index: int = -100,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Per-token log-probs of a frozen model (reference policy) for one chunk; 0 at ignored tokens."""
+    logits = chunk_logits(x, weight, bias)
+    if temperature != 1.0:
+        logits = logits / temperature
+    return token_logprobs(logits, target, ignore_index)[0]
+
+
+def row_chunks(num_rows: int, rows_per_chunk: int, device: torch.device) -> list[torch.Tensor]:
+    """Consecutive row index chunks of at most ``rows_per_chunk`` rows."""
+    rows_per_chunk = max(1, int(rows_per_chunk))
+    return [
+        torch.arange(start, min(start + rows_per_chunk, num_rows), device=device)
+        for start in range(0, num_rows, rows_per_chunk)
+    ]
+
+
+def chunked_value_and_grads(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    chunks: Sequence[torch.Tensor],
+    chunk_loss: ChunkLoss,
+    needs_grad: tuple[bool, bool, bool],
+) -> tuple[torch.Tensor, list[Any], torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Loop over ``chunks`` (row indices of x along dim 0): returns (loss, [aux of each chunk], dx, dW, db).
+
+    ``needs_grad`` = (x, weight, bias); gradients not needed are None and cost nothing.
+    """
+    need_x, need_w, need_b = needs_grad
+    need_b = need_b and bias is not None
+    low_precision = weight.dtype in (torch.float16, torch.bfloat16)
+    grad_x = torch.zeros_like(x) if need_x else None
+    grad_w = torch.zeros(weight.shape, dtype=torch.float32 if low_precision else weight.dtype, device=weight.device)
+    grad_w = grad_w if need_w else None
+    grad_b = torch.zeros(bias.shape, dtype=grad_w.dtype if need_w else torch.float32, device=bias.device) if need_b else None
+    loss = torch.zeros((), dtype=torch.float64 if x.dtype == torch.float64 else torch.float32, device=x.device)
+    auxes = []
+    hidden = x.shape[-1]
+    any_grad = need_x or need_w or need_b
+    for rows in chunks:
+        x_chunk = x.index_select(0, rows)
+        with torch.no_grad():
+            logits = chunk_logits(x_chunk, weight, bias)
+        with torch.enable_grad():
+            logits.requires_grad_(any_grad)
+            chunk_value, aux = chunk_loss(logits, rows)
+            if any_grad and chunk_value.requires_grad:
+                (grad_logits,) = torch.autograd.grad(chunk_value, logits)
+            else:
+                grad_logits = torch.zeros_like(logits) if any_grad else None
+        loss += chunk_value.detach()
+        auxes.append(aux)
+        if not any_grad:
+            continue
+        grad_logits = grad_logits.reshape(-1, grad_logits.shape[-1])
+        if need_b:
+            grad_b += grad_logits.sum(0)
+        grad_logits = grad_logits.to(x.dtype)
+        if need_x:
+            grad_x.index_copy_(0, rows, (grad_logits @ weight).reshape(x_chunk.shape))
+        if need_w:
+            _addmm_into(grad_w, grad_logits.t(), x_chunk.reshape(-1, hidden), first=False)
+    return loss, auxes, grad_x, grad_w, grad_b
+
+
+class FusedLinearChunkedFunction(torch.autograd.Function):
+    """Base of the loss Functions: a subclass's ``forward`` runs ``chunked_value_and_grads`` and keeps its
+    gradients with ``finish_forward``; this ``backward`` scales them by the incoming gradient of the loss (the
+    other outputs are metrics, not differentiable)."""
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: torch.Tensor, *grad_metrics: Any) -> tuple[torch.Tensor | None, ...]:
+        grads_out: list[torch.Tensor | None] = [None] * ctx.num_args
+        for slot, grad, dtype in zip(ctx.slots, ctx.saved_tensors, ctx.dtypes):
+            if slot is not None and grad is not None:
+                grads_out[slot] = (grad * grad_loss).to(dtype)
+        return tuple(grads_out)
+
+
+# Argument checks shared by the losses: each error names the argument and says what was wrong.
+
+
+def check_beta(beta: float, name: str = "beta") -> None:
+    if not beta >= 0:
+        raise ValueError(f"{name} must be >= 0, got {beta}")
+
+
+def check_choice(value: str, choices: Sequence[str], name: str) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; supported: {', '.join(choices)}")
+
+
+def check_shape(tensor: torch.Tensor | None, shape: Sequence[int], name: str, what: str) -> None:
+    if tensor is not None and tuple(tensor.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)} ({what}), got {tuple(tensor.shape)}")
+
+
+def check_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, names: tuple[str, str, str]) -> None:
+    """x (..., H) through weight (V, H) and bias (V,)."""
+    x_name, w_name, b_name = names
+    if weight.dim() != 2 or weight.shape[1] != x.shape[-1]:
+        raise ValueError(
+            f"{w_name} must have shape (vocab, hidden={x.shape[-1]}) to match {x_name}, got {tuple(weight.shape)}"
+        )
+    check_shape(bias, (weight.shape[0],), b_name, f"one value per row of {w_name}")
+    if x.dtype != weight.dtype:
+        raise ValueError(f"{x_name} ({x.dtype}) and {w_name} ({weight.dtype}) must have the same dtype")
+
+
+def check_targets(target: torch.Tensor, vocab_size: int, ignore_index: int, name: str) -> None:
+    """Every target is a vocabulary index or ignore_index (one host sync per call)."""
+    if target.is_floating_point():
+        raise ValueError(f"{name} must hold integer token ids, got {target.dtype}")
+    valid = target[target != ignore_index]
+    if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= vocab_size):
+        raise ValueError(
+            f"{name} has token ids outside [0, {vocab_size}) that are not ignore_index={ignore_index}: "
+            f"min {int(valid.min())}, max {int(valid.max())}"
+        )
+
+
+def finish_forward(
+    ctx: Any,
+    slots: tuple[int, int, int | None],
+    num_args: int,
+    tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
+    grads: Sequence[torch.Tensor | None],
+    outputs: Sequence[torch.Tensor],
+) -> None:
+    """Keeps a Function's gradients for ``FusedLinearChunkedFunction.backward`` and marks its metric outputs
+    non-differentiable. ``slots``: positions of (input, weight, bias) among forward's arguments (after ctx);
+    ``tensors``: those arguments."""
+    ctx.slots, ctx.num_args = slots, num_args
+    ctx.dtypes = tuple(t.dtype if t is not None else None for t in tensors)
+    ctx.save_for_backward(*grads)
+    metric_tensors = [t for t in outputs if isinstance(t, torch.Tensor)]
+    if metric_tensors:
+        ctx.mark_non_differentiable(*metric_tensors)
+
+
+def needs_grads(ctx: Any, slots: tuple[int, int, int | None]) -> tuple[bool, bool, bool]:
+    return tuple(slot is not None and bool(ctx.needs_input_grad[slot]) for slot in slots)
