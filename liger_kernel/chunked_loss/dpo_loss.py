@@ -51,9 +51,13 @@ def check_dpo_options(beta: float, loss_type: str, label_smoothing: float, disco
     if loss_type in ("ipo", "sppo_hard") and beta == 0:
         raise ValueError(f"beta must be > 0 for loss_type={loss_type!r} (it divides by beta)")
     if loss_type == "exo_pair" and not 0.0 < label_smoothing < 1.0:
-        raise ValueError(f"label_smoothing must lie in (0, 1) for loss_type='exo_pair', got {label_smoothing}")
+        raise ValueError(
+            f"label_smoothing must lie in (0, 1) for loss_type='exo_pair', got {label_smoothing}"
+        )
     if loss_type == "robust" and not 0.0 <= label_smoothing < 0.5:
-        raise ValueError(f"label_smoothing must lie in [0, 0.5) for loss_type='robust', got {label_smoothing}")
+        raise ValueError(
+            f"label_smoothing must lie in [0, 0.5) for loss_type='robust', got {label_smoothing}"
+        )
     if loss_type == "discopop" and not discopop_tau > 0:
         raise ValueError(f"discopop_tau must be > 0, got {discopop_tau}")
 

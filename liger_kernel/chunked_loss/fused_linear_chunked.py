@@ -35,18 +35,19 @@ ChunkLoss = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, Any]]
 
 
 def chunk_logits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """x @ W^T + b in x's dtype (as an lm_head computes it), returned in fp32 (float64 stays float64)."""
-    logits = torch.matmul(x, weight.t())
-    if bias is not None:
-        logits = logits + bias
+    """x @ W^T + b in x's dtype, rounded once (as an lm_head computes it), returned in fp32 (float64 stays)."""
+    logits = torch.nn.functional.linear(x, weight, bias)
     return logits if logits.dtype == torch.float64 else logits.float()
 
 
 def token_logprobs(
-    logits: torch.Tensor, target: torch.Tensor, ignore_index: int = -100
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log softmax(logits)[target], mask) per token; 0 where target == ignore_index. Via logsumexp, so the
-    graph keeps no log-softmax tensor of the chunk's size."""
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int | None = -100
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(log softmax(logits)[target], mask) per token; 0 where target == ignore_index (no mask when
+    ignore_index is None). Via logsumexp, so the graph keeps no log-softmax tensor of the chunk's size."""
+    if ignore_index is None:
+        picked = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        return picked - torch.logsumexp(logits, dim=-1), None
     mask = target != ignore_index
     safe_target = target.masked_fill(~mask, 0)
     picked = logits.gather(-1, safe_target.unsqueeze(-1)).squeeze(-1)
@@ -60,7 +61,7 @@ def frozen_token_logprobs(
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     target: torch.Tensor,
-    ignore_index: int = -100,
+    ignore_index: int | None = -100,
     temperature: float = 1.0,
 ) -> torch.Tensor:
     """Per-token log-probs of a frozen model (reference policy) for one chunk; 0 at ignored tokens."""
@@ -95,10 +96,18 @@ def chunked_value_and_grads(
     need_b = need_b and bias is not None
     low_precision = weight.dtype in (torch.float16, torch.bfloat16)
     grad_x = torch.zeros_like(x) if need_x else None
-    grad_w = torch.zeros(weight.shape, dtype=torch.float32 if low_precision else weight.dtype, device=weight.device)
+    grad_w = torch.zeros(
+        weight.shape, dtype=torch.float32 if low_precision else weight.dtype, device=weight.device
+    )
     grad_w = grad_w if need_w else None
-    grad_b = torch.zeros(bias.shape, dtype=grad_w.dtype if need_w else torch.float32, device=bias.device) if need_b else None
-    loss = torch.zeros((), dtype=torch.float64 if x.dtype == torch.float64 else torch.float32, device=x.device)
+    grad_b = (
+        torch.zeros(bias.shape, dtype=grad_w.dtype if need_w else torch.float32, device=bias.device)
+        if need_b
+        else None
+    )
+    loss = torch.zeros(
+        (), dtype=torch.float64 if x.dtype == torch.float64 else torch.float32, device=x.device
+    )
     auxes = []
     hidden = x.shape[-1]
     any_grad = need_x or need_w or need_b
@@ -160,7 +169,9 @@ def check_shape(tensor: torch.Tensor | None, shape: Sequence[int], name: str, wh
         raise ValueError(f"{name} must have shape {tuple(shape)} ({what}), got {tuple(tensor.shape)}")
 
 
-def check_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, names: tuple[str, str, str]) -> None:
+def check_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, names: tuple[str, str, str]
+) -> None:
     """x (..., H) through weight (V, H) and bias (V,)."""
     x_name, w_name, b_name = names
     if weight.dim() != 2 or weight.shape[1] != x.shape[-1]:
@@ -172,11 +183,11 @@ def check_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
         raise ValueError(f"{x_name} ({x.dtype}) and {w_name} ({weight.dtype}) must have the same dtype")
 
 
-def check_targets(target: torch.Tensor, vocab_size: int, ignore_index: int, name: str) -> None:
+def check_targets(target: torch.Tensor, vocab_size: int, ignore_index: int | None, name: str) -> None:
     """Every target is a vocabulary index or ignore_index (one host sync per call)."""
     if target.is_floating_point():
         raise ValueError(f"{name} must hold integer token ids, got {target.dtype}")
-    valid = target[target != ignore_index]
+    valid = target if ignore_index is None else target[target != ignore_index]
     if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= vocab_size):
         raise ValueError(
             f"{name} has token ids outside [0, {vocab_size}) that are not ignore_index={ignore_index}: "

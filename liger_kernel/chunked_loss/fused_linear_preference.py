@@ -80,7 +80,9 @@ def paired_preference_forward(
         if ref_chosen_logps is None or ref_rejected_logps is None:
             raise ValueError("ref_chosen_logps and ref_rejected_logps must be given together")
         check_shape(ref_chosen_logps, (n_pairs,), "ref_chosen_logps", "one log-prob per chosen sequence")
-        check_shape(ref_rejected_logps, (n_pairs,), "ref_rejected_logps", "one log-prob per rejected sequence")
+        check_shape(
+            ref_rejected_logps, (n_pairs,), "ref_rejected_logps", "one log-prob per rejected sequence"
+        )
     use_ref_input = use_ref_model and not precomputed
     if use_ref_input:
         if ref_input is None or ref_weight is None:
@@ -88,7 +90,9 @@ def paired_preference_forward(
                 "use_ref_model=True needs ref_input and ref_weight (or precomputed ref_chosen_logps and "
                 "ref_rejected_logps)"
             )
-        check_shape(ref_input, (*_input.shape[:2], ref_input.shape[-1]), "ref_input", "(2 * pairs, seq_len, hidden)")
+        check_shape(
+            ref_input, (*_input.shape[:2], ref_input.shape[-1]), "ref_input", "(2 * pairs, seq_len, hidden)"
+        )
         check_linear(ref_input, ref_weight, ref_bias, ("ref_input", "ref_weight", "ref_bias"))
         if ref_weight.shape[0] != vocab:
             raise ValueError(f"ref_weight has vocabulary {ref_weight.shape[0]}, weight has {vocab}")
