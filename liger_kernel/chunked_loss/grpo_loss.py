@@ -16,9 +16,10 @@ Per completion token t of sequence i (mask m, advantage A_i, lp = log softmax(z 
           dapo, cispo, vespo  sum m l / max(num_items_in_batch / world_size (or sum m), 1)
           luspo        mean_i sum_t m l          (TRL 1.16's definition)
 lp_old defaults to lp.detach() (one policy update per generation). A chunk is ``chunk_size`` sequences; the
-normalizers are batch-level, computed before the loop. Metrics (as liger-kernel 0.8.5): the masked mean of k3
-(when beta != 0) and the fraction of masked tokens whose ratio was clipped in the direction that matters
-(below with A < 0, above with A > 0).
+normalizers are batch-level, computed before the loop. Metrics (as liger-kernel 0.8.5, and as TRL logs them as ``kl``
+and ``clip_ratio/region_mean``): the masked mean of k3 (when beta != 0) and the fraction of masked tokens
+(of sequences, at sequence level, as TRL; 0.8.5 counts their tokens) whose ratio was clipped in the direction
+that matters (below with A < 0, above with A > 0).
 """
 
 from __future__ import annotations
@@ -233,7 +234,10 @@ class LigerFusedLinearGRPOFunction(FusedLinearChunkedFunction):
             else:
                 loss = (per_token * m).sum() / normalizer
             is_clipped = (low_clipped & (adv < 0)) | (high_clipped & (adv > 0))
-            clipped_sum = (is_clipped.expand_as(m) * m).sum()
+            if importance_sampling_level == "sequence":  # one ratio per sequence: TRL counts sequences
+                clipped_sum = is_clipped.sum().to(m.dtype)
+            else:
+                clipped_sum = (is_clipped * m).sum()
             return loss, (kl_sum, clipped_sum)
 
         loss, auxes, *grads = chunked_value_and_grads(
@@ -243,7 +247,12 @@ class LigerFusedLinearGRPOFunction(FusedLinearChunkedFunction):
         metrics = []
         if beta != 0:
             metrics.append(torch.stack([a[0] for a in auxes]).sum() / token_count)
-        metrics.append(torch.stack([a[1] for a in auxes]).sum() / token_count)
+        clip_count = (
+            torch.tensor(float(n_seq), device=mask.device)
+            if importance_sampling_level == "sequence"
+            else token_count
+        )
+        metrics.append(torch.stack([a[1] for a in auxes]).sum() / clip_count.clamp(min=1.0))
         metrics = tuple(metrics)
         finish_forward(ctx, _GRPO_SLOTS, 31, (_input, weight, bias), grads, metrics)
         return loss, metrics

@@ -173,7 +173,11 @@ def grpo_reference(
     else:  # luspo, TRL 1.16
         loss = (per_token * mask).sum(-1).mean()
     tokens = mask.sum().clamp(min=1.0)
-    clipped_frac = ((((low & (adv < 0)) | (high & (adv > 0))).expand_as(mask) * mask).sum() / tokens).detach()
+    is_clipped = (low & (adv < 0)) | (high & (adv > 0))
+    if importance_sampling_level == "token":
+        clipped_frac = ((is_clipped * mask).sum() / tokens).detach()
+    else:  # one ratio per sequence: TRL's global_masked_mean counts sequences
+        clipped_frac = is_clipped.to(mask.dtype).mean()
     mean_kl = None if kl is None else ((kl * mask).sum() / tokens).detach()
     return loss, mean_kl, clipped_frac
 

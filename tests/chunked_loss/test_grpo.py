@@ -23,7 +23,11 @@ def test_grpo_matches_formula(device, data):
     vocab = data.draw(lst.dims(2, 40))
     dtype = data.draw(lst.dtypes(torch.float32, torch.bfloat16))
     loss_type = data.draw(st.sampled_from(GRPO_LOSS_TYPES))
-    level = "token" if loss_type in ("cispo", "sapo", "vespo") else data.draw(st.sampled_from(["token", "sequence"]))
+    level = (
+        "token"
+        if loss_type in ("cispo", "sapo", "vespo")
+        else data.draw(st.sampled_from(["token", "sequence"]))
+    )
     beta = data.draw(st.sampled_from([0.0, 0.04, 0.5]))
     temperature = data.draw(st.sampled_from([1.0, 0.7]))
     ref_as_hidden = data.draw(st.booleans())
@@ -44,8 +48,12 @@ def test_grpo_matches_formula(device, data):
     advantages = torch.randn(n_seq, device=device)
     ref_x, ref_w = tensor(x.shape), tensor(weight.shape)
     with torch.no_grad():  # per-token log-probs of the frozen reference and of the "old" policy
-        ref_logps = torch.log_softmax(logits_of(ref_x, ref_w) / temperature, -1).gather(-1, ids[..., None])[..., 0]
-        old_logps = torch.log_softmax(logits_of(x, weight, bias) / temperature, -1).gather(-1, ids[..., None])[..., 0]
+        ref_logps = torch.log_softmax(logits_of(ref_x, ref_w) / temperature, -1).gather(-1, ids[..., None])[
+            ..., 0
+        ]
+        old_logps = torch.log_softmax(logits_of(x, weight, bias) / temperature, -1).gather(
+            -1, ids[..., None]
+        )[..., 0]
         old_logps = old_logps + 0.3 * torch.randn_like(old_logps) if off_policy else None
     options = dict(beta=beta, loss_type=loss_type, importance_sampling_level=level, temperature=temperature,
                    delta=delta, epsilon_high=epsilon_high, max_completion_length=seq_len + 2)  # fmt: skip
@@ -61,7 +69,7 @@ def test_grpo_matches_formula(device, data):
 
     def reference(x, weight, bias):
         loss, kl, clipped = grpo_reference(
-            x, weight, ids, mask, advantages.to(x.dtype), bias, ref_logps=ref_logps.to(x.dtype),
+            x, weight, ids, mask, advantages, bias, ref_logps=ref_logps,
             old_logps=old_logps, epsilon_low=0.2, **options,
         )  # fmt: skip
         return (loss, clipped) if kl is None else (loss, kl, clipped)
