@@ -5,6 +5,7 @@ variants) and distillation (JSD). Names and arguments as liger-kernel 0.8.5's ``
 from liger_kernel.chunked_loss.cpo_loss import LigerFusedLinearCPOLoss, LigerFusedLinearSimPOLoss
 from liger_kernel.chunked_loss.dpo_loss import LigerFusedLinearDPOLoss
 from liger_kernel.chunked_loss.grpo_loss import LigerFusedLinearGRPOLoss
+from liger_kernel.chunked_loss.jsd_loss import LigerFusedLinearJSDLoss
 from liger_kernel.chunked_loss.kto_loss import LigerFusedLinearKTOLoss
 from liger_kernel.chunked_loss.orpo_loss import LigerFusedLinearORPOLoss
 
@@ -12,6 +13,7 @@ __all__ = [
     "LigerFusedLinearCPOLoss",
     "LigerFusedLinearDPOLoss",
     "LigerFusedLinearGRPOLoss",
+    "LigerFusedLinearJSDLoss",
     "LigerFusedLinearKTOLoss",
     "LigerFusedLinearORPOLoss",
     "LigerFusedLinearSimPOLoss",
