@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from liger_kernel.chunked_loss.fused_linear_chunked import (
     FusedLinearChunkedFunction,
