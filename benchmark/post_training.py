@@ -165,7 +165,7 @@ def measure_arm(
         for _ in range(2):  # compiles and settles the allocator
             full_pass(p)
         result["peak_mib"] = peak_extra_mib(p, device)
-        result["full_ms"] = timer(lambda: full_pass(p))
+        result["full_ms"] = timer(lambda problem=p: full_pass(problem))
     except Exception as exc:  # one arm failing (OOM, compile error) must not stop the run
         result["note"] = f"error: {_short(exc)}"
         print(f"    {workload}/{arm}: ERROR {_short(exc, 400)}", flush=True)

@@ -21,7 +21,7 @@ from importlib import resources
 import pytest
 import torch
 
-trl = pytest.importorskip("trl")
+trl = pytest.importorskip("trl", minversion="1.16")
 datasets = pytest.importorskip("datasets")
 transformers = pytest.importorskip("transformers")
 
