@@ -54,7 +54,7 @@ def preference_batch(draw, device, *, min_tokens_per_seq=0, ref=True):
     return x, weight, target, bias, ref_x, ref_w, ref_b, chunk_size, dtype
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=18, deadline=None)
 @given(data=st.data())
 def test_dpo_matches_formula(device, data):
     x, weight, target, bias, ref_x, ref_w, ref_b, chunk_size, dtype = data.draw(preference_batch(device))
@@ -114,7 +114,7 @@ FAMILIES = {
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(data=st.data())
 def test_reference_free_losses_match_formula(device, family, data):
     x, weight, target, bias, _, _, _, chunk_size, dtype = data.draw(
