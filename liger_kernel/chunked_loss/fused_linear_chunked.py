@@ -216,3 +216,26 @@ def finish_forward(
 
 def needs_grads(ctx: Any, slots: tuple[int, int, int | None]) -> tuple[bool, bool, bool]:
     return tuple(slot is not None and bool(ctx.needs_input_grad[slot]) for slot in slots)
+
+
+def check_sequences(_input: torch.Tensor, what: str = "(batch, seq_len, hidden)") -> None:
+    if _input.dim() != 3:
+        raise ValueError(f"_input must have shape {what}, got {tuple(_input.shape)}")
+
+
+def check_reference(
+    _input: torch.Tensor,
+    weight: torch.Tensor,
+    ref_input: torch.Tensor | None,
+    ref_weight: torch.Tensor | None,
+    ref_bias: torch.Tensor | None,
+    missing: str,
+) -> None:
+    """A reference model given as hidden states: rows and tokens as _input's, the same vocabulary as weight.
+    ``missing`` is the error when ref_input or ref_weight is None."""
+    if ref_input is None or ref_weight is None:
+        raise ValueError(missing)
+    check_shape(ref_input, (*_input.shape[:2], ref_input.shape[-1]), "ref_input", "_input's rows and tokens")
+    check_linear(ref_input, ref_weight, ref_bias, ("ref_input", "ref_weight", "ref_bias"))
+    if ref_weight.shape[0] != weight.shape[0]:
+        raise ValueError(f"ref_weight has vocabulary {ref_weight.shape[0]}, weight has {weight.shape[0]}")

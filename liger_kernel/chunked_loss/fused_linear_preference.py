@@ -21,6 +21,8 @@ import torch
 
 from liger_kernel.chunked_loss.fused_linear_chunked import (
     check_linear,
+    check_reference,
+    check_sequences,
     check_shape,
     check_targets,
     chunked_value_and_grads,
@@ -35,8 +37,7 @@ PairLoss = Callable[..., tuple[torch.Tensor, tuple[torch.Tensor, ...], tuple[tor
 
 def check_pairs(_input: torch.Tensor, target: torch.Tensor) -> int:
     """Returns the number of pairs B of a (2B, T, H) input."""
-    if _input.dim() != 3:
-        raise ValueError(f"_input must have shape (2 * pairs, seq_len, hidden), got {tuple(_input.shape)}")
+    check_sequences(_input, "(2 * pairs, seq_len, hidden)")
     if _input.shape[0] % 2 or _input.shape[0] == 0:
         raise ValueError(
             f"_input has {_input.shape[0]} sequences: the chosen and rejected halves must be the same size "
@@ -85,17 +86,10 @@ def paired_preference_forward(
         )
     use_ref_input = use_ref_model and not precomputed
     if use_ref_input:
-        if ref_input is None or ref_weight is None:
-            raise ValueError(
-                "use_ref_model=True needs ref_input and ref_weight (or precomputed ref_chosen_logps and "
-                "ref_rejected_logps)"
-            )
-        check_shape(
-            ref_input, (*_input.shape[:2], ref_input.shape[-1]), "ref_input", "(2 * pairs, seq_len, hidden)"
-        )
-        check_linear(ref_input, ref_weight, ref_bias, ("ref_input", "ref_weight", "ref_bias"))
-        if ref_weight.shape[0] != vocab:
-            raise ValueError(f"ref_weight has vocabulary {ref_weight.shape[0]}, weight has {vocab}")
+        check_reference(
+            _input, weight, ref_input, ref_weight, ref_bias,
+            "use_ref_model=True needs ref_input and ref_weight (or ref_chosen_logps and ref_rejected_logps)",
+        )  # fmt: skip
 
     nll_labels = nll_target if nll_target is not None else target
     chosen_tokens = (nll_labels[:n_pairs] != ignore_index).sum().clamp(min=1)

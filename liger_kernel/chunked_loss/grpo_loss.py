@@ -34,6 +34,8 @@ from liger_kernel.chunked_loss.fused_linear_chunked import (
     check_beta,
     check_choice,
     check_linear,
+    check_reference,
+    check_sequences,
     check_shape,
     check_targets,
     chunked_value_and_grads,
@@ -127,8 +129,7 @@ class LigerFusedLinearGRPOFunction(FusedLinearChunkedFunction):
             beta, loss_type, importance_sampling_level, max_completion_length, temperature,
             sapo_temperature_pos, sapo_temperature_neg, delta,
         )  # fmt: skip
-        if _input.dim() != 3:
-            raise ValueError(f"_input must have shape (batch, seq_len, hidden), got {tuple(_input.shape)}")
+        check_sequences(_input)
         n_seq, seq_len = _input.shape[:2]
         check_linear(_input, weight, bias, ("_input", "weight", "bias"))
         check_shape(
@@ -148,14 +149,10 @@ class LigerFusedLinearGRPOFunction(FusedLinearChunkedFunction):
             )
         use_ref_input = beta != 0 and ref_per_token_logps is None
         if use_ref_input:
-            if not use_ref_model or ref_input is None or ref_weight is None:
-                raise ValueError(
-                    "beta != 0 needs ref_per_token_logps, or ref_input and ref_weight with use_ref_model=True"
-                )
-            check_shape(
-                ref_input, (n_seq, seq_len, ref_input.shape[-1]), "ref_input", "(batch, seq_len, hidden)"
-            )
-            check_linear(ref_input, ref_weight, ref_bias, ("ref_input", "ref_weight", "ref_bias"))
+            check_reference(
+                _input, weight, ref_input if use_ref_model else None, ref_weight, ref_bias,
+                "beta != 0 needs ref_per_token_logps, or ref_input and ref_weight with use_ref_model=True",
+            )  # fmt: skip
 
         mask = attention_mask.to(torch.float32 if _input.dtype != torch.float64 else torch.float64)
         advantages = advantages.to(mask.dtype)

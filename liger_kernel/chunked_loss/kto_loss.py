@@ -20,6 +20,8 @@ from liger_kernel.chunked_loss.fused_linear_chunked import (
     FusedLinearChunkedFunction,
     check_beta,
     check_linear,
+    check_reference,
+    check_sequences,
     check_shape,
     check_targets,
     chunked_value_and_grads,
@@ -55,8 +57,7 @@ class LigerFusedLinearKTOFunction(FusedLinearChunkedFunction):
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """Arguments as liger-kernel 0.8.5's (``compiled`` accepted for compatibility; chunks run eagerly)."""
         check_beta(beta)
-        if _input.dim() != 3:
-            raise ValueError(f"_input must have shape (batch, seq_len, hidden), got {tuple(_input.shape)}")
+        check_sequences(_input)
         n_seq = _input.shape[0]
         check_linear(_input, weight, bias, ("_input", "weight", "bias"))
         check_shape(target, _input.shape[:2], "target", "one token id per row of _input")
@@ -65,12 +66,14 @@ class LigerFusedLinearKTOFunction(FusedLinearChunkedFunction):
             raise ValueError("preference_labels is required: one bool per sequence (True = desirable)")
         check_shape(preference_labels, (n_seq,), "preference_labels", "one bool per sequence")
         if use_ref_model:
-            if ref_input is None or ref_weight is None:
-                raise ValueError("use_ref_model=True needs ref_input and ref_weight")
-            check_shape(
-                ref_input, (*_input.shape[:2], ref_input.shape[-1]), "ref_input", "(batch, seq_len, hidden)"
+            check_reference(
+                _input,
+                weight,
+                ref_input,
+                ref_weight,
+                ref_bias,
+                "use_ref_model=True needs ref_input and ref_weight",
             )
-            check_linear(ref_input, ref_weight, ref_bias, ("ref_input", "ref_weight", "ref_bias"))
         if isinstance(kl, torch.Tensor) and kl.numel() != 1:
             check_shape(kl, (n_seq,), "kl", "a scalar or one value per sequence")
         desirable = preference_labels.bool()

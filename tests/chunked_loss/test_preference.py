@@ -161,3 +161,21 @@ def test_bad_arguments_are_named():
         LigerFusedLinearSimPOLoss()(weight, x, target + 100)
     with pytest.raises(ValueError, match="weight must have shape"):
         LigerFusedLinearORPOLoss()(weight[:, :2], x, target)
+
+
+def test_empty_sequences_give_finite_losses_and_grads():
+    """A pair whose sequence has no completion token: finite loss and gradients for every loss (ORPO's odds
+    would be infinite: the pair adds 0 to its odds-ratio term)."""
+    x, weight, target = _pair_inputs()
+    target[1] = IGNORE  # chosen sequence of pair 1
+    target[2] = IGNORE  # rejected sequence of pair 0
+    for module in (
+        LigerFusedLinearORPOLoss(),
+        LigerFusedLinearSimPOLoss(),
+        LigerFusedLinearCPOLoss(average_log_prob=True),
+        LigerFusedLinearDPOLoss(use_ref_model=False, average_log_prob=True, loss_type="ipo"),
+    ):
+        loss, aux = module(weight, x, target)
+        grads = torch.autograd.grad(loss, (x, weight))
+        assert torch.isfinite(loss) and all(torch.isfinite(g).all() for g in grads), type(module).__name__
+        assert all(torch.isfinite(a).all() for a in aux), type(module).__name__
