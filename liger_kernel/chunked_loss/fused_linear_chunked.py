@@ -80,48 +80,55 @@ def row_chunks(num_rows: int, rows_per_chunk: int, device: torch.device) -> list
     ]
 
 
+# A log-prob chunk loss: (per-token log-probs of each target set (r, ...), the rows' indices, the chunk's logits
+# for metrics, not differentiable) -> (scalar loss, aux).
+LogprobChunkLoss = Callable[[list[torch.Tensor], torch.Tensor, torch.Tensor], tuple[torch.Tensor, Any]]
+# The target sets of a chunk's rows: [(token ids (r, ...), ignore_index or None)].
+ChunkTargets = Callable[[torch.Tensor], list[tuple[torch.Tensor, int | None]]]
+
+
 def chunked_value_and_grads(
     x: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     chunks: Sequence[torch.Tensor],
-    chunk_loss: ChunkLoss,
+    chunk_loss: ChunkLoss | LogprobChunkLoss,
     needs_grad: tuple[bool, bool, bool],
+    *,
+    chunk_targets: ChunkTargets | None = None,
+    temperature: float = 1.0,
 ) -> tuple[torch.Tensor, list[Any], torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """Loop over ``chunks`` (row indices of x along dim 0): returns (loss, [aux of each chunk], dx, dW, db).
 
     ``needs_grad`` = (x, weight, bias); gradients not needed are None and cost nothing.
+
+    Without ``chunk_targets``, ``chunk_loss`` takes the chunk's fp32 logits and G = dL/dz comes from autograd.
+    With it, the loss depends on the logits only through per-token log-probs lp_k = log softmax(z/T)[y_k] of
+    the target sets (ignored tokens give 0), ``chunk_loss`` takes those, autograd gives only c_k = dL/dlp_k
+    (r x T values), and G is written over the logits buffer in place:
+        G = (sum_k c_k onehot(y_k) - (sum_k c_k) softmax(z/T)) / T
+    so a chunk holds one (r, V) fp32 buffer instead of autograd's several.
     """
     need_x, need_w, need_b = needs_grad
     need_b = need_b and bias is not None
-    low_precision = weight.dtype in (torch.float16, torch.bfloat16)
+    any_grad = need_x or need_w or need_b
+    accum_dtype = torch.float32 if weight.dtype in (torch.float16, torch.bfloat16) else weight.dtype
     grad_x = torch.zeros_like(x) if need_x else None
-    grad_w = torch.zeros(
-        weight.shape, dtype=torch.float32 if low_precision else weight.dtype, device=weight.device
-    )
-    grad_w = grad_w if need_w else None
-    grad_b = (
-        torch.zeros(bias.shape, dtype=grad_w.dtype if need_w else torch.float32, device=bias.device)
-        if need_b
-        else None
-    )
+    grad_w = torch.zeros(weight.shape, dtype=accum_dtype, device=weight.device) if need_w else None
+    grad_b = torch.zeros(bias.shape, dtype=accum_dtype, device=bias.device) if need_b else None
     loss = torch.zeros(
         (), dtype=torch.float64 if x.dtype == torch.float64 else torch.float32, device=x.device
     )
     auxes = []
     hidden = x.shape[-1]
-    any_grad = need_x or need_w or need_b
     for rows in chunks:
         x_chunk = x.index_select(0, rows)
-        with torch.no_grad():
-            logits = chunk_logits(x_chunk, weight, bias)
-        with torch.enable_grad():
-            logits.requires_grad_(any_grad)
-            chunk_value, aux = chunk_loss(logits, rows)
-            if any_grad and chunk_value.requires_grad:
-                (grad_logits,) = torch.autograd.grad(chunk_value, logits)
-            else:
-                grad_logits = torch.zeros_like(logits) if any_grad else None
+        if chunk_targets is None:
+            chunk_value, aux, grad_logits = _autograd_chunk(x_chunk, weight, bias, rows, chunk_loss, any_grad)
+        else:
+            chunk_value, aux, grad_logits = _logprob_chunk(
+                x_chunk, weight, bias, rows, chunk_loss, chunk_targets(rows), temperature, any_grad
+            )
         loss += chunk_value.detach()
         auxes.append(aux)
         if not any_grad:
@@ -135,6 +142,57 @@ def chunked_value_and_grads(
         if need_w:
             _addmm_into(grad_w, grad_logits.t(), x_chunk.reshape(-1, hidden), first=False)
     return loss, auxes, grad_x, grad_w, grad_b
+
+
+def _autograd_chunk(x_chunk, weight, bias, rows, chunk_loss, any_grad):
+    with torch.no_grad():
+        logits = chunk_logits(x_chunk, weight, bias)
+    with torch.enable_grad():
+        logits.requires_grad_(any_grad)
+        value, aux = chunk_loss(logits, rows)
+        grad_logits = None
+        if any_grad:
+            if value.requires_grad:
+                (grad_logits,) = torch.autograd.grad(value, logits)
+            else:
+                grad_logits = torch.zeros_like(logits)
+    return value, aux, grad_logits
+
+
+def _logprob_chunk(x_chunk, weight, bias, rows, chunk_loss, targets, temperature, any_grad):
+    with torch.no_grad():
+        logits = chunk_logits(x_chunk, weight, bias)
+        if temperature != 1.0:
+            logits.div_(temperature)
+        lse = torch.logsumexp(logits, dim=-1)
+        logprobs, masks, safe_targets = [], [], []
+        for target, ignore_index in targets:
+            mask = None if ignore_index is None else target != ignore_index
+            safe = target if mask is None else target.masked_fill(~mask, 0)
+            lp = logits.gather(-1, safe.unsqueeze(-1)).squeeze(-1) - lse
+            logprobs.append(lp if mask is None else lp.masked_fill(~mask, 0.0))
+            masks.append(mask)
+            safe_targets.append(safe)
+    with torch.enable_grad():
+        logprobs = [lp.requires_grad_(any_grad) for lp in logprobs]
+        value, aux = chunk_loss(logprobs, rows, logits)
+        if not any_grad:
+            return value, aux, None
+        coeffs = [None] * len(logprobs)
+        if value.requires_grad:
+            coeffs = list(torch.autograd.grad(value, logprobs, allow_unused=True))
+    with torch.no_grad():
+        coeffs = [
+            torch.zeros_like(lse) if c is None else (c if m is None else c.masked_fill(~m, 0.0))
+            for c, m in zip(coeffs, masks)
+        ]
+        total = torch.stack(coeffs).sum(0)
+        grad_logits = logits.sub_(lse.unsqueeze(-1)).exp_().mul_(-total.unsqueeze(-1))
+        for safe, c in zip(safe_targets, coeffs):
+            grad_logits.scatter_add_(-1, safe.unsqueeze(-1), c.unsqueeze(-1))
+        if temperature != 1.0:
+            grad_logits.div_(temperature)
+    return value, aux, grad_logits
 
 
 class FusedLinearChunkedFunction(torch.autograd.Function):

@@ -27,7 +27,6 @@ from liger_kernel.chunked_loss.fused_linear_chunked import (
     check_targets,
     chunked_value_and_grads,
     frozen_token_logprobs,
-    token_logprobs,
 )
 
 # l(chosen_logps, rejected_logps, ref_chosen_logps | None, ref_rejected_logps | None, chosen_len, rejected_len)
@@ -105,11 +104,20 @@ def paired_preference_forward(
         for i in range(0, n_pairs, step)
     ]
 
-    def chunk_loss(logits: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, Any]:
+    def chunk_targets(rows: torch.Tensor) -> list[tuple[torch.Tensor, int | None]]:
+        targets = [(target.index_select(0, rows), ignore_index)]
+        if compute_nll_loss and nll_target is not None:  # the chosen rows' NLL targets; none for rejected
+            chosen_nll = nll_target.index_select(0, rows[: rows.shape[0] // 2])
+            targets.append((torch.cat([chosen_nll, torch.full_like(chosen_nll, ignore_index)]), ignore_index))
+        return targets
+
+    def chunk_loss(
+        logprobs: list[torch.Tensor], rows: torch.Tensor, logits: torch.Tensor
+    ) -> tuple[torch.Tensor, Any]:
         r = rows.shape[0] // 2
         chunk_target = target.index_select(0, rows)
-        token_lp, mask = token_logprobs(logits, chunk_target, ignore_index)
-        lengths = mask.sum(-1)
+        token_lp = logprobs[0]
+        lengths = (chunk_target != ignore_index).sum(-1)
         seq_lp = token_lp.sum(-1)
         if average_log_prob:
             seq_lp = seq_lp / lengths.clamp(min=1)
@@ -128,10 +136,7 @@ def paired_preference_forward(
         loss = losses.sum() / n_pairs
         nll = torch.zeros((), device=logits.device, dtype=logits.dtype)
         if compute_nll_loss:
-            if nll_target is None:
-                nll_lp = token_lp[:r]
-            else:
-                nll_lp = token_logprobs(logits[:r], nll_target.index_select(0, rows[:r]), ignore_index)[0]
+            nll_lp = token_lp[:r] if nll_target is None else logprobs[1][:r]
             nll = -nll_lp.sum() / chosen_tokens
             loss = loss + alpha * nll
         with torch.no_grad():
@@ -139,7 +144,9 @@ def paired_preference_forward(
             aux = (seq_lp[:r].detach(), seq_lp[r:].detach(), sums, [a.detach() for a in row_aux], mean_aux)
         return loss, aux
 
-    loss, auxes, *grads = chunked_value_and_grads(_input, weight, bias, chunks, chunk_loss, needs_grad)
+    loss, auxes, *grads = chunked_value_and_grads(
+        _input, weight, bias, chunks, chunk_loss, needs_grad, chunk_targets=chunk_targets
+    )
     sums = torch.stack([a[2] for a in auxes]).sum(0)
     outputs = (
         torch.cat([a[0] for a in auxes]),

@@ -43,7 +43,6 @@ from liger_kernel.chunked_loss.fused_linear_chunked import (
     frozen_token_logprobs,
     needs_grads,
     row_chunks,
-    token_logprobs,
 )
 
 GRPO_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo")
@@ -170,14 +169,17 @@ class LigerFusedLinearGRPOFunction(FusedLinearChunkedFunction):
         else:
             normalizer = token_count
 
-        def chunk_loss(logits: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        def chunk_targets(rows: torch.Tensor) -> list[tuple[torch.Tensor, int | None]]:
+            return [(selected_token_ids.index_select(0, rows), None)]
+
+        def chunk_loss(
+            logprobs: list[torch.Tensor], rows: torch.Tensor, logits: torch.Tensor
+        ) -> tuple[torch.Tensor, Any]:
             ids = selected_token_ids.index_select(0, rows)
             m = mask.index_select(0, rows)
             adv = advantages.index_select(0, rows)
             adv = adv.unsqueeze(1) if adv.dim() == 1 else adv
-            if temperature != 1.0:
-                logits = logits / temperature
-            lp = token_logprobs(logits, ids, ignore_index=None)[0]
+            lp = logprobs[0]
             old = (
                 old_per_token_logps.index_select(0, rows) if old_per_token_logps is not None else lp.detach()
             )
@@ -239,7 +241,7 @@ class LigerFusedLinearGRPOFunction(FusedLinearChunkedFunction):
 
         loss, auxes, *grads = chunked_value_and_grads(
             _input, weight, bias, row_chunks(n_seq, chunk_size, _input.device), chunk_loss,
-            needs_grads(ctx, _GRPO_SLOTS),
+            needs_grads(ctx, _GRPO_SLOTS), chunk_targets=chunk_targets, temperature=temperature,
         )  # fmt: skip
         metrics = []
         if beta != 0:

@@ -29,7 +29,6 @@ from liger_kernel.chunked_loss.fused_linear_chunked import (
     frozen_token_logprobs,
     needs_grads,
     row_chunks,
-    token_logprobs,
 )
 
 _SLOTS = (0, 1, 4)
@@ -79,11 +78,15 @@ class LigerFusedLinearKTOFunction(FusedLinearChunkedFunction):
         desirable = preference_labels.bool()
         z0 = kl.detach() if isinstance(kl, torch.Tensor) else kl
 
-        def chunk_loss(logits: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        def chunk_targets(rows: torch.Tensor) -> list[tuple[torch.Tensor, int | None]]:
+            return [(target.index_select(0, rows), ignore_index)]
+
+        def chunk_loss(
+            logprobs: list[torch.Tensor], rows: torch.Tensor, logits: torch.Tensor
+        ) -> tuple[torch.Tensor, Any]:
             chunk_target = target.index_select(0, rows)
-            token_lp, mask = token_logprobs(logits, chunk_target, ignore_index)
-            lengths = mask.sum(-1).clamp(min=1)
-            logps = token_lp.sum(-1)
+            lengths = (chunk_target != ignore_index).sum(-1).clamp(min=1)
+            logps = logprobs[0].sum(-1)
             if average_log_prob:
                 logps = logps / lengths
             ratio = logps
@@ -117,6 +120,7 @@ class LigerFusedLinearKTOFunction(FusedLinearChunkedFunction):
             row_chunks(n_seq, chunk_size, _input.device),
             chunk_loss,
             needs_grads(ctx, _SLOTS),
+            chunk_targets=chunk_targets,
         )
         outputs = tuple(torch.stack(auxes).sum(0).unbind(0))
         finish_forward(ctx, _SLOTS, 15, (_input, weight, bias), grads, outputs)
