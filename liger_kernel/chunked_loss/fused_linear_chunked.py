@@ -205,7 +205,8 @@ class FusedLinearChunkedFunction(torch.autograd.Function):
         grads_out: list[torch.Tensor | None] = [None] * ctx.num_args
         for slot, grad, dtype in zip(ctx.slots, ctx.saved_tensors, ctx.dtypes):
             if slot is not None and grad is not None:
-                grads_out[slot] = (grad * grad_loss).to(dtype)
+                # in place: no second full-size copy of dW (backward runs once per forward)
+                grads_out[slot] = grad.mul_(grad_loss).to(dtype)
         return tuple(grads_out)
 
 

@@ -179,3 +179,14 @@ def test_empty_sequences_give_finite_losses_and_grads():
         grads = torch.autograd.grad(loss, (x, weight))
         assert torch.isfinite(loss) and all(torch.isfinite(g).all() for g in grads), type(module).__name__
         assert all(torch.isfinite(a).all() for a in aux), type(module).__name__
+
+
+def test_upstream_gradient_scales_the_kept_gradients():
+    """The forward keeps dL/dx, dL/dW, dL/db; backward multiplies them by the incoming gradient."""
+    x, weight, target = _pair_inputs()
+    bias = torch.randn(weight.shape[0], requires_grad=True)
+    module = LigerFusedLinearDPOLoss(use_ref_model=False, chunk_size=1)
+    unit = torch.autograd.grad(module(weight, x, target, bias)[0], (x, weight, bias))
+    scaled = torch.autograd.grad(-2.5 * module(weight, x, target, bias)[0], (x, weight, bias))
+    for u, s in zip(unit, scaled):
+        torch.testing.assert_close(s, -2.5 * u)
