@@ -60,6 +60,15 @@ def preference_data():
 
 
 @pytest.fixture
+def selected_as_slow(request):
+    """The end-to-end trainer runs take about a minute each on a CPU (the patched layers run in Triton's
+    interpreter): they run when the marker expression names ``slow`` (``pytest -m slow tests/integration``),
+    not in the default full-suite run."""
+    if "slow" not in (request.config.getoption("-m") or "") or "not slow" in request.config.getoption("-m"):
+        pytest.skip("end-to-end trainer run: select it with -m slow")
+
+
+@pytest.fixture
 def liger_available(monkeypatch):
     """Transformers checks for liger-kernel by its installed package metadata; a source checkout on the
     path is the same code, so say it is there when it is importable but not installed."""
@@ -215,7 +224,7 @@ def logged(trainer, keys):
 
 
 @pytest.mark.slow
-def test_dpo_trainer_with_liger_matches_without(tmp_path, liger_available):
+def test_dpo_trainer_with_liger_matches_without(tmp_path, selected_as_slow, liger_available):
     model = tiny_llama()
     runs = {}
     for use_liger in (False, True):
@@ -227,7 +236,7 @@ def test_dpo_trainer_with_liger_matches_without(tmp_path, liger_available):
 
 
 @pytest.mark.slow
-def test_grpo_trainer_with_liger_matches_without(tmp_path, liger_available):
+def test_grpo_trainer_with_liger_matches_without(tmp_path, selected_as_slow, liger_available):
     model_dir = saved_tiny_llama(tmp_path)
     runs = {}
     for use_liger in (False, True):
