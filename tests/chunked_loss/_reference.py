@@ -206,7 +206,7 @@ def kto_reference(
 
 def jsd_reference(
     student_x, student_w, teacher_x, teacher_w, labels, student_b=None, teacher_b=None, *, weight_hard_loss=0.5,
-    weight_soft_loss=0.5, beta=0.5, ignore_index=-100, temperature=1.0,
+    weight_soft_loss=0.5, beta=0.5, ignore_index=-100, temperature=1.0, soft="jsd",
 ):  # fmt: skip
     """weight_hard * CE(student, labels) + weight_soft * generalized JSD_beta(teacher/T, student/T), both
     averaged over the non-ignored tokens. JSD_beta = beta KL(T || M) + (1 - beta) KL(S || M),
@@ -216,6 +216,11 @@ def jsd_reference(
     mask = labels != ignore_index
     count = mask.sum().clamp(min=1)
     hard = F.cross_entropy(s_logits, labels, ignore_index=ignore_index, reduction="sum") / count
+    if soft == "cosine":  # cosine distance of the tempered logits (0.8.5's cosine-similarity distillation)
+        s_t, t_t = s_logits / temperature, t_logits / temperature
+        cos = (s_t * t_t).sum(-1) / (s_t.norm(dim=-1) * t_t.norm(dim=-1))
+        soft_loss = (beta * (1 - cos) * mask).sum() / count
+        return weight_hard_loss * hard + weight_soft_loss * soft_loss, soft_loss, hard
     s_logp = torch.log_softmax(s_logits / temperature, -1)
     t_logp = torch.log_softmax(t_logits / temperature, -1)
     s_p, t_p = s_logp.exp(), t_logp.exp()
@@ -226,8 +231,8 @@ def jsd_reference(
     else:
         m_logp = torch.log(beta * t_p + (1 - beta) * s_p)
         per_token = (beta * t_p * (t_logp - m_logp) + (1 - beta) * s_p * (s_logp - m_logp)).sum(-1)
-    soft = (per_token * mask).sum() / count
-    return weight_hard_loss * hard + weight_soft_loss * soft, soft, hard
+    soft_loss = (per_token * mask).sum() / count
+    return weight_hard_loss * hard + weight_soft_loss * soft_loss, soft_loss, hard
 
 
 # ---- running a loss against its reference --------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Fused linear JSD distillation against the full-logits float64 formula (``_reference.py``): loss, soft and hard
+"""Fused linear JSD and cosine-similarity distillation against the full-logits float64 formula (``_reference.py``): loss, soft and hard
 parts and the gradients of the student's input, weight and bias (the teacher has no grad), fp32 and bf16,
 beta in {0, 0.5, 1}, temperature, chunk boundaries, ignored labels and an all-ignored batch."""
 
@@ -8,7 +8,7 @@ from _reference import check_against_reference, jsd_reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from liger_kernel.chunked_loss import LigerFusedLinearJSDLoss
+from liger_kernel.chunked_loss import LigerFusedLinearCosineSimilarityLoss, LigerFusedLinearJSDLoss
 from liger_kernel.chunked_loss.functional import liger_fused_linear_jsd
 from liger_testing import strategies as lst
 
@@ -34,17 +34,17 @@ def test_jsd_matches_formula(device, data):
         beta=data.draw(st.sampled_from([0.0, 0.5, 1.0, 0.2])), temperature=data.draw(st.sampled_from([1.0, 2.0])),
         weight_hard_loss=data.draw(st.sampled_from([0.0, 0.3])), weight_soft_loss=0.7,
     )  # fmt: skip
-    module = LigerFusedLinearJSDLoss(
-        chunk_size=data.draw(st.integers(1, n_tokens + 1)), return_soft_hard_loss=True, **options
-    )
+    soft = data.draw(st.sampled_from(["jsd", "cosine"]))
+    cls = LigerFusedLinearJSDLoss if soft == "jsd" else LigerFusedLinearCosineSimilarityLoss
+    module = cls(chunk_size=data.draw(st.integers(1, n_tokens + 1)), return_soft_hard_loss=True, **options)
 
     def ours(x, weight, bias):
         return module(x, weight, teacher_x, teacher_w, labels, bias, teacher_b)
 
     def reference(x, weight, bias):
-        return jsd_reference(x, weight, teacher_x, teacher_w, labels, bias, teacher_b, **options)
+        return jsd_reference(x, weight, teacher_x, teacher_w, labels, bias, teacher_b, soft=soft, **options)
 
-    check_against_reference(ours, reference, [x, weight, bias], 3, msg=str(options))
+    check_against_reference(ours, reference, [x, weight, bias], 3, msg=f"{soft} {options}")
 
 
 def test_jsd_functional_positional_and_bad_arguments():
