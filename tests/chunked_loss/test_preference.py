@@ -190,3 +190,14 @@ def test_upstream_gradient_scales_the_kept_gradients():
     scaled = torch.autograd.grad(-2.5 * module(weight, x, target, bias)[0], (x, weight, bias))
     for u, s in zip(unit, scaled):
         torch.testing.assert_close(s, -2.5 * u)
+
+
+def test_public_names_of_liger_kernel_0_8_5():
+    """The module and functional names liger-kernel 0.8.5 exposes from liger_kernel.chunked_loss."""
+    import liger_kernel.chunked_loss as chunked
+    import liger_kernel.chunked_loss.functional as functional
+
+    for name in ("CosineSimilarity", "CPO", "DPO", "GRPO", "JSD", "KTO", "ORPO", "SimPO"):
+        assert issubclass(getattr(chunked, f"LigerFusedLinear{name}Loss"), torch.nn.Module)
+    for name in ("orpo", "dpo", "jsd", "cosine", "cpo", "simpo", "kto", "grpo"):
+        assert callable(getattr(functional, f"liger_fused_linear_{name}"))
