@@ -5,8 +5,11 @@ over chunks of rows, given batch-level constants (token counts, pair counts) com
 
     L = sum_k L_k(z_k),    z_k = x_k W^T + b    (fp32, one chunk of rows at a time, never all R rows)
 
-For each chunk the forward computes z_k, L_k with plain torch, G_k = dL_k/dz_k by autograd on the chunk's small
-graph (from z_k on, not through the matmul), and then the gradients by hand:
+For each chunk the forward computes z_k, L_k with plain torch and G_k = dL_k/dz_k, then the gradients by hand.
+G_k comes one of two ways. A loss of per-token log-probs lp = log softmax(z/T)[y] (preference, KTO, GRPO) is
+handed lp (r x T values) only; autograd gives c = dL_k/dlp, and G_k = (c onehot(y) - c softmax(z/T)) / T is
+written over the chunk's one fp32 logits buffer in place. Any other loss (distillation) is handed the fp32
+logits and autograd gives G_k on the chunk's small graph (from z_k on, never through the matmul). Then
 
     dx_k  = G_k W            written into the chunk's rows of dx
     dW   += G_k^T x_k        fp32 accumulator when W is in a lower precision
@@ -41,18 +44,18 @@ def chunk_logits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
 
 
 def token_logprobs(
-    logits: torch.Tensor, target: torch.Tensor, ignore_index: int | None = -100
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(log softmax(logits)[target], mask) per token; 0 where target == ignore_index (no mask when
-    ignore_index is None). Via logsumexp, so the graph keeps no log-softmax tensor of the chunk's size."""
-    if ignore_index is None:
-        picked = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-        return picked - torch.logsumexp(logits, dim=-1), None
-    mask = target != ignore_index
-    safe_target = target.masked_fill(~mask, 0)
-    picked = logits.gather(-1, safe_target.unsqueeze(-1)).squeeze(-1)
-    logprobs = picked - torch.logsumexp(logits, dim=-1)
-    return logprobs.masked_fill(~mask, 0.0), mask
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int | None = -100,
+    lse: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """(log softmax(logits)[target], mask, target with ignored tokens set to 0) per token; the log-prob is 0
+    where target == ignore_index (no mask when ignore_index is None). ``lse``: logsumexp(logits) if known."""
+    lse = torch.logsumexp(logits, dim=-1) if lse is None else lse
+    mask = None if ignore_index is None else target != ignore_index
+    safe_target = target if mask is None else target.masked_fill(~mask, 0)
+    logprobs = logits.gather(-1, safe_target.unsqueeze(-1)).squeeze(-1) - lse
+    return (logprobs if mask is None else logprobs.masked_fill(~mask, 0.0)), mask, safe_target
 
 
 @torch.no_grad()
@@ -67,7 +70,7 @@ def frozen_token_logprobs(
     """Per-token log-probs of a frozen model (reference policy) for one chunk; 0 at ignored tokens."""
     logits = chunk_logits(x, weight, bias)
     if temperature != 1.0:
-        logits = logits / temperature
+        logits.div_(temperature)
     return token_logprobs(logits, target, ignore_index)[0]
 
 
@@ -165,14 +168,9 @@ def _logprob_chunk(x_chunk, weight, bias, rows, chunk_loss, targets, temperature
         if temperature != 1.0:
             logits.div_(temperature)
         lse = torch.logsumexp(logits, dim=-1)
-        logprobs, masks, safe_targets = [], [], []
-        for target, ignore_index in targets:
-            mask = None if ignore_index is None else target != ignore_index
-            safe = target if mask is None else target.masked_fill(~mask, 0)
-            lp = logits.gather(-1, safe.unsqueeze(-1)).squeeze(-1) - lse
-            logprobs.append(lp if mask is None else lp.masked_fill(~mask, 0.0))
-            masks.append(mask)
-            safe_targets.append(safe)
+        logprobs, masks, safe_targets = zip(
+            *(token_logprobs(logits, t, ignore, lse) for t, ignore in targets)
+        )
     with torch.enable_grad():
         logprobs = [lp.requires_grad_(any_grad) for lp in logprobs]
         value, aux = chunk_loss(logprobs, rows, logits)
