@@ -1,5 +1,5 @@
 """GRPO and its variants against the full-logits float64 formula of TRL's GRPOTrainer (``_reference.py``):
-loss, metrics and the gradients of input, weight and bias, fp32 and bf16, with masked tokens, fully masked
+loss, metrics and the gradients of input, weight and bias, fp32, bf16 and fp16, with masked tokens, fully masked
 sequences, chunk boundaries, off-policy old log-probs and a reference model given as hidden states or as
 per-token log-probs."""
 
@@ -21,7 +21,7 @@ def test_grpo_matches_formula(device, data):
     seq_len = data.draw(st.integers(1, 4))
     hidden = data.draw(st.integers(1, 8))
     vocab = data.draw(lst.dims(2, 40))
-    dtype = data.draw(lst.dtypes(torch.float32, torch.bfloat16))
+    dtype = data.draw(lst.dtypes(torch.float32, torch.bfloat16, torch.float16))
     loss_type = data.draw(st.sampled_from(GRPO_LOSS_TYPES))
     level = (
         "token"

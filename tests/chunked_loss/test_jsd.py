@@ -1,5 +1,5 @@
 """Fused linear JSD and cosine-similarity distillation against the full-logits float64 formula (``_reference.py``): loss, soft and hard
-parts and the gradients of the student's input, weight and bias (the teacher has no grad), fp32 and bf16,
+parts and the gradients of the student's input, weight and bias (the teacher has no grad), fp32, bf16 and fp16,
 beta in {0, 0.5, 1}, temperature, chunk boundaries, ignored labels and an all-ignored batch."""
 
 import pytest
@@ -19,7 +19,7 @@ def test_jsd_matches_formula(device, data):
     n_tokens = data.draw(st.integers(1, 9))
     student_hidden, teacher_hidden = data.draw(st.integers(1, 8)), data.draw(st.integers(1, 8))
     vocab = data.draw(lst.dims(2, 40))
-    dtype = data.draw(lst.dtypes(torch.float32, torch.bfloat16))
+    dtype = data.draw(lst.dtypes(torch.float32, torch.bfloat16, torch.float16))
 
     def tensor(shape, grad=False):
         return data.draw(lst.tensors(shape, dtype, device=device, requires_grad=grad, low=-1, high=1))

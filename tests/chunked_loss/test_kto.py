@@ -1,5 +1,5 @@
 """KTO against the full-logits float64 formula (``_reference.py``): loss and the gradients of input, weight and
-bias, fp32 and bf16, with and without a reference model and a KL estimate, padding and all-ignored rows."""
+bias, fp32, bf16 and fp16, with and without a reference model and a KL estimate, padding and all-ignored rows."""
 
 import pytest
 import torch
@@ -20,7 +20,7 @@ def test_kto_matches_formula(device, data):
         data.draw(st.integers(1, 8)),
     )
     vocab = data.draw(lst.dims(2, 40))
-    dtype = data.draw(lst.dtypes(torch.float32, torch.bfloat16))
+    dtype = data.draw(lst.dtypes(torch.float32, torch.bfloat16, torch.float16))
 
     def tensor(shape, grad=False):
         return data.draw(lst.tensors(shape, dtype, device=device, requires_grad=grad, low=-1, high=1))

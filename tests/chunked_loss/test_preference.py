@@ -1,6 +1,6 @@
 """Paired preference losses (DPO and its variants, ORPO, CPO, SimPO) against full-logits float64 formulas
-(``_reference.py``): loss, chosen/rejected log-probs and the gradients of input, weight and bias, in fp32
-and bf16, with chunk boundaries, padding, all-ignored sequences and a reference model without grad."""
+(``_reference.py``): loss, chosen/rejected log-probs and the gradients of input, weight and bias, in fp32,
+bf16 and fp16, with chunk boundaries, padding, all-ignored sequences and a reference model without grad."""
 
 import pytest
 import torch
@@ -28,7 +28,7 @@ def preference_batch(draw, device, *, min_tokens_per_seq=0, ref=True):
     seq_len = draw(st.integers(1, 4))
     hidden = draw(st.integers(1, 8))
     vocab = draw(lst.dims(2, 40))
-    dtype = draw(lst.dtypes(torch.float32, torch.bfloat16))
+    dtype = draw(lst.dtypes(torch.float32, torch.bfloat16, torch.float16))
     x = draw(
         lst.tensors((2 * n_pairs, seq_len, hidden), dtype, device=device, requires_grad=True, low=-1, high=1)
     )
