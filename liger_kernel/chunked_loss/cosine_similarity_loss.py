@@ -10,13 +10,11 @@ The checks, hard loss, chunks and outputs are those of ``jsd_loss.distillation_f
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 
-from liger_kernel.chunked_loss.fused_linear_chunked import FusedLinearChunkedFunction, check_beta
-from liger_kernel.chunked_loss.jsd_loss import LigerFusedLinearJSDLoss, distillation_forward
+from liger_kernel.chunked_loss.fused_linear_chunked import check_beta
+from liger_kernel.chunked_loss.jsd_loss import LigerFusedLinearJSDFunction, LigerFusedLinearJSDLoss
 
 
 def check_cosine_options(beta: float, temperature: float) -> None:
@@ -25,37 +23,15 @@ def check_cosine_options(beta: float, temperature: float) -> None:
         raise ValueError(f"temperature must be > 0, got {temperature}")
 
 
-class LigerFusedLinearCosineSimilarityFunction(FusedLinearChunkedFunction):
+class LigerFusedLinearCosineSimilarityFunction(LigerFusedLinearJSDFunction):
+    """Arguments and outputs of ``LigerFusedLinearJSDFunction`` (0.8.5's order); the soft loss is the cosine
+    distance."""
+
+    check_options = staticmethod(check_cosine_options)
+
     @staticmethod
-    def forward(
-        ctx: Any,
-        student_input: torch.Tensor,
-        student_weight: torch.Tensor,
-        teacher_input: torch.Tensor,
-        teacher_weight: torch.Tensor,
-        true_labels: torch.Tensor,
-        student_bias: torch.Tensor | None = None,
-        teacher_bias: torch.Tensor | None = None,
-        weight_hard_loss: float = 0.5,
-        weight_soft_loss: float = 0.5,
-        beta: float = 0.5,
-        ignore_index: int = -100,
-        temperature: float = 1.0,
-        compiled: bool = True,
-        chunk_size: int = 1024,
-        return_soft_hard_loss: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Arguments as liger-kernel 0.8.5's (``compiled`` accepted for compatibility; chunks run eagerly)."""
-        check_cosine_options(beta, temperature)
-
-        def soft_rows(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
-            return beta * (1 - F.cosine_similarity(student_logits, teacher_logits, dim=-1))
-
-        return distillation_forward(
-            ctx, soft_rows, student_input, student_weight, teacher_input, teacher_weight, true_labels,
-            student_bias, teacher_bias, weight_hard_loss, weight_soft_loss, ignore_index, temperature, chunk_size,
-            return_soft_hard_loss,
-        )  # fmt: skip
+    def soft_rows(student_logits: torch.Tensor, teacher_logits: torch.Tensor, beta: float) -> torch.Tensor:
+        return beta * (1 - F.cosine_similarity(student_logits, teacher_logits, dim=-1))
 
 
 class LigerFusedLinearCosineSimilarityLoss(LigerFusedLinearJSDLoss):
@@ -63,4 +39,3 @@ class LigerFusedLinearCosineSimilarityLoss(LigerFusedLinearJSDLoss):
     the arguments and outputs of ``LigerFusedLinearJSDLoss``."""
 
     _function = LigerFusedLinearCosineSimilarityFunction
-    _check_options = staticmethod(check_cosine_options)

@@ -120,8 +120,18 @@ def distillation_forward(
 
 
 class LigerFusedLinearJSDFunction(FusedLinearChunkedFunction):
+    """A subclass with another ``soft_rows`` and ``check_options`` is another distillation loss."""
+
+    check_options = staticmethod(check_jsd_options)
+
     @staticmethod
+    def soft_rows(student_logits: torch.Tensor, teacher_logits: torch.Tensor, beta: float) -> torch.Tensor:
+        """Per-token soft loss of the tempered logits."""
+        return generalized_jsd(F.log_softmax(student_logits, -1), F.log_softmax(teacher_logits, -1), beta)
+
+    @classmethod
     def forward(
+        cls,
         ctx: Any,
         student_input: torch.Tensor,
         student_weight: torch.Tensor,
@@ -140,13 +150,9 @@ class LigerFusedLinearJSDFunction(FusedLinearChunkedFunction):
         return_soft_hard_loss: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Arguments as liger-kernel 0.8.5's (``compiled`` accepted for compatibility; chunks run eagerly)."""
-        check_jsd_options(beta, temperature)
-
-        def soft_rows(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
-            return generalized_jsd(F.log_softmax(student_logits, -1), F.log_softmax(teacher_logits, -1), beta)
-
+        cls.check_options(beta, temperature)
         return distillation_forward(
-            ctx, soft_rows, student_input, student_weight, teacher_input, teacher_weight, true_labels,
+            ctx, lambda s, t: cls.soft_rows(s, t, beta), student_input, student_weight, teacher_input, teacher_weight, true_labels,
             student_bias, teacher_bias, weight_hard_loss, weight_soft_loss, ignore_index, temperature, chunk_size,
             return_soft_hard_loss,
         )  # fmt: skip
@@ -158,7 +164,6 @@ class LigerFusedLinearJSDLoss(torch.nn.Module):
     student_bias=None, teacher_bias=None) returns the loss, or (loss, soft_loss, hard_loss)."""
 
     _function = LigerFusedLinearJSDFunction
-    _check_options = staticmethod(check_jsd_options)
 
     def __init__(
         self,
@@ -172,7 +177,7 @@ class LigerFusedLinearJSDLoss(torch.nn.Module):
         return_soft_hard_loss: bool = False,
     ) -> None:
         super().__init__()
-        self._check_options(beta, temperature)
+        self._function.check_options(beta, temperature)
         self.weight_hard_loss, self.weight_soft_loss, self.beta = weight_hard_loss, weight_soft_loss, beta
         self.ignore_index, self.temperature, self.compiled = ignore_index, temperature, compiled
         self.chunk_size, self.return_soft_hard_loss = chunk_size, return_soft_hard_loss
