@@ -25,6 +25,7 @@ non-linear in a sequence's log-prob sum needs the whole sequence in one chunk), 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -100,6 +101,7 @@ def chunked_value_and_grads(
     *,
     chunk_targets: ChunkTargets | None = None,
     temperature: float = 1.0,
+    compiled: bool = False,
 ) -> tuple[torch.Tensor, list[Any], torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """Loop over ``chunks`` (row indices of x along dim 0): returns (loss, [aux of each chunk], dx, dW, db).
 
@@ -110,7 +112,9 @@ def chunked_value_and_grads(
     the target sets (ignored tokens give 0), ``chunk_loss`` takes those, autograd gives only c_k = dL/dlp_k
     (r x T values), and G is written over the logits buffer in place:
         G = (sum_k c_k onehot(y_k) - (sum_k c_k) softmax(z/T)) / T
-    so a chunk holds one (r, V) fp32 buffer instead of autograd's several.
+    so a chunk holds one (r, V) fp32 buffer instead of autograd's several. With ``compiled`` on CUDA that
+    step is one torch.compile'd kernel (``logprob_logits_grad``: one read of the logits, one write of G in x's
+    dtype, plus its fp32 column sums for the bias) instead of five passes.
     """
     need_x, need_w, need_b = needs_grad
     need_b = need_b and bias is not None
@@ -126,19 +130,21 @@ def chunked_value_and_grads(
     hidden = x.shape[-1]
     for rows in chunks:
         x_chunk = x.index_select(0, rows)
+        grad_bias_part = None
         if chunk_targets is None:
             chunk_value, aux, grad_logits = _autograd_chunk(x_chunk, weight, bias, rows, chunk_loss, any_grad)
         else:
-            chunk_value, aux, grad_logits = _logprob_chunk(
-                x_chunk, weight, bias, rows, chunk_loss, chunk_targets(rows), temperature, any_grad
-            )
+            chunk_value, aux, grad_logits, grad_bias_part = _logprob_chunk(
+                x_chunk, weight, bias, rows, chunk_loss, chunk_targets(rows), temperature, any_grad,
+                compiled=compiled and x.device.type in COMPILE_DEVICES, need_bias=need_b,
+            )  # fmt: skip
         loss += chunk_value.detach()
         auxes.append(aux)
         if not any_grad:
             continue
         grad_logits = grad_logits.reshape(-1, grad_logits.shape[-1])
         if need_b:
-            grad_b += grad_logits.sum(0)
+            grad_b += grad_bias_part if grad_bias_part is not None else grad_logits.sum(0)
         grad_logits = grad_logits.to(x.dtype)
         if need_x:
             grad_x.index_copy_(0, rows, (grad_logits @ weight).reshape(x_chunk.shape))
@@ -162,7 +168,55 @@ def _autograd_chunk(x_chunk, weight, bias, rows, chunk_loss, any_grad):
     return value, aux, grad_logits
 
 
-def _logprob_chunk(x_chunk, weight, bias, rows, chunk_loss, targets, temperature, any_grad):
+def logprob_logits_grad(
+    logits: torch.Tensor,
+    lse: torch.Tensor,
+    safe_targets: Sequence[torch.Tensor],
+    coeffs: Sequence[torch.Tensor],
+    inv_temperature: float,
+    out_dtype: torch.dtype,
+    need_bias: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """G = (sum_k c_k onehot(y_k) - (sum_k c_k) exp(logits - lse)) / T as rows x V in ``out_dtype``, and its fp32
+    sum over rows when ``need_bias``: the out-of-place form of the in-place step, for torch.compile to fuse."""
+    vocab_ids = torch.arange(logits.shape[-1], device=logits.device)
+    total = torch.stack(list(coeffs)).sum(0)
+    grad = torch.exp(logits - lse.unsqueeze(-1)) * -total.unsqueeze(-1)
+    for safe, c in zip(safe_targets, coeffs):
+        grad = grad + torch.where(vocab_ids == safe.unsqueeze(-1), c.unsqueeze(-1), 0.0)
+    grad = (grad * inv_temperature).reshape(-1, logits.shape[-1])
+    return grad.to(out_dtype), (grad.sum(0) if need_bias else None)
+
+
+# Devices where ``compiled=True`` compiles the gradient step (on a CPU, inductor's C++ build costs more than it saves).
+COMPILE_DEVICES = ("cuda",)
+_compiled_logprob_logits_grad = None
+
+
+def _logprob_logits_grad_compiled(*args: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    global _compiled_logprob_logits_grad
+    if _compiled_logprob_logits_grad is None:  # compiled on first use, not at import
+        _compiled_logprob_logits_grad = torch.compile(logprob_logits_grad, dynamic=True)
+    return _compiled_logprob_logits_grad(*args)
+
+
+_COMPILE_FAILED = False
+
+
+def _note_compile_failure(exc: Exception) -> None:
+    global _COMPILE_FAILED
+    _COMPILE_FAILED = True
+    warnings.warn(
+        f"liger_kernel.chunked_loss: torch.compile of the gradient step failed ({type(exc).__name__}: {exc}); "
+        "using the uncompiled steps (same result, slower)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def _logprob_chunk(
+    x_chunk, weight, bias, rows, chunk_loss, targets, temperature, any_grad, compiled, need_bias
+):
     with torch.no_grad():
         logits = chunk_logits(x_chunk, weight, bias)
         if temperature != 1.0:
@@ -175,7 +229,7 @@ def _logprob_chunk(x_chunk, weight, bias, rows, chunk_loss, targets, temperature
         logprobs = [lp.requires_grad_(any_grad) for lp in logprobs]
         value, aux = chunk_loss(logprobs, rows, logits)
         if not any_grad:
-            return value, aux, None
+            return value, aux, None, None
         coeffs = [None] * len(logprobs)
         if value.requires_grad:
             coeffs = list(torch.autograd.grad(value, logprobs, allow_unused=True))
@@ -184,13 +238,27 @@ def _logprob_chunk(x_chunk, weight, bias, rows, chunk_loss, targets, temperature
             torch.zeros_like(lse) if c is None else (c if m is None else c.masked_fill(~m, 0.0))
             for c, m in zip(coeffs, masks)
         ]
+        if compiled and not _COMPILE_FAILED:
+            try:
+                grad_logits, grad_bias_part = _logprob_logits_grad_compiled(
+                    logits,
+                    lse,
+                    tuple(safe_targets),
+                    tuple(coeffs),
+                    1.0 / temperature,
+                    x_chunk.dtype,
+                    need_bias,
+                )
+                return value, aux, grad_logits, grad_bias_part
+            except Exception as exc:  # a broken compiler stack: say so once, then the in-place steps
+                _note_compile_failure(exc)
         total = torch.stack(coeffs).sum(0)
         grad_logits = logits.sub_(lse.unsqueeze(-1)).exp_().mul_(-total.unsqueeze(-1))
         for safe, c in zip(safe_targets, coeffs):
             grad_logits.scatter_add_(-1, safe.unsqueeze(-1), c.unsqueeze(-1))
         if temperature != 1.0:
             grad_logits.div_(temperature)
-    return value, aux, grad_logits
+    return value, aux, grad_logits, None
 
 
 class FusedLinearChunkedFunction(torch.autograd.Function):

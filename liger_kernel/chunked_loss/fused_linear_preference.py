@@ -66,6 +66,7 @@ def paired_preference_forward(
     ref_bias: torch.Tensor | None = None,
     ref_chosen_logps: torch.Tensor | None = None,
     ref_rejected_logps: torch.Tensor | None = None,
+    compiled: bool = True,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], tuple[torch.Tensor | None, ...]]:
     """Returns (loss, outputs, (d_input, d_weight, d_bias)) for a Function's forward."""
     n_pairs = check_pairs(_input, target)
@@ -145,7 +146,7 @@ def paired_preference_forward(
         return loss, aux
 
     loss, auxes, *grads = chunked_value_and_grads(
-        _input, weight, bias, chunks, chunk_loss, needs_grad, chunk_targets=chunk_targets
+        _input, weight, bias, chunks, chunk_loss, needs_grad, chunk_targets=chunk_targets, compiled=compiled
     )
     sums = torch.stack([a[2] for a in auxes]).sum(0)
     outputs = (

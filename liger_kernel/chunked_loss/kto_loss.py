@@ -54,7 +54,7 @@ class LigerFusedLinearKTOFunction(FusedLinearChunkedFunction):
         average_log_prob: bool = False,
         chunk_size: int = 1,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """Arguments as liger-kernel 0.8.5's (``compiled`` accepted for compatibility; chunks run eagerly)."""
+        """Arguments as liger-kernel 0.8.5's; ``compiled`` compiles the per-chunk gradient step on CUDA."""
         check_beta(beta)
         check_sequences(_input)
         n_seq = _input.shape[0]
@@ -121,6 +121,7 @@ class LigerFusedLinearKTOFunction(FusedLinearChunkedFunction):
             chunk_loss,
             needs_grads(ctx, _SLOTS),
             chunk_targets=chunk_targets,
+            compiled=compiled,
         )
         outputs = tuple(torch.stack(auxes).sum(0).unbind(0))
         finish_forward(ctx, _SLOTS, 15, (_input, weight, bias), grads, outputs)
