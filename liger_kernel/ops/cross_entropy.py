@@ -46,6 +46,7 @@ import torch
 import triton
 import triton.language as tl
 
+from liger_kernel.ops.token_stats import predicted_tokens, token_accuracy
 from liger_kernel.ops.utils import (
     check_floating,
     check_same_device,
@@ -412,9 +413,14 @@ def _should_check_targets(device: torch.device) -> bool:
     return not (device.type == "cuda" and torch.cuda.is_current_stream_capturing())
 
 
+class TargetOutOfBoundsError(IndexError, AssertionError):
+    """A target outside [0, classes) that is not ignore_index. An IndexError, and an AssertionError
+    too, since Liger Kernel 0.8 asserts on it ("... out of bounds") and its users catch that."""
+
+
 def _raise_bad_targets(n_bad: int, n_cols: int, ignore_index: int) -> None:
-    raise IndexError(
-        f"target has {n_bad} value(s) outside [0, {n_cols}) that are not ignore_index={ignore_index}"
+    raise TargetOutOfBoundsError(
+        f"target has {n_bad} value(s) out of bounds: outside [0, {n_cols}) and not ignore_index={ignore_index}"
     )
 
 
@@ -877,3 +883,47 @@ def cross_entropy(
     if reduction == "none":
         loss, z = loss.view(target.shape), z.view(target.shape)
     return (loss, z) if return_z_loss else loss
+
+
+class LigerCrossEntropyFunction:
+    """Liger Kernel 0.8's entry point: ``apply(_input, target, weight, ignore_index=-100,
+    lse_square_scale=0.0, label_smoothing=0.0, reduction="mean", softcap=None, return_z_loss=False,
+    return_token_accuracy=False, return_predicted_tokens=False)`` returns the 4-tuple
+    (loss, z_loss, token_accuracy, predicted_tokens), each of the last three None unless asked for
+    (see ``liger_kernel.ops.token_stats``). A thin adapter over ``cross_entropy``; like the reference it
+    writes the gradient over ``_input`` even when that is a leaf (``inplace=True``).
+    """
+
+    @staticmethod
+    def apply(
+        _input: torch.Tensor,
+        target: torch.Tensor,
+        weight: torch.Tensor | None = None,
+        ignore_index: int = -100,
+        lse_square_scale: float = 0.0,
+        label_smoothing: float = 0.0,
+        reduction: str = "mean",
+        softcap: float | None = None,
+        return_z_loss: bool = False,
+        return_token_accuracy: bool = False,
+        return_predicted_tokens: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        predicted = None
+        if return_token_accuracy or return_predicted_tokens:  # before the gradient overwrites _input
+            check_floating("input", _input)
+            rows = _input.unsqueeze(0) if _input.dim() == 1 else _input.movedim(1, -1)
+            rows = rows.reshape(-1, rows.shape[-1])
+            predicted = predicted_tokens(rows, target.reshape(-1), ignore_index)
+        loss, z_loss = cross_entropy(
+            _input, target, weight, ignore_index, reduction, label_smoothing, lse_square_scale, softcap,
+            return_z_loss=True, inplace=True,
+        )  # fmt: skip
+        accuracy = None
+        if return_token_accuracy:
+            accuracy = token_accuracy(predicted, target.reshape(-1), ignore_index, reduction)
+        return (
+            loss,
+            z_loss if return_z_loss else None,
+            accuracy,
+            predicted if return_predicted_tokens else None,
+        )

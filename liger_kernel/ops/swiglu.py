@@ -30,8 +30,13 @@ def swiglu_mlp(
 
 
 class LigerSiLUMulFunction:
-    """Compatibility name: ``LigerSiLUMulFunction.apply(a, b)`` is ``swiglu(a, b)``."""
+    """Liger Kernel 0.8's entry point: ``apply(a, b, gate_multiplier=1.0, down_multiplier=1.0)`` returns
+    ``silu(a * gate_multiplier) * b * down_multiplier`` (Falcon-H1's MLP scales), through ``swiglu``."""
 
     @staticmethod
-    def apply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return swiglu(a, b)
+    def apply(
+        a: torch.Tensor, b: torch.Tensor, gate_multiplier: float = 1.0, down_multiplier: float = 1.0
+    ) -> torch.Tensor:
+        gate_multiplier, down_multiplier = float(gate_multiplier), float(down_multiplier)
+        c = swiglu(a if gate_multiplier == 1.0 else a * gate_multiplier, b)
+        return c if down_multiplier == 1.0 else c * down_multiplier
