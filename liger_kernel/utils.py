@@ -7,7 +7,8 @@ Training frameworks and Liger Kernel's own test suite import these; they depend 
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 

@@ -885,13 +885,48 @@ def cross_entropy(
     return (loss, z) if return_z_loss else loss
 
 
+def cross_entropy_with_stats(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    lse_square_scale: float = 0.0,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+    softcap: float | None = None,
+    return_z_loss: bool = False,
+    return_token_accuracy: bool = False,
+    return_predicted_tokens: bool = False,
+    inplace: bool | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """``cross_entropy`` returning (loss, z_loss, token_accuracy, predicted_tokens), each of the last
+    three None unless asked for (see ``liger_kernel.ops.token_stats``), as Liger Kernel 0.8 does."""
+    predicted = None
+    if return_token_accuracy or return_predicted_tokens:  # before the gradient overwrites input
+        check_floating("input", input)
+        rows = input.unsqueeze(0) if input.dim() == 1 else input.movedim(1, -1)
+        predicted = predicted_tokens(rows.reshape(-1, rows.shape[-1]), target.reshape(-1), ignore_index)
+    loss, z_loss = cross_entropy(
+        input, target, weight, ignore_index, reduction, label_smoothing, lse_square_scale, softcap,
+        return_z_loss=True, inplace=inplace,
+    )  # fmt: skip
+    accuracy = None
+    if return_token_accuracy:
+        accuracy = token_accuracy(predicted, target.reshape(-1), ignore_index, reduction)
+    return (
+        loss,
+        z_loss if return_z_loss else None,
+        accuracy,
+        predicted if return_predicted_tokens else None,
+    )
+
+
 class LigerCrossEntropyFunction:
     """Liger Kernel 0.8's entry point: ``apply(_input, target, weight, ignore_index=-100,
     lse_square_scale=0.0, label_smoothing=0.0, reduction="mean", softcap=None, return_z_loss=False,
-    return_token_accuracy=False, return_predicted_tokens=False)`` returns the 4-tuple
-    (loss, z_loss, token_accuracy, predicted_tokens), each of the last three None unless asked for
-    (see ``liger_kernel.ops.token_stats``). A thin adapter over ``cross_entropy``; like the reference it
-    writes the gradient over ``_input`` even when that is a leaf (``inplace=True``).
+    return_token_accuracy=False, return_predicted_tokens=False)`` returns the 4-tuple of
+    ``cross_entropy_with_stats``. Like the reference it writes the gradient over ``_input`` even when
+    that is a leaf (``inplace=True``).
     """
 
     @staticmethod
@@ -908,22 +943,7 @@ class LigerCrossEntropyFunction:
         return_token_accuracy: bool = False,
         return_predicted_tokens: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        predicted = None
-        if return_token_accuracy or return_predicted_tokens:  # before the gradient overwrites _input
-            check_floating("input", _input)
-            rows = _input.unsqueeze(0) if _input.dim() == 1 else _input.movedim(1, -1)
-            rows = rows.reshape(-1, rows.shape[-1])
-            predicted = predicted_tokens(rows, target.reshape(-1), ignore_index)
-        loss, z_loss = cross_entropy(
-            _input, target, weight, ignore_index, reduction, label_smoothing, lse_square_scale, softcap,
-            return_z_loss=True, inplace=True,
+        return cross_entropy_with_stats(
+            _input, target, weight, ignore_index, lse_square_scale, label_smoothing, reduction, softcap,
+            return_z_loss, return_token_accuracy, return_predicted_tokens, inplace=True,
         )  # fmt: skip
-        accuracy = None
-        if return_token_accuracy:
-            accuracy = token_accuracy(predicted, target.reshape(-1), ignore_index, reduction)
-        return (
-            loss,
-            z_loss if return_z_loss else None,
-            accuracy,
-            predicted if return_predicted_tokens else None,
-        )

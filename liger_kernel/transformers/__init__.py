@@ -52,3 +52,22 @@ __all__ += [
     "unpatch",
 ]
 __all__ += ["LigerCrossEntropyLoss", "LigerFusedLinearCrossEntropyLoss"]
+
+# Liger Kernel 0.8's other module names (docs/compatibility.md).
+from liger_kernel.transformers.monkey_patch import _apply_liger_kernel  # noqa: E402
+from liger_kernel.transformers.swiglu import (  # noqa: E402
+    LigerBlockSparseTop2MLP,
+    LigerExperts,
+    LigerFalconH1SwiGLUMLP,
+    LigerPhi3SwiGLUMLP,
+    LigerQwen3MoeSwiGLUMLP,
+)
+
+__all__ += [
+    "LigerBlockSparseTop2MLP",
+    "LigerExperts",
+    "LigerFalconH1SwiGLUMLP",
+    "LigerPhi3SwiGLUMLP",
+    "LigerQwen3MoeSwiGLUMLP",
+    "_apply_liger_kernel",
+]
