@@ -42,6 +42,9 @@ unchecked bad rows give a NaN loss and gradient rather than a plausible wrong va
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import triton
 import triton.language as tl
@@ -947,3 +950,56 @@ class LigerCrossEntropyFunction:
             _input, target, weight, ignore_index, lse_square_scale, label_smoothing, reduction, softcap,
             return_z_loss, return_token_accuracy, return_predicted_tokens, inplace=True,
         )  # fmt: skip
+
+
+class _RowKernelLaunch:
+    """``liger_cross_entropy_kernel[grid](X_ptr=..., Y_ptr=..., loss_ptr=..., ...)``: Liger Kernel 0.8's
+    raw row-kernel launch (keyword arguments as there), run through ``cross_entropy``.
+
+    As there, each row of ``X_ptr`` (rows, n_cols) is overwritten with the gradient of the loss and
+    ``loss_ptr`` gets the per-row loss, divided for reduction="mean" by ``sum_non_ignore_weight`` (class
+    weights) or ``n_non_ignore``; ``z_loss_ptr``, ``token_accuracy_ptr`` and ``predicted_tokens_ptr`` are
+    filled when their ``RETURN_*`` flag is set. The grid and launch options (BLOCK_SIZE, num_warps...)
+    are ignored. With class weights, a z-loss and reduction="mean" (two divisors) it raises.
+    """
+
+    def __getitem__(self, grid: Any) -> Callable[..., None]:
+        return self._launch
+
+    @staticmethod
+    def _launch(
+        *, X_ptr, Y_ptr, weight_ptr, loss_ptr, z_loss_ptr, n_cols, n_non_ignore, sum_non_ignore_weight,
+        ignore_index, lse_square_scale, label_smoothing, reduction, softcap, RETURN_Z_LOSS, HAS_WEIGHT,
+        HAS_SOFTCAPPING, HAS_GRADIENTS=True, token_accuracy_ptr=None, predicted_tokens_ptr=None,
+        RETURN_TOKEN_ACCURACY=False, RETURN_PREDICTED_TOKENS=False, **_launch_options,
+    ) -> None:  # fmt: skip
+        weight = weight_ptr if HAS_WEIGHT else None
+        if weight is not None and lse_square_scale and reduction == "mean":
+            raise NotImplementedError(
+                "liger_cross_entropy_kernel: class weights with a z-loss and mean reduction"
+            )
+        logits = X_ptr.view(-1, n_cols)
+        target = Y_ptr.view(-1)
+        predicted = predicted_tokens(logits, target, ignore_index)
+        with torch.enable_grad():
+            x = logits.detach().clone().requires_grad_(bool(HAS_GRADIENTS))
+            loss, z_loss = cross_entropy(
+                x, target, weight, ignore_index, "none", label_smoothing, lse_square_scale,
+                softcap if HAS_SOFTCAPPING else None, return_z_loss=True, inplace=False,
+            )  # fmt: skip
+            divisor = float(sum_non_ignore_weight if weight is not None else n_non_ignore)
+            if reduction == "mean":
+                loss, z_loss = loss / max(divisor, 1.0), z_loss / max(float(n_non_ignore), 1.0)
+            if HAS_GRADIENTS:
+                (grad,) = torch.autograd.grad(loss.sum(), x)
+                logits.copy_(grad)
+        loss_ptr.view(-1).copy_(loss.detach())
+        if RETURN_Z_LOSS:
+            z_loss_ptr.view(-1).copy_(z_loss)
+        if RETURN_TOKEN_ACCURACY:
+            token_accuracy_ptr.view(-1).copy_(token_accuracy(predicted, target, ignore_index, "none"))
+        if RETURN_PREDICTED_TOKENS:
+            predicted_tokens_ptr.view(-1).copy_(predicted)
+
+
+liger_cross_entropy_kernel = _RowKernelLaunch()
