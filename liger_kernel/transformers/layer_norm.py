@@ -27,6 +27,9 @@ class LigerLayerNorm(nn.Module):
     ``bias`` entry of zeros and drops it, since it changes nothing; a non-zero ``bias`` entry is
     refused with an error rather than silently ignored.
 
+    ``impl``, ``mode`` and ``backend`` (Liger Kernel 0.8's choice among its kernel implementations) are
+    accepted and ignored: there is one implementation here.
+
     The default ``eps`` is 1e-6 (Liger Kernel's); ``nn.LayerNorm``'s is 1e-5, so pass the replaced
     module's ``eps`` when swapping one in.
     ``eps`` is stored as ``variance_epsilon`` (the name Liger Kernel's modules use); ``eps`` reads and
@@ -39,6 +42,9 @@ class LigerLayerNorm(nn.Module):
         eps: float = 1e-6,
         bias: bool | None = False,
         init_fn: str = "ones",
+        impl: str | None = None,
+        mode: str | None = None,
+        backend: str | None = None,
     ) -> None:
         super().__init__()
         if init_fn not in _INIT_FNS:
