@@ -352,6 +352,8 @@ def rope_partial(
     head_dim = q.shape[-1]
     if rotary_dim is None:
         rotary_dim = min(cos.shape[-1], head_dim)
+    if rotary_dim == head_dim and cos.shape[-1] == head_dim:  # the whole head: rope checks the rest
+        return rope(q, k, cos, sin, position_ids, unsqueeze_dim)
     if rotary_dim % 2 or not 0 < rotary_dim <= head_dim:
         raise ValueError(f"rotary_dim must be even and in (0, head_dim={head_dim}], got {rotary_dim}")
     if cos.shape[-1] == rotary_dim // 2 and sin.shape[-1] == rotary_dim // 2:
