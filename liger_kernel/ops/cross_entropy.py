@@ -42,6 +42,7 @@ unchecked bad rows give a NaN loss and gradient rather than a plausible wrong va
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -889,7 +890,7 @@ def cross_entropy(
 
 
 def cross_entropy_with_stats(
-    input: torch.Tensor,
+    _input: torch.Tensor,
     target: torch.Tensor,
     weight: torch.Tensor | None = None,
     ignore_index: int = -100,
@@ -905,12 +906,12 @@ def cross_entropy_with_stats(
     """``cross_entropy`` returning (loss, z_loss, token_accuracy, predicted_tokens), each of the last
     three None unless asked for (see ``liger_kernel.ops.token_stats``), as Liger Kernel 0.8 does."""
     predicted = None
-    if return_token_accuracy or return_predicted_tokens:  # before the gradient overwrites input
-        check_floating("input", input)
-        rows = input.unsqueeze(0) if input.dim() == 1 else input.movedim(1, -1)
+    if return_token_accuracy or return_predicted_tokens:  # before the gradient overwrites _input
+        check_floating("input", _input)
+        rows = _input.unsqueeze(0) if _input.dim() == 1 else _input.movedim(1, -1)
         predicted = predicted_tokens(rows.reshape(-1, rows.shape[-1]), target.reshape(-1), ignore_index)
     loss, z_loss = cross_entropy(
-        input, target, weight, ignore_index, reduction, label_smoothing, lse_square_scale, softcap,
+        _input, target, weight, ignore_index, reduction, label_smoothing, lse_square_scale, softcap,
         return_z_loss=True, inplace=inplace,
     )  # fmt: skip
     accuracy = None
@@ -932,24 +933,7 @@ class LigerCrossEntropyFunction:
     that is a leaf (``inplace=True``).
     """
 
-    @staticmethod
-    def apply(
-        _input: torch.Tensor,
-        target: torch.Tensor,
-        weight: torch.Tensor | None = None,
-        ignore_index: int = -100,
-        lse_square_scale: float = 0.0,
-        label_smoothing: float = 0.0,
-        reduction: str = "mean",
-        softcap: float | None = None,
-        return_z_loss: bool = False,
-        return_token_accuracy: bool = False,
-        return_predicted_tokens: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        return cross_entropy_with_stats(
-            _input, target, weight, ignore_index, lse_square_scale, label_smoothing, reduction, softcap,
-            return_z_loss, return_token_accuracy, return_predicted_tokens, inplace=True,
-        )  # fmt: skip
+    apply = staticmethod(functools.partial(cross_entropy_with_stats, inplace=True))
 
 
 class _RowKernelLaunch:

@@ -433,7 +433,7 @@ def fused_linear_cross_entropy(
 
 
 def fused_linear_cross_entropy_with_stats(
-    input: torch.Tensor,
+    _input: torch.Tensor,
     weight: torch.Tensor,
     target: torch.Tensor,
     bias: torch.Tensor | None = None,
@@ -448,10 +448,16 @@ def fused_linear_cross_entropy_with_stats(
     use_token_scaling: bool = False,
     return_token_accuracy: bool = False,
     return_predicted_tokens: bool = False,
+    ce_impl: str | None = None,
+    ce_mode: str | None = None,
+    chunk_mem_const: int = 1,
+    *,
     chunk_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """``fused_linear_cross_entropy`` with Liger Kernel 0.8's options and its 4-tuple result
     (loss, z_loss, token_accuracy, predicted_tokens), each of the last three None unless asked for.
+    ``ce_impl``, ``ce_mode`` and ``chunk_mem_const`` (kernel choices there) are accepted and ignored;
+    ``chunk_size`` is the rows per chunk (see ``fused_linear_cross_entropy``).
 
     ``use_token_scaling`` multiplies each token's loss (and z-loss) by its predicted probability of
     the target (detached), at the cost of one more chunked pass without gradients; token accuracy and
@@ -461,7 +467,7 @@ def fused_linear_cross_entropy_with_stats(
     if use_token_scaling:
         with torch.no_grad():  # -log p(target): the loss without smoothing, z-loss or class weights
             nll = fused_linear_cross_entropy(
-                input,
+                _input,
                 weight,
                 target,
                 bias,
@@ -472,7 +478,7 @@ def fused_linear_cross_entropy_with_stats(
             )
             p_target = torch.exp(-nll.float())
         loss, z_loss = fused_linear_cross_entropy(
-            input, weight, target, bias, ignore_index, lse_square_scale, label_smoothing, "none", softcap, True,
+            _input, weight, target, bias, ignore_index, lse_square_scale, label_smoothing, "none", softcap, True,
             **opts,
         )  # fmt: skip
         loss, z_loss = _reduce_scaled(
@@ -480,12 +486,12 @@ def fused_linear_cross_entropy_with_stats(
         )
     else:
         loss, z_loss = fused_linear_cross_entropy(
-            input, weight, target, bias, ignore_index, lse_square_scale, label_smoothing, reduction, softcap, True,
+            _input, weight, target, bias, ignore_index, lse_square_scale, label_smoothing, reduction, softcap, True,
             **opts,
         )  # fmt: skip
     predicted = accuracy = None
     if return_token_accuracy or return_predicted_tokens:
-        x, flat_target = input.reshape(-1, weight.shape[1]), target.reshape(-1)
+        x, flat_target = _input.reshape(-1, weight.shape[1]), target.reshape(-1)
         chunk = chunk_size or default_chunk_size(x.shape[0], weight.shape[0], 4)
         predicted = linear_predicted_tokens(x, weight, bias, flat_target, ignore_index, chunk)
         if return_token_accuracy:
@@ -514,33 +520,8 @@ class LigerFusedLinearCrossEntropyFunction:
     """Liger Kernel 0.8's entry point: ``apply(_input, weight, target, bias=None, ce_weight=None,
     ignore_index=-100, lse_square_scale=0.0, label_smoothing=0.0, reduction="mean", softcap=None,
     return_z_loss=False, accum_dtype=None, use_token_scaling=False, return_token_accuracy=False,
-    return_predicted_tokens=False, ce_impl=None, ce_mode=None, chunk_mem_const=1)`` returns the 4-tuple of
-    ``fused_linear_cross_entropy_with_stats``. ``ce_impl``, ``ce_mode`` and ``chunk_mem_const`` (kernel
-    choices there) are accepted and ignored.
+    return_predicted_tokens=False, ce_impl=None, ce_mode=None, chunk_mem_const=1)`` returns the 4-tuple;
+    it is ``fused_linear_cross_entropy_with_stats``.
     """
 
-    @staticmethod
-    def apply(
-        _input: torch.Tensor,
-        weight: torch.Tensor,
-        target: torch.Tensor,
-        bias: torch.Tensor | None = None,
-        ce_weight: torch.Tensor | None = None,
-        ignore_index: int = -100,
-        lse_square_scale: float = 0.0,
-        label_smoothing: float = 0.0,
-        reduction: str = "mean",
-        softcap: float | None = None,
-        return_z_loss: bool = False,
-        accum_dtype: torch.dtype | None = None,
-        use_token_scaling: bool = False,
-        return_token_accuracy: bool = False,
-        return_predicted_tokens: bool = False,
-        ce_impl: str | None = None,
-        ce_mode: str | None = None,
-        chunk_mem_const: int = 1,
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        return fused_linear_cross_entropy_with_stats(
-            _input, weight, target, bias, ce_weight, ignore_index, lse_square_scale, label_smoothing, reduction,
-            softcap, return_z_loss, accum_dtype, use_token_scaling, return_token_accuracy, return_predicted_tokens,
-        )  # fmt: skip
+    apply = staticmethod(fused_linear_cross_entropy_with_stats)

@@ -371,16 +371,6 @@ def rope_partial(
 
 class LigerRopeFunction:
     """Liger Kernel 0.8's entry point: ``apply(q, k, cos, sin, position_ids=None, unsqueeze_dim=1,
-    rotary_dim=None)`` returns (q_embed, k_embed); a thin adapter over ``rope_partial``."""
+    rotary_dim=None)`` returns (q_embed, k_embed); it is ``rope_partial``."""
 
-    @staticmethod
-    def apply(
-        q: torch.Tensor,
-        k: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        position_ids: torch.Tensor | None = None,
-        unsqueeze_dim: int = 1,
-        rotary_dim: int | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return rope_partial(q, k, cos, sin, position_ids, unsqueeze_dim, rotary_dim)
+    apply = staticmethod(rope_partial)

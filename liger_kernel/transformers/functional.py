@@ -129,7 +129,7 @@ def liger_fused_linear_cross_entropy(
         fused_linear_cross_entropy_with_stats(
             input, weight, target, bias, ce_weight, ignore_index, lse_square_scale, label_smoothing, reduction,
             softcap, return_z_loss, accum_dtype, use_token_scaling, return_token_accuracy, return_predicted_tokens,
-            chunk_size,
+            chunk_size=chunk_size,
         )
     )  # fmt: skip
 

@@ -62,7 +62,8 @@ class LigerFusedLinearCrossEntropyLoss(_CrossEntropyOptions):
             fused_linear_cross_entropy_with_stats(
                 _input, lin_weight, target, bias, self.ce_weight, self.ignore_index, self.lse_square_scale,
                 self.label_smoothing, self.reduction, self.softcap, self.return_z_loss, self.accum_dtype,
-                self.use_token_scaling, self.return_token_accuracy, self.return_predicted_tokens, self.chunk_size,
+                self.use_token_scaling, self.return_token_accuracy, self.return_predicted_tokens,
+                chunk_size=self.chunk_size,
             )
         )  # fmt: skip
 
