@@ -9,6 +9,7 @@
 # it is overridden (-o pythonpath=.) so that `liger_kernel` is this checkout and `test.*` is PATH's.
 # Prints one pass/fail line per file and writes $OUT/peer_suite.csv (default OUT: ./peer_suite_out)
 # and each file's log. GPU tests: on a CPU machine use --collect-only (they need CUDA to run).
+# PEER_ONLY=REGEX runs only the files whose path matches (e.g. PEER_ONLY='rms_norm|rope').
 set -u
 peer=${1:?usage: scripts/peer_suite.sh PATH [--collect-only] [pytest args...]}
 shift
@@ -39,6 +40,7 @@ files=(
 echo "file,status,passed,failed,skipped,errors,seconds" > "$out/peer_suite.csv"
 printf '%-55s %-8s %s\n' file status summary
 for f in "${files[@]}"; do
+  if [[ -n "${PEER_ONLY:-}" ]] && ! [[ "$f" =~ ${PEER_ONLY} ]]; then continue; fi
   log="$out/$(echo "$f" | tr '/' '_').log"
   if [[ ! -f "$peer/$f" ]]; then
     printf '%-55s %-8s %s\n' "$f" MISSING "not in $peer"
