@@ -247,3 +247,28 @@ def test_utils():
     assert infer_comm_backend() in ("nccl", "hccl", "xccl", "mpi", "gloo")
     pick = transformers_version_dispatch("0.0.1", lambda: "before", lambda x: x, after_args=("after",))
     assert pick == "after"
+
+
+def test_silu_mul_on_dtensors(tmp_path, seed):
+    """DTensor inputs (tensor parallelism) run the kernel on their local shards; gradients are DTensors."""
+    import torch.distributed as dist
+    from torch.distributed.tensor import DTensor, Shard, distribute_tensor
+
+    from liger_kernel.ops import LigerSiLUMulFunction
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        mesh = dist.device_mesh.init_device_mesh("cpu", (1,))
+        a, b = torch.randn(2, 3, 8, requires_grad=True), torch.randn(2, 3, 8, requires_grad=True)
+        da = distribute_tensor(a.detach().clone().requires_grad_(), mesh, [Shard(2)])
+        db = distribute_tensor(b.detach().clone().requires_grad_(), mesh, [Shard(2)])
+        out = LigerSiLUMulFunction.apply(da, b.detach(), 0.7, 1.3)  # a plain tensor is distributed alike
+        assert isinstance(out, DTensor) and out.placements == (Shard(2),)
+        expected = torch.nn.functional.silu(a * 0.7) * b * 1.3
+        assert_close(out.full_tensor(), expected.detach())
+        grad = torch.randn_like(expected)
+        LigerSiLUMulFunction.apply(da, db, 0.7, 1.3).backward(distribute_tensor(grad, mesh, [Shard(2)]))
+        expected.backward(grad)
+        assert_close((da.grad.full_tensor(), db.grad.full_tensor()), (a.grad, b.grad))
+    finally:
+        dist.destroy_process_group()
