@@ -42,10 +42,15 @@ unchecked bad rows give a NaN loss and gradient rather than a plausible wrong va
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import triton
 import triton.language as tl
 
+from liger_kernel.ops.token_stats import predicted_tokens, token_accuracy
 from liger_kernel.ops.utils import (
     check_floating,
     check_same_device,
@@ -415,9 +420,14 @@ def _should_check_targets(device: torch.device) -> bool:
     return not (device.type == "cuda" and torch.cuda.is_current_stream_capturing())
 
 
+class TargetOutOfBoundsError(IndexError, AssertionError):
+    """A target outside [0, classes) that is not ignore_index. An IndexError, and an AssertionError
+    too, since Liger Kernel 0.8 asserts on it ("... out of bounds") and its users catch that."""
+
+
 def _raise_bad_targets(n_bad: int, n_cols: int, ignore_index: int) -> None:
-    raise IndexError(
-        f"target has {n_bad} value(s) outside [0, {n_cols}) that are not ignore_index={ignore_index}"
+    raise TargetOutOfBoundsError(
+        f"target has {n_bad} value(s) out of bounds: outside [0, {n_cols}) and not ignore_index={ignore_index}"
     )
 
 
@@ -903,3 +913,103 @@ def cross_entropy(
     if reduction == "none":
         loss, z = loss.view(target.shape), z.view(target.shape)
     return (loss, z) if return_z_loss else loss
+
+
+def cross_entropy_with_stats(
+    _input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    lse_square_scale: float = 0.0,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+    softcap: float | None = None,
+    return_z_loss: bool = False,
+    return_token_accuracy: bool = False,
+    return_predicted_tokens: bool = False,
+    inplace: bool | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """``cross_entropy`` returning (loss, z_loss, token_accuracy, predicted_tokens), each of the last
+    three None unless asked for (see ``liger_kernel.ops.token_stats``), as Liger Kernel 0.8 does."""
+    predicted = None
+    if return_token_accuracy or return_predicted_tokens:  # before the gradient overwrites _input
+        check_floating("input", _input)
+        rows = _input.unsqueeze(0) if _input.dim() == 1 else _input.movedim(1, -1)
+        predicted = predicted_tokens(rows.reshape(-1, rows.shape[-1]), target.reshape(-1), ignore_index)
+    loss, z_loss = cross_entropy(
+        _input, target, weight, ignore_index, reduction, label_smoothing, lse_square_scale, softcap,
+        return_z_loss=True, inplace=inplace,
+    )  # fmt: skip
+    accuracy = None
+    if return_token_accuracy:
+        accuracy = token_accuracy(predicted, target.reshape(-1), ignore_index, reduction)
+    return (
+        loss,
+        z_loss if return_z_loss else None,
+        accuracy,
+        predicted if return_predicted_tokens else None,
+    )
+
+
+class LigerCrossEntropyFunction:
+    """Liger Kernel 0.8's entry point: ``apply(_input, target, weight, ignore_index=-100,
+    lse_square_scale=0.0, label_smoothing=0.0, reduction="mean", softcap=None, return_z_loss=False,
+    return_token_accuracy=False, return_predicted_tokens=False)`` returns the 4-tuple of
+    ``cross_entropy_with_stats``. Like the reference it writes the gradient over ``_input`` even when
+    that is a leaf (``inplace=True``).
+    """
+
+    apply = staticmethod(functools.partial(cross_entropy_with_stats, inplace=True))
+
+
+class _RowKernelLaunch:
+    """``liger_cross_entropy_kernel[grid](X_ptr=..., Y_ptr=..., loss_ptr=..., ...)``: Liger Kernel 0.8's
+    raw row-kernel launch (keyword arguments as there), run through ``cross_entropy``.
+
+    As there, each row of ``X_ptr`` (rows, n_cols) is overwritten with the gradient of the loss and
+    ``loss_ptr`` gets the per-row loss, divided for reduction="mean" by ``sum_non_ignore_weight`` (class
+    weights) or ``n_non_ignore``; ``z_loss_ptr``, ``token_accuracy_ptr`` and ``predicted_tokens_ptr`` are
+    filled when their ``RETURN_*`` flag is set. The grid and launch options (BLOCK_SIZE, num_warps...)
+    are ignored. With class weights, a z-loss and reduction="mean" (two divisors) it raises.
+    """
+
+    def __getitem__(self, grid: Any) -> Callable[..., None]:
+        return self._launch
+
+    @staticmethod
+    def _launch(
+        *, X_ptr, Y_ptr, weight_ptr, loss_ptr, z_loss_ptr, n_cols, n_non_ignore, sum_non_ignore_weight,
+        ignore_index, lse_square_scale, label_smoothing, reduction, softcap, RETURN_Z_LOSS, HAS_WEIGHT,
+        HAS_SOFTCAPPING, HAS_GRADIENTS=True, token_accuracy_ptr=None, predicted_tokens_ptr=None,
+        RETURN_TOKEN_ACCURACY=False, RETURN_PREDICTED_TOKENS=False, **_launch_options,
+    ) -> None:  # fmt: skip
+        weight = weight_ptr if HAS_WEIGHT else None
+        if weight is not None and lse_square_scale and reduction == "mean":
+            raise NotImplementedError(
+                "liger_cross_entropy_kernel: class weights with a z-loss and mean reduction"
+            )
+        logits = X_ptr.view(-1, n_cols)
+        target = Y_ptr.view(-1)
+        predicted = predicted_tokens(logits, target, ignore_index)
+        with torch.enable_grad():
+            x = logits.detach().clone().requires_grad_(bool(HAS_GRADIENTS))
+            loss, z_loss = cross_entropy(
+                x, target, weight, ignore_index, "none", label_smoothing, lse_square_scale,
+                softcap if HAS_SOFTCAPPING else None, return_z_loss=True, inplace=False,
+            )  # fmt: skip
+            divisor = float(sum_non_ignore_weight if weight is not None else n_non_ignore)
+            if reduction == "mean":
+                loss, z_loss = loss / max(divisor, 1.0), z_loss / max(float(n_non_ignore), 1.0)
+            if HAS_GRADIENTS:
+                (grad,) = torch.autograd.grad(loss.sum(), x)
+                logits.copy_(grad)
+        loss_ptr.view(-1).copy_(loss.detach())
+        if RETURN_Z_LOSS:
+            z_loss_ptr.view(-1).copy_(z_loss)
+        if RETURN_TOKEN_ACCURACY:
+            token_accuracy_ptr.view(-1).copy_(token_accuracy(predicted, target, ignore_index, "none"))
+        if RETURN_PREDICTED_TOKENS:
+            predicted_tokens_ptr.view(-1).copy_(predicted)
+
+
+liger_cross_entropy_kernel = _RowKernelLaunch()

@@ -37,6 +37,7 @@ from liger_kernel.ops.cross_entropy import (
     loss_scales,
     reduce_loss,
 )
+from liger_kernel.ops.token_stats import linear_predicted_tokens, token_accuracy
 from liger_kernel.ops.utils import (
     cdiv,
     check_floating,
@@ -452,3 +453,98 @@ def fused_linear_cross_entropy(
     if reduction == "none":
         loss, z = loss.view(target.shape), z.view(target.shape)
     return (loss, z) if return_z_loss else loss
+
+
+def fused_linear_cross_entropy_with_stats(
+    _input: torch.Tensor,
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    ce_weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    lse_square_scale: float = 0.0,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+    softcap: float | None = None,
+    return_z_loss: bool = False,
+    accum_dtype: torch.dtype | None = None,
+    use_token_scaling: bool = False,
+    return_token_accuracy: bool = False,
+    return_predicted_tokens: bool = False,
+    ce_impl: str | None = None,
+    ce_mode: str | None = None,
+    chunk_mem_const: int = 1,
+    *,
+    chunk_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """``fused_linear_cross_entropy`` with Liger Kernel 0.8's options and its 4-tuple result
+    (loss, z_loss, token_accuracy, predicted_tokens), each of the last three None unless asked for.
+    ``ce_impl``, ``ce_mode`` and ``chunk_mem_const`` (kernel choices there) are accepted and ignored;
+    ``chunk_size`` is the rows per chunk (see ``fused_linear_cross_entropy``).
+
+    ``use_token_scaling`` multiplies each token's loss (and z-loss) by its predicted probability of
+    the target (detached), at the cost of one more chunked pass without gradients; token accuracy and
+    predicted tokens cost one chunked matmul more (see ``liger_kernel.ops.token_stats``).
+    """
+    opts = dict(accum_dtype=accum_dtype, ce_weight=ce_weight, chunk_size=chunk_size)
+    if use_token_scaling:
+        with torch.no_grad():  # -log p(target): the loss without smoothing, z-loss or class weights
+            nll = fused_linear_cross_entropy(
+                _input,
+                weight,
+                target,
+                bias,
+                ignore_index,
+                softcap=softcap,
+                reduction="none",
+                chunk_size=chunk_size,
+            )
+            p_target = torch.exp(-nll.float())
+        loss, z_loss = fused_linear_cross_entropy(
+            _input, weight, target, bias, ignore_index, lse_square_scale, label_smoothing, "none", softcap, True,
+            **opts,
+        )  # fmt: skip
+        loss, z_loss = _reduce_scaled(
+            loss * p_target, z_loss * p_target, target, ce_weight, ignore_index, reduction
+        )
+    else:
+        loss, z_loss = fused_linear_cross_entropy(
+            _input, weight, target, bias, ignore_index, lse_square_scale, label_smoothing, reduction, softcap, True,
+            **opts,
+        )  # fmt: skip
+    predicted = accuracy = None
+    if return_token_accuracy or return_predicted_tokens:
+        x, flat_target = _input.reshape(-1, weight.shape[1]), target.reshape(-1)
+        chunk = chunk_size or default_chunk_size(x.shape[0], weight.shape[0], 4)
+        predicted = linear_predicted_tokens(x, weight, bias, flat_target, ignore_index, chunk)
+        if return_token_accuracy:
+            accuracy = token_accuracy(predicted, flat_target, ignore_index, reduction)
+    return (
+        loss,
+        z_loss if return_z_loss else None,
+        accuracy,
+        predicted if return_predicted_tokens else None,
+    )
+
+
+def _reduce_scaled(loss, z_loss, target, ce_weight, ignore_index, reduction):
+    """Per-token loss and z-loss reduced as ``fused_linear_cross_entropy`` reduces them."""
+    if reduction == "none":
+        return loss, z_loss
+    if reduction == "sum":
+        return loss.sum(), z_loss.sum()
+    valid = target != ignore_index
+    count = valid.sum()
+    ce_denominator = count if ce_weight is None else (ce_weight[torch.where(valid, target, 0)] * valid).sum()
+    return loss.sum() / torch.where(ce_denominator == 0, 1, ce_denominator), z_loss.sum() / count.clamp(min=1)
+
+
+class LigerFusedLinearCrossEntropyFunction:
+    """Liger Kernel 0.8's entry point: ``apply(_input, weight, target, bias=None, ce_weight=None,
+    ignore_index=-100, lse_square_scale=0.0, label_smoothing=0.0, reduction="mean", softcap=None,
+    return_z_loss=False, accum_dtype=None, use_token_scaling=False, return_token_accuracy=False,
+    return_predicted_tokens=False, ce_impl=None, ce_mode=None, chunk_mem_const=1)`` returns the 4-tuple;
+    it is ``fused_linear_cross_entropy_with_stats``.
+    """
+
+    apply = staticmethod(fused_linear_cross_entropy_with_stats)

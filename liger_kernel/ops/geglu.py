@@ -42,7 +42,7 @@ def geglu_mlp(
 
 
 class LigerGELUMulFunction:
-    """Compatibility name: ``LigerGELUMulFunction.apply(a, b)`` is ``geglu(a, b)`` (tanh approximation)."""
+    """Liger Kernel 0.8's entry point: ``apply(a, b)`` is ``geglu(a, b)`` (tanh approximation)."""
 
     @staticmethod
     def apply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -322,3 +322,11 @@ def layer_norm(
     bias = bias.contiguous() if bias is not None else None
     y, _mean, _rstd = layer_norm_forward(x, weight, bias, float(eps))
     return y
+
+
+class LigerLayerNormFunction:
+    """Liger Kernel 0.8's entry point: ``apply(X, W, B, eps)`` returns Y; a thin adapter over ``layer_norm``."""
+
+    @staticmethod
+    def apply(X: torch.Tensor, W: torch.Tensor, B: torch.Tensor | None, eps: float) -> torch.Tensor:
+        return layer_norm(X, W, B, eps)

@@ -296,3 +296,38 @@ def rms_norm(
         raise ValueError(f"eps must be non-negative, got {eps}")
     y, _rstd = rms_norm_forward(x, weight, float(eps), float(offset), casting_mode)
     return y
+
+
+def rms_norm_optional_weight(
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    eps: float = 1e-6,
+    offset: float = 0.0,
+    casting_mode: str = "llama",
+) -> torch.Tensor:
+    """``rms_norm``, where ``weight=None`` means no affine step at all: ``y = x * rstd`` (offset unused).
+
+    A weight of ones in x's dtype with offset 0 is exact in every casting mode and gets no gradient.
+    """
+    if weight is None:
+        check_floating("x", x)
+        weight, offset = x.new_ones(x.shape[-1] if x.dim() else 0), 0.0
+    return rms_norm(x, weight, eps, offset, casting_mode)
+
+
+class LigerRMSNormFunction:
+    """Liger Kernel 0.8's entry point: ``apply(X, W, eps, offset=0.0, casting_mode="llama",
+    in_place=True, row_mode=None)`` returns Y. A thin adapter over ``rms_norm`` (``W`` may be None);
+    ``in_place`` and ``row_mode`` (kernel choices there) are accepted and ignored."""
+
+    @staticmethod
+    def apply(
+        X: torch.Tensor,
+        W: torch.Tensor | None,
+        eps: float,
+        offset: float = 0.0,
+        casting_mode: str = "llama",
+        in_place: bool = True,
+        row_mode: bool | None = None,
+    ) -> torch.Tensor:
+        return rms_norm_optional_weight(X, W, eps, offset, casting_mode)

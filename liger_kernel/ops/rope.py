@@ -325,3 +325,52 @@ def rope(
     if seq_dim == 1:
         q_embed, k_embed = q_embed.transpose(1, 2), k_embed.transpose(1, 2)
     return q_embed, k_embed
+
+
+def rope_partial(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    position_ids: torch.Tensor | None = None,
+    unsqueeze_dim: int = 1,
+    rotary_dim: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rope`` with the table layouts Liger Kernel 0.8's ``liger_rotary_pos_emb`` accepts as well.
+
+    cos and sin may also be 2-D ``(seq, head_dim)`` (one table for the whole batch, as vision RoPE
+    passes it) or 4-D with a size-1 head dim. Only the first ``rotary_dim`` entries of each head are
+    rotated (partial RoPE), the rest pass through; by default ``rotary_dim`` is the width of cos
+    (capped at head_dim). A table of width ``rotary_dim / 2`` holds one half (GPT-OSS) and is
+    repeated, since rotate-half applies the same half to both halves of the head.
+    """
+    if cos.dim() == 4 and sin.dim() == 4:
+        head_axis = unsqueeze_dim if cos.shape[unsqueeze_dim] == 1 else 1
+        cos, sin = cos.squeeze(head_axis), sin.squeeze(head_axis)
+    if cos.dim() == 2 and sin.dim() == 2 and position_ids is None:
+        cos, sin = cos.unsqueeze(0), sin.unsqueeze(0)
+    head_dim = q.shape[-1]
+    if rotary_dim is None:
+        rotary_dim = min(cos.shape[-1], head_dim)
+    if rotary_dim == head_dim and cos.shape[-1] == head_dim:  # the whole head: rope checks the rest
+        return rope(q, k, cos, sin, position_ids, unsqueeze_dim)
+    if rotary_dim % 2 or not 0 < rotary_dim <= head_dim:
+        raise ValueError(f"rotary_dim must be even and in (0, head_dim={head_dim}], got {rotary_dim}")
+    if cos.shape[-1] == rotary_dim // 2 and sin.shape[-1] == rotary_dim // 2:
+        cos, sin = torch.cat([cos, cos], -1), torch.cat([sin, sin], -1)
+    elif cos.shape[-1] > rotary_dim:
+        cos, sin = cos[..., :rotary_dim], sin[..., :rotary_dim]
+    if rotary_dim == head_dim:
+        return rope(q, k, cos, sin, position_ids, unsqueeze_dim)
+    q_rot, k_rot = rope(q[..., :rotary_dim], k[..., :rotary_dim], cos, sin, position_ids, unsqueeze_dim)
+    return (
+        torch.cat([q_rot, q[..., rotary_dim:]], -1),
+        torch.cat([k_rot, k[..., rotary_dim:]], -1),
+    )
+
+
+class LigerRopeFunction:
+    """Liger Kernel 0.8's entry point: ``apply(q, k, cos, sin, position_ids=None, unsqueeze_dim=1,
+    rotary_dim=None)`` returns (q_embed, k_embed); it is ``rope_partial``."""
+
+    apply = staticmethod(rope_partial)

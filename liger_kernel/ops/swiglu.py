@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from liger_kernel.ops.dtensor import elementwise_on_shards, is_dtensor
 from liger_kernel.ops.glu import glu, glu_mlp
 
 
@@ -30,8 +31,18 @@ def swiglu_mlp(
 
 
 class LigerSiLUMulFunction:
-    """Compatibility name: ``LigerSiLUMulFunction.apply(a, b)`` is ``swiglu(a, b)``."""
+    """Liger Kernel 0.8's entry point: ``apply(a, b, gate_multiplier=1.0, down_multiplier=1.0)`` returns
+    ``silu(a * gate_multiplier) * b * down_multiplier`` (Falcon-H1's MLP scales), through ``swiglu``;
+    on DTensors, through ``swiglu`` of the local shards (``liger_kernel.ops.dtensor``)."""
 
     @staticmethod
-    def apply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return swiglu(a, b)
+    def apply(
+        a: torch.Tensor, b: torch.Tensor, gate_multiplier: float = 1.0, down_multiplier: float = 1.0
+    ) -> torch.Tensor:
+        gate_multiplier, down_multiplier = float(gate_multiplier), float(down_multiplier)
+
+        def silu_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            c = swiglu(a if gate_multiplier == 1.0 else a * gate_multiplier, b)
+            return c if down_multiplier == 1.0 else c * down_multiplier
+
+        return elementwise_on_shards(silu_mul, a, b) if is_dtensor(a, b) else silu_mul(a, b)

@@ -383,3 +383,8 @@ class LigerOp:
 def liger_op(name: str, *, mutates_args: Iterable[str] = ()) -> Callable[[Callable[..., Any]], LigerOp]:
     """Decorator form of ``LigerOp``: ``@liger_op("liger::rms_norm_forward")``."""
     return lambda fn: LigerOp(name, fn, mutates_args)
+
+
+def is_hip() -> bool:
+    """Whether torch was built for ROCm (AMD GPUs); Liger Kernel 0.8's name."""
+    return torch.version.hip is not None

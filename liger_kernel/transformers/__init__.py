@@ -30,6 +30,13 @@ _EXPORTS: dict[str, str] = {
     "describe": "monkey_patch",
     "liger_patched": "monkey_patch",
     "unpatch": "monkey_patch",
+    # Liger Kernel 0.8's other module names (docs/compatibility.md)
+    "_apply_liger_kernel": "monkey_patch",
+    "LigerBlockSparseTop2MLP": "swiglu",
+    "LigerExperts": "swiglu",
+    "LigerFalconH1SwiGLUMLP": "swiglu",
+    "LigerPhi3SwiGLUMLP": "swiglu",
+    "LigerQwen3MoeSwiGLUMLP": "swiglu",
 }
 # apply_liger_kernel_to_<model_type> / revert_liger_kernel_to_<model_type>: one per supported type.
 _PATCH_PREFIXES = ("apply_liger_kernel_to_", "revert_liger_kernel_to_")

@@ -1,20 +1,18 @@
-"""AutoLigerKernelForCausalLM: ``AutoModelForCausalLM`` that returns the model with Liger kernels applied."""
+"""AutoLigerKernelForCausalLM: ``AutoModelForCausalLM`` that builds the model with Liger kernels applied."""
 
 from __future__ import annotations
 
+import inspect
+import logging
 import os
 from typing import Any
 
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from liger_kernel.transformers.monkey_patch import (
-    MODEL_SPECS,
-    _apply_liger_kernel_to_instance,
-    _spec,
-)
+from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN, _apply_liger_kernel
 
-# Options of any apply_liger_kernel_to_<model_type>; each model type takes the ones it knows.
-_LIGER_OPTIONS = frozenset(option for spec in MODEL_SPECS.values() for option in spec.option_defaults())
+logger = logging.getLogger(__name__)
+
 # from_pretrained arguments that say where the config lives (used to read the model type first).
 _CONFIG_LOCATION_KWARGS = (
     "cache_dir",
@@ -26,37 +24,63 @@ _CONFIG_LOCATION_KWARGS = (
 )
 
 
+def _option_names(apply_fn: Any) -> set[str]:
+    return set(inspect.signature(apply_fn).parameters) - {"model"}
+
+
+def _split_liger_kwargs(model_type: str | None, kwargs: dict[str, Any]) -> tuple[dict, dict]:
+    """(the options of ``apply_liger_kernel_to_<model_type>``, everything else for Hugging Face).
+
+    A Liger option that this model type does not take (``geglu`` for Llama) is dropped rather than
+    handed to Hugging Face, which would refuse it.
+    """
+    all_options = set().union(*map(_option_names, MODEL_TYPE_TO_APPLY_LIGER_FN.values()))
+    apply_fn = MODEL_TYPE_TO_APPLY_LIGER_FN.get(model_type) if model_type else None
+    rest = {k: v for k, v in kwargs.items() if k not in all_options}
+    if apply_fn is None:
+        logger.warning(
+            "liger_kernel: no Liger kernels for model type %r; loading it unpatched (supported: %s)",
+            model_type,
+            ", ".join(sorted(MODEL_TYPE_TO_APPLY_LIGER_FN)),
+        )
+        return {}, rest
+    accepted = _option_names(apply_fn)
+    return {k: v for k, v in kwargs.items() if k in accepted}, {
+        k: v for k, v in rest.items() if k not in accepted
+    }
+
+
 class AutoLigerKernelForCausalLM(AutoModelForCausalLM):
-    """Load or build a causal LM of a supported type and patch it in place with Liger kernels.
+    """Load or build a causal LM with Liger kernels, as Liger Kernel 0.8 does: the model type is read
+    from the config, ``apply_liger_kernel_to_<model_type>(**options)`` patches the modeling module's
+    classes (so every model of that type built afterwards in this process is patched too, until
+    ``revert_liger_kernel_to_<model_type>()`` / ``unpatch(model_type)``), then the model is loaded.
 
     Liger options (``rope``, ``swiglu``, ``geglu``, ``rms_norm``, ``cross_entropy``,
-    ``fused_linear_cross_entropy``) may be passed with the usual ``from_pretrained`` arguments; the
-    ones the model type does not take are ignored. Unsupported model types raise ``ValueError`` before
-    any weight is loaded. The model is patched as an instance (see ``monkey_patch``): no class of the
-    modeling module is changed, except the RoPE function when ``rope=True``.
+    ``fused_linear_cross_entropy``) may be passed with the usual ``from_pretrained`` arguments; the ones
+    the model type takes are forwarded to its function, the other Liger options are dropped, everything
+    else goes to Hugging Face. A model type without Liger kernels loads unpatched, with a warning.
     """
 
     @classmethod
     def from_pretrained(
         cls, pretrained_model_name_or_path: str | os.PathLike[str], *model_args: Any, **kwargs: Any
     ) -> Any:
-        liger_options = {k: kwargs.pop(k) for k in list(kwargs) if k in _LIGER_OPTIONS}
         config = kwargs.get("config")
-        if config is None:
+        if config is None or isinstance(config, (str, os.PathLike)):
             location = {k: kwargs[k] for k in _CONFIG_LOCATION_KWARGS if k in kwargs}
-            config = AutoConfig.from_pretrained(pretrained_model_name_or_path, **location)
-        _spec(config.model_type)  # unsupported: a clear error now rather than after loading
-        model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        _apply_liger_kernel_to_instance(model=model, **liger_options)
-        return model
+            config = AutoConfig.from_pretrained(config or pretrained_model_name_or_path, **location)
+        model_type = getattr(config, "model_type", None)
+        liger_options, kwargs = _split_liger_kwargs(model_type, kwargs)
+        _apply_liger_kernel(model_type, **liger_options)
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
     @classmethod
     def from_config(cls, config: Any, **kwargs: Any) -> Any:
-        liger_options = {k: kwargs.pop(k) for k in list(kwargs) if k in _LIGER_OPTIONS}
-        _spec(config.model_type)
-        model = super().from_config(config, **kwargs)
-        _apply_liger_kernel_to_instance(model=model, **liger_options)
-        return model
+        model_type = getattr(config, "model_type", None)
+        liger_options, kwargs = _split_liger_kwargs(model_type, kwargs)
+        _apply_liger_kernel(model_type, **liger_options)
+        return super().from_config(config, **kwargs)
 
 
 __all__ = ["AutoLigerKernelForCausalLM"]

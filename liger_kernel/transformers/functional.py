@@ -72,7 +72,7 @@ liger_fused_linear_cross_entropy = fused_linear_cross_entropy
 
 
 __all__ = ["liger_geglu", "liger_swiglu", "liger_layer_norm", "liger_rope", "liger_rms_norm"]
-__all__ += ["liger_cross_entropy", "liger_fused_linear_cross_entropy"]
+__all__ += ["liger_cross_entropy", "liger_fused_linear_cross_entropy", "CrossEntropyOutput"]
 
 
 # --- distillation losses (logits or hidden states in) -------------------------------------------------

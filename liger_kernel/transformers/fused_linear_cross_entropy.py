@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from liger_kernel.ops.fused_linear_cross_entropy import fused_linear_cross_entropy
+from liger_kernel.ops.fused_linear_cross_entropy import fused_linear_cross_entropy_with_stats
 from liger_kernel.transformers.cross_entropy import _CrossEntropyOptions
+from liger_kernel.transformers.functional import CrossEntropyOutput, cross_entropy_output
 
 
 class LigerFusedLinearCrossEntropyLoss(_CrossEntropyOptions):
@@ -19,10 +20,13 @@ class LigerFusedLinearCrossEntropyLoss(_CrossEntropyOptions):
     in fp32 across chunks: more accurate, twice its memory) and ``chunk_size`` (rows per chunk; the
     default keeps one chunk of logits near 256 MiB). Reduction "none" recomputes the chunks in
     the backward (its per-token incoming gradient cannot be applied to a finished weight gradient).
+    ``use_token_scaling`` weights each token's loss by its (detached) predicted probability of the
+    target. Parameters in Liger Kernel 0.8's order (``ce_weight`` first); ``chunk_size`` is keyword-only.
     """
 
     def __init__(
         self,
+        ce_weight: torch.Tensor | None = None,
         ignore_index: int = -100,
         lse_square_scale: float = 0.0,
         label_smoothing: float = 0.0,
@@ -30,11 +34,17 @@ class LigerFusedLinearCrossEntropyLoss(_CrossEntropyOptions):
         softcap: float | None = None,
         return_z_loss: bool = False,
         accum_dtype: torch.dtype | None = None,
+        use_token_scaling: bool = False,
+        return_token_accuracy: bool = False,
+        return_predicted_tokens: bool = False,
         *,
-        ce_weight: torch.Tensor | None = None,
         chunk_size: int | None = None,
     ) -> None:
-        super().__init__(ignore_index, lse_square_scale, label_smoothing, reduction, softcap, return_z_loss)
+        super().__init__(
+            ignore_index, lse_square_scale, label_smoothing, reduction, softcap, return_z_loss,
+            return_token_accuracy, return_predicted_tokens,
+        )  # fmt: skip
+        self.use_token_scaling = use_token_scaling
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         self.register_buffer("ce_weight", ce_weight)
@@ -47,22 +57,15 @@ class LigerFusedLinearCrossEntropyLoss(_CrossEntropyOptions):
         _input: torch.Tensor,
         target: torch.Tensor,
         bias: torch.Tensor | None = None,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        return fused_linear_cross_entropy(
-            _input,
-            lin_weight,
-            target,
-            bias,
-            ignore_index=self.ignore_index,
-            lse_square_scale=self.lse_square_scale,
-            label_smoothing=self.label_smoothing,
-            reduction=self.reduction,
-            softcap=self.softcap,
-            return_z_loss=self.return_z_loss,
-            accum_dtype=self.accum_dtype,
-            ce_weight=self.ce_weight,
-            chunk_size=self.chunk_size,
-        )
+    ) -> torch.Tensor | CrossEntropyOutput:
+        return cross_entropy_output(
+            fused_linear_cross_entropy_with_stats(
+                _input, lin_weight, target, bias, self.ce_weight, self.ignore_index, self.lse_square_scale,
+                self.label_smoothing, self.reduction, self.softcap, self.return_z_loss, self.accum_dtype,
+                self.use_token_scaling, self.return_token_accuracy, self.return_predicted_tokens,
+                chunk_size=self.chunk_size,
+            )
+        )  # fmt: skip
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, accum_dtype={self.accum_dtype}, chunk_size={self.chunk_size}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from liger_kernel.transformers.glu import LigerGLUMLP
+from liger_kernel.transformers.glu import LigerGLUMLP, config_size
 
 # Hugging Face activation names (transformers.activations.ACT2FN) that this kernel computes exactly.
 # Every tanh name is 0.5 a (1 + tanh(sqrt(2/pi) (a + 0.044715 a^3))) (gelu_fast writes sqrt(2/pi) as
@@ -44,3 +44,22 @@ class LigerGEGLUMLP(LigerGLUMLP):
                 f"LigerGEGLUMLP supports config.{field} in {sorted(_GELU_ACTIVATIONS)}, got {name!r}"
             )
         super().__init__(config, _GELU_ACTIVATIONS[name], False, intermediate_size)
+
+
+class LigerGEGLUMLPForGemma4(LigerGEGLUMLP):
+    """Gemma 4's text MLP, built as ``Gemma4TextMLP(config, layer_idx)``: twice the intermediate size on
+    the KV-shared layers (the last ``config.num_kv_shared_layers``) when ``config.use_double_wide_mlp``."""
+
+    def __init__(self, config: Any, layer_idx: int | None = None) -> None:
+        intermediate_size = config_size(type(self).__name__, config, "intermediate_size")
+        n_shared = getattr(config, "num_kv_shared_layers", 0) or 0
+        first_shared = getattr(config, "num_hidden_layers", 0) - n_shared
+        if (
+            layer_idx is not None
+            and getattr(config, "use_double_wide_mlp", False)
+            and n_shared > 0
+            and layer_idx >= first_shared
+        ):
+            intermediate_size *= 2
+        super().__init__(config, intermediate_size)
+        self.layer_idx = layer_idx

@@ -17,14 +17,18 @@ class LigerLayerNorm(nn.Module):
     including the gradients of ``weight`` and ``bias``.
 
     Parameters are named as in ``nn.LayerNorm``: ``weight`` (initialized by ``init_fn``, "ones" or
-    "zeros") and, only when ``bias=True``, ``bias`` (initialized to zeros); with ``bias=False`` the
-    attribute ``bias`` is None, as in ``nn.LayerNorm(..., bias=False)``.
+    "zeros") and ``bias``, a trainable Parameter initialized to zeros whether ``bias`` is True or False
+    (as Liger Kernel 0.8's LigerLayerNorm, whose ``bias=False`` also holds a zero bias Parameter; its
+    ``bias=True`` draws it from randn, ours starts at zero as ``nn.LayerNorm``'s does). ``bias=None``
+    builds it without a bias: the attribute is None, as in ``nn.LayerNorm(..., bias=False)``.
 
-    State dicts: to replace an ``nn.LayerNorm`` built with its default ``bias=True``, build this module
-    with ``bias=True``; it then loads that module's state dict unchanged (and the reverse). A module
-    built with ``bias=False`` also accepts a state dict holding a ``bias`` entry of zeros (which Liger
-    Kernel's earlier LigerLayerNorm always saved) and drops it, since it changes nothing; a non-zero
-    ``bias`` entry is refused with an error rather than silently ignored.
+    State dicts: with a bias it loads an ``nn.LayerNorm``'s state dict (default ``bias=True``)
+    unchanged, and the reverse. Built with ``bias=None`` it also accepts a state dict holding a
+    ``bias`` entry of zeros and drops it, since it changes nothing; a non-zero ``bias`` entry is
+    refused with an error rather than silently ignored.
+
+    ``impl``, ``mode`` and ``backend`` (Liger Kernel 0.8's choice among its kernel implementations) are
+    accepted and ignored: there is one implementation here.
 
     The default ``eps`` is 1e-6 (Liger Kernel's); ``nn.LayerNorm``'s is 1e-5, so pass the replaced
     module's ``eps`` when swapping one in.
@@ -36,8 +40,11 @@ class LigerLayerNorm(nn.Module):
         self,
         hidden_size: int,
         eps: float = 1e-6,
-        bias: bool = False,
+        bias: bool | None = False,
         init_fn: str = "ones",
+        impl: str | None = None,
+        mode: str | None = None,
+        backend: str | None = None,
     ) -> None:
         super().__init__()
         if init_fn not in _INIT_FNS:
@@ -50,7 +57,7 @@ class LigerLayerNorm(nn.Module):
         self.hidden_size = hidden_size
         self.normalized_shape = (hidden_size,)
         self.weight = nn.Parameter(init(hidden_size))
-        if bias:
+        if bias is not None:
             self.bias = nn.Parameter(torch.zeros(hidden_size))
         else:
             self.register_parameter("bias", None)
@@ -77,7 +84,7 @@ class LigerLayerNorm(nn.Module):
                 state_dict.pop(key)  # a zero bias is the same as none
             else:
                 error_msgs.append(
-                    f"LigerLayerNorm at {prefix or '<root>'!r} was built with bias=False but the state dict "
+                    f"LigerLayerNorm at {prefix or '<root>'!r} was built with bias=None but the state dict "
                     f"has a non-zero {key!r}; build it with bias=True to load this state dict"
                 )
                 state_dict.pop(key)

@@ -1051,3 +1051,15 @@ __all__ = [
     *(f"apply_liger_kernel_to_{t}" for t in MODEL_SPECS),
     *(f"revert_liger_kernel_to_{t}" for t in MODEL_SPECS),
 ]
+
+
+def _apply_liger_kernel(model_type: str, **kwargs: Any) -> None:
+    """Patch the classes of ``model_type``'s modeling module before a model is built (Liger Kernel
+    0.8's entry point, what ``AutoLigerKernelForCausalLM`` calls): keyword arguments the model type's
+    function does not take are dropped; an empty or unsupported model type is logged and left alone."""
+    if not model_type or model_type not in MODEL_TYPE_TO_APPLY_LIGER_FN:
+        logger.info("liger_kernel: no Liger kernels for model type %r; nothing patched", model_type)
+        return
+    apply_fn = MODEL_TYPE_TO_APPLY_LIGER_FN[model_type]
+    accepted = set(inspect.signature(apply_fn).parameters) - {"model"}
+    apply_fn(**{k: v for k, v in kwargs.items() if k in accepted})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from liger_kernel.ops.rms_norm import CASTING_MODES, rms_norm
+from liger_kernel.ops.rms_norm import CASTING_MODES, rms_norm_optional_weight
 
 _INIT_FNS = ("ones", "zeros")
 
@@ -17,7 +17,9 @@ class LigerRMSNorm(nn.Module):
     Qwen2, Phi-3...), "gemma" (GemmaRMSNorm: use with ``offset=1.0, init_fn="zeros"``) or "none".
     ``in_place`` is accepted for compatibility with Liger Kernel's API; the gradient is always written
     to a fresh buffer, because overwriting the incoming gradient is wrong whenever another op shares it
-    (``norm(x) + z`` hands the same gradient tensor to both branches).
+    (``norm(x) + z`` hands the same gradient tensor to both branches). ``elementwise_affine=False``
+    builds it without a weight (``y = x * rstd``; ``weight`` is None), and ``row_mode`` (a kernel choice
+    of Liger Kernel 0.8) is accepted and ignored.
     """
 
     def __init__(
@@ -28,6 +30,8 @@ class LigerRMSNorm(nn.Module):
         casting_mode: str = "llama",
         init_fn: str = "ones",
         in_place: bool = True,
+        row_mode: bool | None = None,
+        elementwise_affine: bool = True,
     ) -> None:
         super().__init__()
         if init_fn not in _INIT_FNS:
@@ -37,17 +41,25 @@ class LigerRMSNorm(nn.Module):
         if hidden_size < 1:
             raise ValueError(f"hidden_size must be positive, got {hidden_size}")
         init = torch.ones if init_fn == "ones" else torch.zeros
-        self.weight = nn.Parameter(init(hidden_size))
+        self.elementwise_affine = elementwise_affine
+        if elementwise_affine:
+            self.weight = nn.Parameter(init(hidden_size))
+        else:
+            self.register_parameter("weight", None)
+        self.hidden_size = hidden_size
         self.variance_epsilon = eps
         self.offset = offset
         self.casting_mode = casting_mode
         self.in_place = in_place
+        self.row_mode = row_mode
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return rms_norm(hidden_states, self.weight, self.variance_epsilon, self.offset, self.casting_mode)
+        return rms_norm_optional_weight(
+            hidden_states, self.weight, self.variance_epsilon, self.offset, self.casting_mode
+        )
 
     def extra_repr(self) -> str:
         return (
-            f"{tuple(self.weight.shape)}, eps={self.variance_epsilon}, offset={self.offset}, "
+            f"{(self.hidden_size,)}, eps={self.variance_epsilon}, offset={self.offset}, "
             f"casting_mode={self.casting_mode!r}"
         )

@@ -25,7 +25,9 @@ def run_all(x, weight, bias, *, weight_grad=True, bias_grad=True):
     hidden = x.shape[-1]
     has_bias = bias is not None
     ref = torch.nn.LayerNorm(hidden, eps=EPS, bias=has_bias).to(device=x.device, dtype=weight.dtype)
-    liger = LigerLayerNorm(hidden, eps=EPS, bias=has_bias).to(device=x.device, dtype=weight.dtype)
+    liger = LigerLayerNorm(hidden, eps=EPS, bias=True if has_bias else None).to(
+        device=x.device, dtype=weight.dtype
+    )
     with torch.no_grad():
         for m in (ref, liger):
             m.weight.copy_(weight)
@@ -190,7 +192,7 @@ def test_state_dict_round_trips_with_nn_layer_norm(device):
     assert_close(back.weight, ref.weight)
 
     no_bias = torch.nn.LayerNorm(24, bias=False)
-    liger_no_bias = LigerLayerNorm(24)
+    liger_no_bias = LigerLayerNorm(24, bias=None)
     assert liger_no_bias.bias is None
     assert liger_no_bias.state_dict().keys() == no_bias.state_dict().keys()
     liger_no_bias.load_state_dict(no_bias.state_dict())
@@ -198,7 +200,7 @@ def test_state_dict_round_trips_with_nn_layer_norm(device):
 
 def test_state_dict_bias_into_module_without_bias(device):
     """A zero bias (as LigerLayerNorm of earlier Liger Kernel versions saved) loads; a non-zero one is refused."""
-    liger = LigerLayerNorm(8)
+    liger = LigerLayerNorm(8, bias=None)
     zero = {"weight": torch.full((8,), 2.0), "bias": torch.zeros(8)}
     liger.load_state_dict(zero)
     assert_close(liger.weight, zero["weight"])
@@ -214,7 +216,11 @@ def test_module_options(device):
     assert m.variance_epsilon == m.eps == 1e-3
     m.eps = 1e-4
     assert m.variance_epsilon == 1e-4
-    assert m.bias is None and [n for n, _ in m.named_parameters()] == ["weight"]
+    # Liger Kernel 0.8's default: a zero bias Parameter (bias=False too); bias=None builds none.
+    assert_close(m.bias.detach(), torch.zeros(10))
+    assert [n for n, _ in m.named_parameters()] == ["weight", "bias"]
+    assert LigerLayerNorm(10, bias=None).bias is None
+    assert [n for n, _ in LigerLayerNorm(10, bias=None).named_parameters()] == ["weight"]
     assert [n for n, _ in LigerLayerNorm(10, bias=True).named_parameters()] == ["weight", "bias"]
     with pytest.raises(ValueError, match="init_fn"):
         LigerLayerNorm(10, init_fn="normal")
@@ -225,7 +231,7 @@ def test_module_options(device):
 @pytest.mark.parametrize("has_bias", [True, False])
 def test_compile_fullgraph_no_graph_break(device, seed, has_bias):
     backend = "inductor" if device == "cuda" else "aot_eager"
-    liger = LigerLayerNorm(48, bias=has_bias).to(device)
+    liger = LigerLayerNorm(48, bias=True if has_bias else None).to(device)
     with torch.no_grad():
         liger.weight.normal_()
         if has_bias:

@@ -288,8 +288,9 @@ def _inputs(d, q=(2, 4, 3, 8), k=(2, 2, 3, 8), cos=(1, 3, 8), sin=None, q_dtype=
         (lambda d: _inputs(d, k=(2, 2, 3, 6)), {}, ValueError, "must match q .* batch, seq and head_dim"),
         (lambda d: _inputs(d, cos=(3, 3, 8)), {}, ValueError, r"cos must have shape \(1 or 2, 3, 8\)"),
         (lambda d: _inputs(d, cos=(1, 4, 8)), {}, ValueError, r"cos must have shape"),
-        (lambda d: _inputs(d, cos=(1, 3, 6)), {}, ValueError, r"cos must have shape"),
-        (lambda d: _inputs(d, cos=(3, 8)), {}, ValueError, r"cos must have shape"),
+        # Narrower tables rotate the first cos-width entries (partial RoPE), as Liger Kernel 0.8 does.
+        (lambda d: _inputs(d, cos=(1, 3, 5)), {}, ValueError, r"rotary_dim must be even"),
+        (lambda d: _inputs(d, cos=(4, 8)), {}, ValueError, r"cos must have shape"),
         (lambda d: _inputs(d, sin=(1, 4, 8)), {}, ValueError, r"sin must have shape \(1 or 2, 3, 8\)"),
         (lambda d: _inputs(d, q=(4, 3, 8)), {}, ValueError, "must be 4-D"),
         (lambda d: _inputs(d), {"unsqueeze_dim": 0}, ValueError, "unsqueeze_dim must be 1"),

@@ -71,35 +71,50 @@ def saved_llama(tmp_path):
 def test_auto_liger_model_loads_a_patched_model(saved_llama):
     modeling = T.modeling("llama")
     plain = AutoModelForCausalLM.from_pretrained(saved_llama, attn_implementation="eager").to(T.DEVICE)
-    model = AutoLigerKernelForCausalLM.from_pretrained(saved_llama, attn_implementation="eager").to(T.DEVICE)
+    try:
+        model = AutoLigerKernelForCausalLM.from_pretrained(saved_llama, attn_implementation="eager").to(
+            T.DEVICE
+        )
+        # As Liger Kernel 0.8: the classes are patched before the model is built.
+        assert modeling.LlamaRMSNorm is not plain.model.norm.__class__
+        assert isinstance(model.model.norm, LigerRMSNorm)
+        assert isinstance(model.model.layers[0].mlp, LigerSwiGLUMLP)
+        assert is_liger_forward(model.forward)
+        assert list(model.state_dict()) == list(plain.state_dict())
 
-    assert type(model) is modeling.LlamaForCausalLM  # an instance patched in place, classes untouched
-    assert modeling.LlamaRMSNorm.__module__ == modeling.__name__
-    assert isinstance(model.model.norm, LigerRMSNorm)
-    assert isinstance(model.model.layers[0].mlp, LigerSwiGLUMLP)
-    assert is_liger_forward(model.forward)
-    assert list(model.state_dict()) == list(plain.state_dict())
-
-    ids, mask, labels = T.batch()
-    assert_close(T.eval_logits(model, ids, mask), T.eval_logits(plain, ids, mask))
-    out, grads = T.train_step(model, ids, mask, labels)
-    expected, expected_grads = T.train_step(plain, ids, mask, labels)
-    assert out.logits is None
-    assert_close(out.loss.detach(), expected.loss.detach())
-    assert_close(grads, expected_grads)
+        ids, mask, labels = T.batch()
+        assert_close(T.eval_logits(model, ids, mask), T.eval_logits(plain, ids, mask))
+        out, grads = T.train_step(model, ids, mask, labels)
+        expected, expected_grads = T.train_step(plain, ids, mask, labels)
+        assert out.logits is None
+        assert_close(out.loss.detach(), expected.loss.detach())
+        assert_close(grads, expected_grads)
+    finally:
+        unpatch("llama")
+    assert modeling.LlamaRMSNorm is plain.model.norm.__class__
 
 
-def test_auto_liger_model_options_and_errors(saved_llama):
-    model = AutoLigerKernelForCausalLM.from_pretrained(saved_llama, swiglu=False, rope=False, geglu=True)
-    assert type(model.model.layers[0].mlp) is T.modeling("llama").LlamaMLP
-    assert isinstance(model.model.norm, LigerRMSNorm)
+def test_auto_liger_model_options_and_unsupported_types(saved_llama, caplog):
+    try:
+        model = AutoLigerKernelForCausalLM.from_pretrained(saved_llama, swiglu=False, rope=False, geglu=True)
+        assert type(model.model.layers[0].mlp) is T.modeling("llama").LlamaMLP
+        assert isinstance(model.model.norm, LigerRMSNorm)
 
-    built = AutoLigerKernelForCausalLM.from_config(T.tiny_config("qwen2"), fused_linear_cross_entropy=False)
-    assert isinstance(built.model.norm, LigerRMSNorm) and not is_liger_forward(built.forward)
+        built = AutoLigerKernelForCausalLM.from_config(
+            T.tiny_config("qwen2"), fused_linear_cross_entropy=False
+        )
+        assert isinstance(built.model.norm, LigerRMSNorm) and not is_liger_forward(built.forward)
+    finally:
+        unpatch("llama")
+        unpatch("qwen2")
 
+    # A type without Liger kernels loads unpatched, with a warning (as Liger Kernel 0.8 loads it).
     tiny_gpt2 = GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=T.VOCAB, n_positions=16)
-    with pytest.raises(ValueError, match="supported model types: gemma, gemma2, llama"):
-        AutoLigerKernelForCausalLM.from_config(tiny_gpt2)
-    tiny_gpt2.save_pretrained(saved_llama / "gpt2")
-    with pytest.raises(ValueError, match="does not support model type 'gpt2'"):
-        AutoLigerKernelForCausalLM.from_pretrained(saved_llama / "gpt2")
+    with caplog.at_level("WARNING", logger="liger_kernel.transformers.auto_model"):
+        gpt2 = AutoLigerKernelForCausalLM.from_config(tiny_gpt2)
+    assert type(gpt2).__name__ == "GPT2LMHeadModel"
+    assert "no Liger kernels for model type 'gpt2'" in caplog.text
+    gpt2.save_pretrained(saved_llama / "gpt2")
+    assert (
+        type(AutoLigerKernelForCausalLM.from_pretrained(saved_llama / "gpt2")).__name__ == "GPT2LMHeadModel"
+    )
