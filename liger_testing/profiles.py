@@ -9,6 +9,10 @@ Importing this module registers four profiles:
   keeps that behaviour and applies our changes.
 * ``gpu``: 100 examples, for runs on a real GPU where examples are cheap.
 * ``nightly``: 1000 examples.
+* ``mutation``: what ``python -m liger_testing.mutate`` runs the tests under: ``dev``'s 20 examples,
+  derandomized (every mutant sees the same examples), no example database (one mutant's failure must
+  not be replayed against the next) and no shrinking (a killed mutant needs one failing example, not the
+  smallest; shrinking through an interpreted kernel can take minutes).
 
 All use ``deadline=None`` (the first example of a test compiles its kernels) and ``print_blob=True``,
 and suppress the ``too_slow`` and ``data_too_large`` health checks (tensor inputs are large and slow
@@ -19,12 +23,12 @@ from __future__ import annotations
 
 import os
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 __all__ = ["PROFILE_ENV_VAR", "PROFILES", "load_default_profile", "default_profile_name"]
 
 PROFILE_ENV_VAR = "LIGER_HYPOTHESIS_PROFILE"
-PROFILES: tuple[str, ...] = ("dev", "ci", "gpu", "nightly")
+PROFILES: tuple[str, ...] = ("dev", "ci", "gpu", "nightly", "mutation")
 
 _COMMON = dict(
     deadline=None,
@@ -44,6 +48,14 @@ settings.register_profile("dev", max_examples=20, **_COMMON)
 settings.register_profile("ci", parent=_builtin_ci(), max_examples=25, **_COMMON)
 settings.register_profile("gpu", max_examples=100, **_COMMON)
 settings.register_profile("nightly", max_examples=1000, **_COMMON)
+settings.register_profile(
+    "mutation",
+    max_examples=20,
+    derandomize=True,
+    database=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    **_COMMON,
+)
 
 
 def default_profile_name() -> str:

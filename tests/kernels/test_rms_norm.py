@@ -261,3 +261,30 @@ def test_bad_casting_mode():
         LigerRMSNorm(8, casting_mode="fp8")
     with pytest.raises(ValueError, match="casting_mode"):
         liger_rms_norm(torch.randn(2, 8), torch.ones(8), casting_mode="bf16")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_llama_mode_rounds_like_llama_in_forward_and_dw(device, seed, dtype):
+    """Fidelity to LlamaRMSNorm's rounding points, which the float64 golden cannot check (dropping a
+    rounding step only makes the kernel more accurate against it).
+
+    LlamaRMSNorm rounds n = x * rstd to x's dtype before the product with the weight, and autograd's dW
+    is then sum(dy * n_rounded). With a unit fp32 weight the output is n_rounded itself: every value must
+    be representable in x's dtype, and dW must be the fp32 sum of dy * y, not of dy * (the fp32 n).
+    The check uses the kernel's own y, so it holds for the interpreter's truncating bf16 conversion too.
+    """
+    rows, hidden = 64, 40
+    x = (3 * torch.randn(rows, hidden, device=device)).to(dtype).requires_grad_()
+    module = LigerRMSNorm(hidden, eps=EPS).to(device)  # fp32 weight of ones
+    y = module(x)
+    assert y.dtype == torch.float32
+    assert torch.equal(y.to(dtype).float(), y), "llama mode must round x * rstd to x's dtype in the forward"
+
+    dy = torch.randn(rows, hidden, device=device)
+    y.backward(dy)
+    terms = dy.double() * y.detach().double()
+    expected = terms.sum(0)
+    # An fp32 sum of `rows` terms errs by at most about rows * eps32 * sum|terms| per column; rounding n
+    # or not is a change of about eps(dtype) / 2 * |terms| per term, far above that.
+    atol = rows * torch.finfo(torch.float32).eps * terms.abs().sum(0).max().item()
+    assert_close(module.weight.grad.double(), expected, atol=atol, rtol=0.0)
