@@ -6,12 +6,14 @@ Independent of ``liger_kernel``: downstream projects use it to validate their ow
 from liger_testing import profiles, strategies
 from liger_testing.assertions import assert_close, assert_close_to_reference, default_floor
 from liger_testing.device import set_interpreter_if_no_gpu
+from liger_testing.modules import assert_modules_equivalent
 from liger_testing.tolerances import Tolerance, tolerances
 
 __all__ = [
     "assert_close",
     "assert_close_to_reference",
     "default_floor",
+    "assert_modules_equivalent",
     "tolerances",
     "Tolerance",
     "strategies",
