@@ -11,13 +11,14 @@ import _mlp_check
 import pytest
 import torch
 import torch.nn.functional as F
-from _mlp_check import assert_mlp_close
+from _mlp_check import assert_mlp_close, assert_product_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import Gemma2Config, GemmaConfig
 from transformers.models.gemma.modeling_gemma import GemmaMLP
 from transformers.models.gemma2.modeling_gemma2 import Gemma2MLP
 
+from liger_kernel.ops.geglu import gelu_activation
 from liger_kernel.transformers import LigerGEGLUMLP
 from liger_kernel.transformers.functional import liger_geglu
 from liger_testing import assert_close, assert_close_to_reference
@@ -154,21 +155,8 @@ def test_compile_fullgraph_no_graph_break(device, seed, act):
 
 
 def run_product(a: torch.Tensor, b: torch.Tensor, approximate: str) -> dict:
-    gen = torch.Generator().manual_seed(5)
-    grad = torch.randn(a.shape, generator=gen, dtype=torch.float64).to(a.device)
     eager = lambda u, v: F.gelu(u, approximate=approximate) * v  # noqa: E731
-    out = {}
-    for name, fn, dtype in (
-        ("liger", lambda u, v: liger_geglu(u, v, approximate), a.dtype),
-        ("reference", eager, a.dtype),
-        ("golden", eager, torch.float64),
-    ):
-        ai = a.detach().to(dtype).requires_grad_()
-        bi = b.detach().to(dtype).requires_grad_()
-        c = fn(ai, bi)
-        c.backward(grad.to(dtype))
-        out[name] = {"c": c.detach(), "da": ai.grad, "db": bi.grad}
-    return out
+    return _mlp_check.run_product(lambda u, v: liger_geglu(u, v, approximate), eager, a, b)
 
 
 @pytest.mark.parametrize("approximate", ["tanh", "none"])
@@ -185,7 +173,7 @@ def test_function_matches_eager(device, approximate, shape, dtype, data):
     b = data.draw(lst.tensors(shape, dtype, device=device))
     r = run_product(a, b, approximate)
     assert r["liger"]["c"].dtype == dtype and r["liger"]["c"].shape == a.shape
-    assert_close_to_reference(r["liger"], r["reference"], r["golden"])
+    assert_product_close(r, a, b, gelu_activation(approximate))
 
 
 @pytest.mark.parametrize("approximate", ["tanh", "none"])

@@ -10,7 +10,7 @@ import _mlp_check
 import pytest
 import torch
 import torch.nn.functional as F
-from _mlp_check import assert_mlp_close
+from _mlp_check import assert_mlp_close, assert_product_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import LlamaConfig
@@ -199,20 +199,7 @@ def test_compile_fullgraph_no_graph_break(device, seed, bias):
 
 
 def run_product(a: torch.Tensor, b: torch.Tensor) -> dict:
-    gen = torch.Generator().manual_seed(5)
-    grad = torch.randn(a.shape, generator=gen, dtype=torch.float64).to(a.device)
-    out = {}
-    for name, fn, dtype in (
-        ("liger", liger_swiglu, a.dtype),
-        ("reference", lambda u, v: F.silu(u) * v, a.dtype),
-        ("golden", lambda u, v: F.silu(u) * v, torch.float64),
-    ):
-        ai = a.detach().to(dtype).requires_grad_()
-        bi = b.detach().to(dtype).requires_grad_()
-        c = fn(ai, bi)
-        c.backward(grad.to(dtype))
-        out[name] = {"c": c.detach(), "da": ai.grad, "db": bi.grad}
-    return out
+    return _mlp_check.run_product(liger_swiglu, lambda u, v: F.silu(u) * v, a, b)
 
 
 @given(
@@ -227,7 +214,7 @@ def test_function_matches_eager(device, shape, dtype, data):
     b = data.draw(lst.tensors(shape, dtype, device=device))
     r = run_product(a, b)
     assert r["liger"]["c"].dtype == dtype and r["liger"]["c"].shape == a.shape
-    assert_close_to_reference(r["liger"], r["reference"], r["golden"])
+    assert_product_close(r, a, b, "silu")
 
 
 @given(dtype=lst.dtypes(), data=st.data())
