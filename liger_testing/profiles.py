@@ -25,7 +25,7 @@ import os
 
 from hypothesis import HealthCheck, Phase, settings
 
-__all__ = ["PROFILE_ENV_VAR", "PROFILES", "load_default_profile", "default_profile_name"]
+__all__ = ["PROFILE_ENV_VAR", "PROFILES", "load_default_profile", "default_profile_name", "scaled"]
 
 PROFILE_ENV_VAR = "LIGER_HYPOTHESIS_PROFILE"
 PROFILES: tuple[str, ...] = ("dev", "ci", "gpu", "nightly", "mutation")
@@ -78,3 +78,17 @@ def load_default_profile() -> str:
     name = default_profile_name()
     settings.load_profile(name)
     return name
+
+
+def scaled(weight: float) -> settings:
+    """Settings for a property test that runs ``weight`` times the loaded profile's ``max_examples``
+    (at least one), so every profile scales every test: ``@scaled(0.32)`` is 8 examples under ``ci``
+    (25), 6 under ``dev``, 32 under ``gpu`` and 320 under ``nightly``. Use it instead of a pinned
+    ``@settings(max_examples=N)`` for a test whose examples cost more (or less) than most.
+
+    The other settings come from the loaded profile. The profile must be loaded before the test module
+    is imported: the pytest plugin (and Hypothesis' ``--hypothesis-profile``) load it at configure time.
+    """
+    if not weight > 0:
+        raise ValueError(f"weight must be positive, got {weight!r}")
+    return settings(max_examples=max(1, round(weight * settings.default.max_examples)))

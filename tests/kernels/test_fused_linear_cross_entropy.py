@@ -9,7 +9,7 @@ same-dtype PyTorch computation); fp32 checks use fp32 tolerances against the gol
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from test_cross_entropy import reference_loss as cross_entropy_reference
 
@@ -18,6 +18,7 @@ from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
 from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
 from liger_testing import assert_close, assert_close_to_reference, default_floor, tolerances
 from liger_testing import strategies as lst
+from liger_testing.profiles import scaled
 
 
 def reference_loss(
@@ -148,7 +149,7 @@ def gradient_floors(actual, golden, x, weight, bias, target, ce_weight, grad_out
     return floors
 
 
-@settings(max_examples=30)
+@scaled(1.2)  # 30 examples under the ci profile
 @given(
     n=lst.dims(1, 16),
     hidden=lst.dims(1, 40),

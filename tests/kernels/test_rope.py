@@ -10,7 +10,7 @@ import os
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
@@ -19,6 +19,7 @@ from liger_kernel.transformers import liger_rotary_pos_emb
 from liger_kernel.transformers.functional import liger_rope
 from liger_testing import assert_close, assert_close_to_reference
 from liger_testing import strategies as lst
+from liger_testing.profiles import scaled
 
 
 def hf_layout(x, unsqueeze_dim):
@@ -73,7 +74,7 @@ head_dims = st.one_of(st.sampled_from([64, 80, 96, 128, 256]), lst.dims(1, 48).m
     unsqueeze_dim=st.sampled_from([1, 2]),
     data=st.data(),
 )
-@settings(max_examples=20)
+@scaled(0.8)  # 20 examples under the ci profile
 def test_matches_reference(
     device, bsz, seq, n_kv_heads, group, head_dim, dtype, per_batch_cos, unsqueeze_dim, data
 ):
@@ -127,7 +128,7 @@ def test_training_shapes_on_gpu(device, seed, shape):
 
 
 @given(dtype=lst.dtypes(), data=st.data())
-@settings(max_examples=6)
+@scaled(0.24)  # 6 examples under the ci profile
 def test_non_contiguous_inputs(device, dtype, data):
     """Strided views everywhere, head_dim included (every other element of a larger buffer)."""
     q = data.draw(lst.tensors((2, 3, 4, 16), dtype, device=device, contiguous=False))

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from _mlp_check import assert_mlp_close, assert_product_close
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaMLP
@@ -20,6 +20,7 @@ from liger_kernel.transformers import LigerSwiGLUMLP
 from liger_kernel.transformers.functional import liger_swiglu
 from liger_testing import assert_close, assert_close_to_reference
 from liger_testing import strategies as lst
+from liger_testing.profiles import scaled
 
 # exp(-a) overflows to inf for very negative a, which the kernels rely on (1 / (1 + inf) = 0); Triton's
 # interpreter computes with NumPy, which warns about it.
@@ -81,7 +82,7 @@ def test_mlp_several_kernel_tiles(device, seed, dtype):
 
 
 @given(dtype=lst.dtypes(), init_seed=lst.seeds(), data=st.data())
-@settings(max_examples=8)
+@scaled(0.32)  # 8 examples under the ci profile
 def test_mlp_non_contiguous_input(device, dtype, init_seed, data):
     x = data.draw(lst.tensors((3, 2, 29), dtype, device=device, contiguous=False))
     assert not x.is_contiguous()
@@ -218,7 +219,7 @@ def test_function_matches_eager(device, shape, dtype, data):
 
 
 @given(dtype=lst.dtypes(), data=st.data())
-@settings(max_examples=8)
+@scaled(0.32)  # 8 examples under the ci profile
 def test_function_non_contiguous(device, dtype, data):
     a = data.draw(lst.tensors((5, 3, 33), dtype, device=device, contiguous=False))
     b = data.draw(lst.tensors((5, 3, 33), dtype, device=device, contiguous=False))
