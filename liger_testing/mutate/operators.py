@@ -137,6 +137,10 @@ class _Context:
         self.triton_file = bool(self.kernels)
         # Functions whose bodies the value operators look at.
         self.scoped = self.kernels if self.triton_file else [f for f in functions if not _is_nested(f, tree)]
+        # Helper kernels that build indices (``rows, cols = _block_indices(...)``): their results are indices.
+        self.index_helpers = {
+            f.name for f in self.kernels if any(self.is_tl_call(n, "arange") for n in _walk_body(f))
+        }
 
     def is_tl_call(self, node: ast.AST, *names: str) -> bool:
         if not isinstance(node, ast.Call):
@@ -196,6 +200,8 @@ def _index_names(ctx: _Context, fn: ast.FunctionDef) -> set[str]:
                 continue
             if ctx.is_tl_call(node, "arange") or ctx.is_torch_call(node, "arange"):
                 return True
+            if isinstance(node, ast.Call) and _dotted(node.func) in ctx.index_helpers:
+                return True
             if isinstance(node, ast.Name) and node.id in names:
                 return True
             stack.extend(ast.iter_child_nodes(node))
@@ -206,7 +212,7 @@ def _index_names(ctx: _Context, fn: ast.FunctionDef) -> set[str]:
         grown = set(names)
         for node in _walk_body(fn):
             if isinstance(node, ast.Assign) and uses_index(node.value, names):
-                grown.update(t.id for t in node.targets if isinstance(t, ast.Name))
+                grown.update(n.id for t in node.targets for n in ast.walk(t) if isinstance(n, ast.Name))
         if grown == names:
             return names
         names = grown
@@ -323,7 +329,8 @@ def reduction_axis(ctx: _Context) -> Iterator[Mutant]:
 
 
 def _store_values(ctx: _Context, fn: ast.FunctionDef) -> list[ast.AST]:
-    """The value expressions a function writes out: ``tl.store``'s value (kernels) or ``return`` (PyTorch)."""
+    """The value expressions a function writes out: ``tl.store``'s value, or what it returns (a jit helper
+    returns to a kernel; a PyTorch function to its caller)."""
     values = []
     for node in _walk_body(fn):
         if ctx.is_tl_call(node, "store"):
@@ -332,8 +339,8 @@ def _store_values(ctx: _Context, fn: ast.FunctionDef) -> list[ast.AST]:
                 value = node.args[1]
             if value is not None:
                 values.append(value)
-        elif not ctx.triton_file and isinstance(node, ast.Return) and node.value is not None:
-            values.append(node.value)
+        elif isinstance(node, ast.Return) and node.value is not None:
+            values.append(node.value)  # a jit helper's result feeds its caller's stores
     return values
 
 

@@ -60,7 +60,7 @@ def copy_project(root: Path, dest: Path) -> Path:
     return dest
 
 
-_FAILED_LINE = re.compile(r"^(?:FAILED|ERROR) (\S+(?:\[[^\]]*\])?)", re.MULTILINE)
+_FAILED_LINE = re.compile(r"^(?:FAILED|ERROR) (?!collecting )(\S+)", re.MULTILINE)
 _XDIST_CRASH = re.compile(r"crashed while running '([^']+)'")
 _COLLECT_ERROR = re.compile(r"ERROR collecting (\S+)")
 # With -v and no xdist, pytest prints a test's node id before running it: after a crash, the last one
@@ -93,11 +93,11 @@ def classify(returncode: int | None, output: str, seconds: float, timed_out: boo
         started = _STARTED.findall(output)
         by = failed.group(1) if failed else (started[-1] if started else None)
         return RunOutcome(KILLED, by, f"crashed ({name or returncode})", returncode, seconds)
+    if returncode in (1, 2) and collect:
+        return RunOutcome(KILLED, collect.group(1), "collection error", returncode, seconds)
     if returncode in (1, 2) and failed:
         note = "interrupted after the failure" if returncode == 2 else ""
         return RunOutcome(KILLED, failed.group(1), note, returncode, seconds)
-    if returncode in (1, 2) and collect:
-        return RunOutcome(KILLED, collect.group(1), "collection error", returncode, seconds)
     if returncode in (134, 139):  # a shell-reported SIGABRT / SIGSEGV
         started = _STARTED.findall(output)
         return RunOutcome(
