@@ -34,7 +34,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Kernel-aware mutation testing: plant plausible kernel bugs one at a time and check "
         "that the tests catch each.",
     )
-    p.add_argument("files", nargs="+", metavar="FILE", help="kernel source files (.py) to mutate")
+    p.add_argument(
+        "files", nargs="+", metavar="FILE", help="kernel source files (.py), or folders of them, to mutate"
+    )
     p.add_argument("--tests", nargs="+", required=True, metavar="TEST", help="test files or node ids to run")
     p.add_argument("--root", type=Path, help="project root copied for each run (default: nearest folder "
                    "above the first FILE with pyproject.toml, setup.py, setup.cfg, tox.ini, pytest.ini or .git)")  # fmt: skip
@@ -71,7 +73,11 @@ def _relative(path: Path, root: Path, what: str) -> str:
 
 
 def _validate(args: argparse.Namespace) -> tuple[Path, list[str], list[str], list[str] | None, list[str]]:
-    files = [Path(f) for f in args.files]
+    files = []
+    for f in map(Path, args.files):  # a folder stands for every .py file under it
+        files.extend(sorted(f.rglob("*.py")) if f.is_dir() else [f])
+    if not files:
+        raise UsageError(f"no .py files under {', '.join(args.files)}")
     for f in files:
         if not f.is_file():
             raise UsageError(f"FILE {f} does not exist or is not a file")

@@ -288,3 +288,21 @@ def test_llama_mode_rounds_like_llama_in_forward_and_dw(device, seed, dtype):
     # or not is a change of about eps(dtype) / 2 * |terms| per term, far above that.
     atol = rows * torch.finfo(torch.float32).eps * terms.abs().sum(0).max().item()
     assert_close(module.weight.grad.double(), expected, atol=atol, rtol=0.0)
+
+
+@pytest.mark.parametrize("casting_mode", ["gemma", "none"])
+def test_gemma_and_none_modes_round_only_the_output(device, seed, casting_mode):
+    """GemmaRMSNorm (and "none") compute y in fp32 and round it once: y is within one rounding of the
+    float64 golden everywhere. Rounding n to bf16 first (llama's rounding point, in the wrong mode) adds a
+    second rounding, which reference-error mode with its factor of 2 lets through."""
+    rows, hidden = 64, 40
+    x = (3 * torch.randn(rows, hidden, device=device)).to(torch.bfloat16)
+    weight = torch.randn(hidden, device=device).to(torch.bfloat16)
+    offset = 1.0 if casting_mode == "gemma" else 0.5
+    y = liger_rms_norm(x, weight, EPS, offset=offset, casting_mode=casting_mode)
+    golden, _, _ = golden_rms_norm(x, weight, EPS, offset)
+    # One rounding: half an ulp, a whole one under the interpreter's truncation; either is at most
+    # eps * |golden|. The fp32 arithmetic before it adds about 2^-16 of that.
+    bound = torch.finfo(torch.bfloat16).eps * golden.detach().abs() * (1 + 2**-10)
+    excess = (y.double() - golden.detach()).abs() - bound
+    assert excess.max() <= 0, f"{int((excess > 0).sum())} elements are more than one rounding off"
