@@ -306,3 +306,22 @@ def test_gemma_and_none_modes_round_only_the_output(device, seed, casting_mode):
     bound = torch.finfo(torch.bfloat16).eps * golden.detach().abs() * (1 + 2**-10)
     excess = (y.double() - golden.detach()).abs() - bound
     assert excess.max() <= 0, f"{int((excess > 0).sum())} elements are more than one rounding off"
+
+
+@pytest.mark.parametrize("casting_mode", ["gemma", "none"])
+def test_gemma_and_none_modes_take_dw_from_the_fp32_normalized_value(device, seed, casting_mode):
+    """Only llama mode rounds n before dW = sum(dy * n); in the other modes n stays fp32. With an fp32
+    weight (so dW itself is not rounded to bf16) dW is the fp32 sum of dy * n, n exact to fp32."""
+    rows, hidden = 64, 40
+    x = (3 * torch.randn(rows, hidden, device=device)).to(torch.bfloat16)
+    weight = torch.randn(hidden, device=device, requires_grad=True)
+    offset = 1.0 if casting_mode == "gemma" else 0.5
+    y = liger_rms_norm(x, weight, EPS, offset=offset, casting_mode=casting_mode)
+    dy = torch.randn(y.shape, device=device)
+    (dw,) = torch.autograd.grad(y, weight, dy.to(y.dtype))
+    x64 = x.double()
+    terms = dy.to(y.dtype).double() * x64 * torch.rsqrt(x64.pow(2).mean(-1, keepdim=True) + EPS)
+    # fp32 arithmetic: a few eps32 per term and rows * eps32 for the sum; rounding n to bf16 instead is
+    # eps(bf16) / 2 per term, 2^15 times more.
+    atol = rows * torch.finfo(torch.float32).eps * terms.abs().sum(0).max().item()
+    assert_close(dw.double(), terms.sum(0), atol=atol, rtol=0.0)

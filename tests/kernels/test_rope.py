@@ -17,7 +17,7 @@ from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply
 
 from liger_kernel.transformers import liger_rotary_pos_emb
 from liger_kernel.transformers.functional import liger_rope
-from liger_testing import assert_close, assert_close_to_reference
+from liger_testing import assert_close, assert_close_to_reference, bounds_checked
 from liger_testing import strategies as lst
 from liger_testing.profiles import scaled
 
@@ -314,3 +314,19 @@ def test_bad_input_types_and_devices(device):
         liger_rotary_pos_emb(q, k, cos.to("meta"), sin)
     with pytest.raises(TypeError, match="position_ids must be an integer"):
         liger_rotary_pos_emb(q, k, cos[0], sin[0], position_ids=torch.zeros(2, 3, device=device))
+
+
+@pytest.mark.parametrize("unsqueeze_dim", [1, 2])
+def test_writes_stay_in_bounds(device, seed, unsqueeze_dim):
+    """Every output (forward and backward) sits between guard regions; a head or column mask that lets a
+    write through past the last head or past head_dim / 2 is an assertion naming the kernel, not a lucky
+    heap corruption."""
+    q = torch.randn(2, 5, 3, 12, device=device)  # 3 query heads, head_dim 12: masks on both axes
+    k = torch.randn(2, 5, 1, 12, device=device)
+    cos, sin = torch.randn(2, 5, 12, device=device), torch.randn(2, 5, 12, device=device)
+    with bounds_checked("rope") as guard:
+        q, k = hf_layout(q, unsqueeze_dim), hf_layout(k, unsqueeze_dim)
+        q, k = guard.guarded(q).requires_grad_(), guard.guarded(k).requires_grad_()
+        r = run_all(q, k, cos, sin, unsqueeze_dim=unsqueeze_dim)
+    assert len(guard.buffers) >= 6  # q, k and the kernel's outputs and gradients
+    assert_close_to_reference(r["liger"], r["reference"], r["golden"])

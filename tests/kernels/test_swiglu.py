@@ -18,7 +18,7 @@ from transformers.models.llama.modeling_llama import LlamaMLP
 
 from liger_kernel.transformers import LigerSwiGLUMLP
 from liger_kernel.transformers.functional import liger_swiglu
-from liger_testing import assert_close, assert_close_to_reference
+from liger_testing import assert_close, assert_close_to_reference, bounds_checked
 from liger_testing import strategies as lst
 from liger_testing.profiles import scaled
 
@@ -232,6 +232,18 @@ def test_function_several_tiles(device, seed, dtype):
     a = (torch.randn(9, 2100) * 3).to(device=device, dtype=dtype)
     r = run_product(a, torch.randn(9, 2100).to(device=device, dtype=dtype))
     assert_close_to_reference(r["liger"], r["reference"], r["golden"])
+
+
+def test_writes_stay_in_bounds(device, seed):
+    """c, da and db (and the MLP's in-place buffers) sit between guard regions: a column or row mask that
+    lets one write through past the end is an assertion naming the kernel."""
+    with bounds_checked("glu (silu)") as guard:
+        r = run_product(torch.randn(5, 33, device=device), torch.randn(5, 33, device=device))
+        config = llama_config(12, 37)
+        mlp = run_mlp(config, torch.randn(3, 12, device=device), torch.float32)
+    assert len(guard.buffers) >= 3
+    assert_close_to_reference(r["liger"], r["reference"], r["golden"])
+    assert_mlp_close(mlp, torch.float32)
 
 
 def test_function_column_slices_of_one_buffer(device, seed):
