@@ -171,7 +171,7 @@ def _walk_body(fn: ast.FunctionDef) -> Iterator[ast.AST]:
         yield from ast.walk(stmt)
 
 
-def _mutant(ctx: _Context, node: ast.AST, operator: str, before: str, after: str, edits) -> Mutant:
+def _mutant(node: ast.AST, operator: str, before: str, after: str, edits) -> Mutant:
     return Mutant(
         file="",
         line=node.lineno,
@@ -250,7 +250,7 @@ def mask_compare(ctx: _Context) -> Iterator[Mutant]:
                 at = start + len(between[: match.start()].encode())
                 edit = Edit(at, at + len(old), new)
                 mutated = text.replace(old, new, 1) if text.count(old) == 1 else f"{old} -> {new}"
-                yield _mutant(ctx, node, "mask_compare", text, mutated, [edit])
+                yield _mutant(node, "mask_compare", text, mutated, [edit])
 
 
 def _is_zero(node: ast.AST) -> bool:
@@ -269,9 +269,7 @@ def load_other(ctx: _Context) -> Iterator[Mutant]:
                 old = ctx.src.text(kw.value)
                 new = 'float("-inf")' if _is_zero(kw.value) else "0.0"
                 start, end = ctx.src.span(kw.value)
-                yield _mutant(
-                    ctx, kw.value, "load_other", f"other={old}", f"other={new}", [Edit(start, end, new)]
-                )
+                yield _mutant(kw.value, "load_other", f"other={old}", f"other={new}", [Edit(start, end, new)])
 
 
 _TL_REDUCTIONS = ("sum", "max", "min", "argmax", "argmin", "reduce", "cumsum", "cumprod", "xor_sum")
@@ -323,9 +321,7 @@ def reduction_axis(ctx: _Context) -> Iterator[Mutant]:
             new = str(_other_axis(old))
             start, end = ctx.src.span(axis_node)
             text = ctx.src.text(node)
-            yield _mutant(
-                ctx, node, "reduction_axis", text, f"{keyword} {old} -> {new}", [Edit(start, end, new)]
-            )
+            yield _mutant(node, "reduction_axis", text, f"{keyword} {old} -> {new}", [Edit(start, end, new)])
 
 
 def _store_values(ctx: _Context, fn: ast.FunctionDef) -> list[ast.AST]:
@@ -404,7 +400,7 @@ def drop_term(ctx: _Context) -> Iterator[Mutant]:
                 )
                 for _side, operand in kept:
                     new = f"({ctx.src.text(operand)})"
-                    yield _mutant(ctx, node, "drop_term", text, new, [Edit(start, end, new)])
+                    yield _mutant(node, "drop_term", text, new, [Edit(start, end, new)])
 
 
 def _is_fp32(ctx: _Context, node: ast.AST) -> bool:
@@ -430,7 +426,7 @@ def drop_upcast(ctx: _Context) -> Iterator[Mutant]:
                 continue
             start, end = ctx.src.span(node)
             new = f"({ctx.src.text(node.func.value)})"
-            yield _mutant(ctx, node, "drop_upcast", ctx.src.text(node), new, [Edit(start, end, new)])
+            yield _mutant(node, "drop_upcast", ctx.src.text(node), new, [Edit(start, end, new)])
 
 
 def swap_where(ctx: _Context) -> Iterator[Mutant]:
@@ -443,7 +439,7 @@ def swap_where(ctx: _Context) -> Iterator[Mutant]:
             (a0, a1), (b0, b1) = ctx.src.span(a), ctx.src.span(b)
             ta, tb = ctx.src.text(a), ctx.src.text(b)
             edits = [Edit(a0, a1, tb), Edit(b0, b1, ta)]
-            yield _mutant(ctx, node, "swap_where", f"where(.., {ta}, {tb})", f"where(.., {tb}, {ta})", edits)
+            yield _mutant(node, "swap_where", f"where(.., {ta}, {tb})", f"where(.., {tb}, {ta})", edits)
 
 
 def stride_to_row_length(ctx: _Context) -> Iterator[Mutant]:
@@ -466,7 +462,7 @@ def stride_to_row_length(ctx: _Context) -> Iterator[Mutant]:
                 continue  # stride(-1) is the element stride, not a row stride
             start, end = ctx.src.span(arg)
             new = f"{ctx.src.text(arg.func.value)}.shape[-1]"
-            yield _mutant(ctx, arg, "stride_to_row_length", ctx.src.text(arg), new, [Edit(start, end, new)])
+            yield _mutant(arg, "stride_to_row_length", ctx.src.text(arg), new, [Edit(start, end, new)])
 
 
 _TUNING = re.compile(r"BLOCK|WARP|STAGE|GROUP|num_", re.IGNORECASE)
@@ -493,7 +489,6 @@ def constexpr_ignored(ctx: _Context) -> Iterator[Mutant]:
             text = ctx.src.text(node.test)
             for forced in ("False", "True"):
                 yield _mutant(
-                    ctx,
                     node.test,
                     "constexpr_ignored",
                     f"if {text}:",

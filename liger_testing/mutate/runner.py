@@ -122,26 +122,28 @@ def _environment(workdir: Path) -> dict[str, str]:
 
 def _run_pytest(
     workdir: Path, python: str, tests: Sequence[str], pytest_args: Sequence[str], timeout: float | None
-) -> RunOutcome:
-    env = _environment(workdir)
+) -> tuple[RunOutcome, str]:
+    """One pytest run in ``workdir``: its outcome and its output."""
     start = time.monotonic()
-    # Its own session, so a timeout ends the whole process group (xdist workers included).
+    # Its own session, so a timeout (or ^C) ends the whole process group, xdist workers included.
     proc = subprocess.Popen(
-        _pytest_command(python, tests, pytest_args), cwd=workdir, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, start_new_session=True,
+        _pytest_command(python, tests, pytest_args), cwd=workdir, env=_environment(workdir),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     timed_out = False
     try:
         output, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
+    except BaseException as e:
+        timed_out = isinstance(e, subprocess.TimeoutExpired)
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         output, _ = proc.communicate()
-    seconds = time.monotonic() - start
-    return classify(proc.returncode, output.decode(errors="replace"), seconds, timed_out)
+        if not timed_out:
+            raise
+    text = output.decode(errors="replace")
+    return classify(proc.returncode, text, time.monotonic() - start, timed_out), text
 
 
 def run_baseline(
@@ -150,14 +152,7 @@ def run_baseline(
     """Run the tests once on an unmutated scratch copy; returns the outcome and the output's tail."""
     with tempfile.TemporaryDirectory(prefix="liger-mutate-") as tmp:
         work = copy_project(root, Path(tmp) / "project")
-        env = _environment(work)
-        start = time.monotonic()
-        proc = subprocess.run(
-            _pytest_command(python, tests, pytest_args), cwd=work, env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, check=False,
-        )  # fmt: skip
-        output = proc.stdout.decode(errors="replace")
-        outcome = classify(proc.returncode, output, time.monotonic() - start, False)
+        outcome, output = _run_pytest(work, python, tests, pytest_args, None)
         return outcome, "\n".join(output.strip().splitlines()[-15:])
 
 
@@ -191,7 +186,7 @@ def run_mutants(
             target = work / mutant.file
             target.write_bytes(mutant.apply(originals[mutant.file]))
             try:
-                outcome = _run_pytest(work, python, tests, pytest_args, timeout)
+                outcome, _output = _run_pytest(work, python, tests, pytest_args, timeout)
             finally:
                 target.write_bytes(originals[mutant.file])
             result = MutantResult(mutant, outcome.status, outcome.killed_by, outcome.note, outcome.returncode,

@@ -15,7 +15,7 @@ from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
 from liger_kernel.transformers import LigerRMSNorm
 from liger_kernel.transformers.functional import liger_rms_norm
-from liger_testing import assert_close, assert_close_to_reference, default_floor, tolerances
+from liger_testing import assert_close, assert_close_to_reference, bounds_checked, default_floor, tolerances
 from liger_testing import strategies as lst
 
 EPS = 1e-6
@@ -325,3 +325,41 @@ def test_gemma_and_none_modes_take_dw_from_the_fp32_normalized_value(device, see
     # eps(bf16) / 2 per term, 2^15 times more.
     atol = rows * torch.finfo(torch.float32).eps * terms.abs().sum(0).max().item()
     assert_close(dw.double(), terms.sum(0), atol=atol, rtol=0.0)
+
+
+def test_strided_views_in_and_out_of_the_kernel(device, seed):
+    """x and the incoming gradient as column slices of wider buffers, passed as they are (``run_all``
+    clones its input, which makes it contiguous): forward and backward must use each one's row stride."""
+    base = torch.randn(6, 2 * 96, device=device, requires_grad=True)
+    x = base[:, :96]
+    weight = torch.randn(96, device=device, requires_grad=True)
+    dy = torch.randn(6, 3 * 96, device=device)[:, 96:192]
+    assert x.stride(0) == 192 and dy.stride(0) == 288
+    y = liger_rms_norm(x, weight, EPS)
+    dx, dw = torch.autograd.grad(y, (base, weight), dy)
+
+    x_ref = x.detach().clone().requires_grad_()
+    w_ref = weight.detach().clone().requires_grad_()
+    y_ref = LlamaRMSNorm(96, eps=EPS).to(device)
+    with torch.no_grad():
+        y_ref.weight.copy_(w_ref)
+    out = y_ref(x_ref)
+    dx_ref, dw_ref = torch.autograd.grad(out, (x_ref, y_ref.weight), dy.contiguous())
+    assert_close(
+        {"y": y, "dx": dx[:, :96], "dw": dw}, {"y": out, "dx": dx_ref, "dw": dw_ref}, atol=1e-5, rtol=1e-5
+    )
+    assert (dx[:, 96:] == 0).all()
+
+
+@pytest.mark.parametrize("weight_grad", [True, False])
+def test_writes_stay_in_bounds(device, seed, weight_grad):
+    """Every buffer the launch code allocates sits between guard regions. Many rows make the backward run
+    several programs, each writing its row of dW shares: without a weight gradient there is one row of
+    them, and a program that wrote its share anyway would write past it."""
+    x = torch.randn(70, 33, device=device, requires_grad=True)
+    weight = torch.randn(33, device=device, requires_grad=weight_grad)
+    with bounds_checked("rms_norm") as guard:
+        y = liger_rms_norm(x, weight, EPS)
+        y.backward(torch.randn_like(y))
+    assert len(guard.buffers) >= 4  # y, rstd, dx, dW shares
+    assert torch.isfinite(x.grad).all()
