@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Mapping
 from typing import Any
@@ -53,10 +54,27 @@ def _detached(tree: Any) -> Any:
     return tree
 
 
+@contextlib.contextmanager
+def _float64_throughout():
+    """The golden's forward stays in float64 where module code upcasts with ``x.to(torch.float32)`` or
+    ``x.float()`` (Hugging Face's RMSNorm does): on float64 tensors those are downcasts that would make the
+    golden only float32-accurate there (the convergence runner's reference arm does the same)."""
+    from liger_testing.convergence.runner import _Float64Everywhere
+
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        with _Float64Everywhere():
+            yield
+    finally:
+        torch.set_default_dtype(default)
+
+
 def _run(module: torch.nn.Module, inputs: tuple, dtype: torch.dtype | None, seed: int) -> dict:
     """Forward, backward with seeded float64 output gradients; outputs, input and parameter gradients."""
     args = _cast(inputs, dtype)
-    out = module(*args)
+    with _float64_throughout() if dtype == torch.float64 else contextlib.nullcontext():
+        out = module(*args)
     leaves = _float_leaves(out)
     if leaves:
         gen = torch.Generator().manual_seed(seed)
@@ -93,7 +111,7 @@ def assert_modules_equivalent(
 
     Both modules run on copies of ``inputs`` (floating tensors cast to ``dtype`` when given; those with
     ``requires_grad`` get their gradients compared too), and so does a float64 copy of ``reference``
-    (the golden). The outputs get the same seeded random gradients. Then, in reference-error mode
+    (the golden, kept in float64 where the module's code asks for float32). The outputs get the same seeded random gradients. Then, in reference-error mode
     (:func:`assert_close_to_reference`), the candidate's outputs, input gradients and every parameter
     gradient, matched by name (never by position), must be within ``factor`` times the reference's own
     error against the golden, plus ``floor`` (default one rounding of the dtype; a mapping gives a floor

@@ -15,7 +15,14 @@ from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
 from liger_kernel.transformers import LigerRMSNorm
 from liger_kernel.transformers.functional import liger_rms_norm
-from liger_testing import assert_close, assert_close_to_reference, bounds_checked, default_floor, tolerances
+from liger_testing import (
+    assert_close,
+    assert_close_to_reference,
+    assert_modules_equivalent,
+    bounds_checked,
+    default_floor,
+    tolerances,
+)
 from liger_testing import strategies as lst
 
 EPS = 1e-6
@@ -363,3 +370,14 @@ def test_writes_stay_in_bounds(device, seed, weight_grad):
         y.backward(torch.randn_like(y))
     assert len(guard.buffers) >= 4  # y, rstd, dx, dW shares
     assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_module_can_replace_llama_rms_norm(device, seed, dtype):
+    """liger_testing.assert_modules_equivalent, as a downstream project replacing a module would use it."""
+    reference = LlamaRMSNorm(48, eps=EPS)
+    torch.nn.init.normal_(reference.weight)
+    candidate = LigerRMSNorm(48, eps=EPS)
+    candidate.load_state_dict(reference.state_dict())
+    x = torch.randn(3, 5, 48, requires_grad=True)
+    assert_modules_equivalent(reference.to(device), candidate.to(device), x.to(device), dtype=dtype)
