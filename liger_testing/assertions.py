@@ -468,8 +468,9 @@ def assert_close_to_reference(
         floor: relative error floor; default eps of actual's dtype.
         msg: extra text prepended to the failure message.
         roundings: derive the floor from the formula instead: the number of roundings the kernel's formula
-            makes (in actual's dtype or an fp32 one, as the kernel computes), each worth half an ulp
-            (``default_floor(actual) / 2``: a whole ulp where the interpreter truncates bf16). The
+            makes in actual's dtype, each worth half an ulp of it (``default_floor(actual) / 2``: a whole
+            ulp where the interpreter truncates bf16). A kernel that computes in fp32 and rounds once to
+            bf16 makes one such rounding (its fp32 ones are 2^16 times smaller). The
             default floor is ``roundings=2``. Where the reference happens to be nearly exact, a kernel
             whose formula rounds a few more times than PyTorch's still passes. Exclusive with ``floor``.
         terms_scale: what the floor is relative to, instead of ``golden``: the magnitude of the largest
