@@ -330,3 +330,15 @@ def test_writes_stay_in_bounds(device, seed, unsqueeze_dim):
         r = run_all(q, k, cos, sin, unsqueeze_dim=unsqueeze_dim)
     assert len(guard.buffers) >= 6  # q, k and the kernel's outputs and gradients
     assert_close_to_reference(r["liger"], r["reference"], r["golden"])
+
+
+def test_tables_with_a_row_stride(device, seed):
+    """cos and sin as column slices of wider tables: a position's row is stride(1) apart, not head_dim."""
+    q, k = torch.randn(2, 3, 5, 12, device=device), torch.randn(2, 1, 5, 12, device=device)
+    cos, sin = (
+        torch.randn(2, 5, 2 * 12, device=device)[..., :12],
+        torch.randn(2, 5, 3 * 12, device=device)[..., :12],
+    )
+    assert cos.stride(1) == 24 and sin.stride(1) == 36
+    r = run_all(q, k, cos, sin)
+    assert_close_to_reference(r["liger"], r["reference"], r["golden"])
