@@ -54,20 +54,13 @@ def _detached(tree: Any) -> Any:
     return tree
 
 
-@contextlib.contextmanager
 def _float64_throughout():
     """The golden's forward stays in float64 where module code upcasts with ``x.to(torch.float32)`` or
     ``x.float()`` (Hugging Face's RMSNorm does): on float64 tensors those are downcasts that would make the
     golden only float32-accurate there (the convergence runner's reference arm does the same)."""
-    from liger_testing.convergence.runner import _Float64Everywhere
+    from liger_testing.convergence.runner import float64_throughout
 
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        with _Float64Everywhere():
-            yield
-    finally:
-        torch.set_default_dtype(default)
+    return float64_throughout()
 
 
 def _run(module: torch.nn.Module, inputs: tuple, dtype: torch.dtype | None, seed: int) -> dict:
