@@ -19,6 +19,8 @@ _EXPORTS: dict[str, tuple[str, str | None]] = {
     "assert_close": ("assertions", "assert_close"),
     "assert_close_to_reference": ("assertions", "assert_close_to_reference"),
     "default_floor": ("assertions", "default_floor"),
+    "assert_modules_equivalent": ("modules", "assert_modules_equivalent"),
+    "bounds_checked": ("bounds", "bounds_checked"),
     "tolerances": ("tolerances", "tolerances"),
     "Tolerance": ("tolerances", "Tolerance"),
     "set_interpreter_if_no_gpu": ("device", "set_interpreter_if_no_gpu"),

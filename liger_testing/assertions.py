@@ -357,7 +357,15 @@ def default_floor(actual: torch.Tensor) -> float:
 
 
 def _compare_reference_leaf(
-    path: str, actual: Any, reference: Any, golden: Any, *, factor: float, floor: float | None
+    path: str,
+    actual: Any,
+    reference: Any,
+    golden: Any,
+    *,
+    factor: float,
+    floor: float | None,
+    roundings: float | None = None,
+    terms_scale: Any = None,
 ) -> str | None:
     tensors = []
     for name, x in (("actual", actual), ("reference", reference), ("golden", golden)):
@@ -377,7 +385,11 @@ def _compare_reference_leaf(
     if a.numel() == 0:
         return None
 
-    if floor is None:
+    if roundings is not None:
+        unit = default_floor(a) / 2.0  # half an ulp per rounding; a whole one where the interpreter truncates
+        floor_rel = float(roundings) * unit
+        floor_desc = f"{floor_rel:.3e} (given: {roundings:g} roundings of {unit:.3e})"
+    elif floor is None:
         floor_rel = default_floor(a)
         floor_desc = f"{floor_rel:.3e} (default: eps of {a.dtype})"
         if _interpreter_truncates(a):
@@ -421,6 +433,11 @@ def _compare_reference_leaf(
 
     norm_a = float(torch.linalg.vector_norm(err_a))
     norm_r = float(torch.linalg.vector_norm(err_r))
+    if terms_scale is not None:
+        # The floor scales with the terms the formula combines, not with its (possibly cancelled) result.
+        scale = torch.as_tensor(terms_scale, dtype=torch.float64).detach().cpu().abs().expand(shape)
+        g_fin = torch.where(g_finite & torch.isfinite(scale), scale, zeros)
+        floor_desc += ", relative to terms_scale"
     norm_g = float(torch.linalg.vector_norm(g_fin))
     max_a = float(err_a.max())
     max_r = float(err_r.max())
@@ -467,6 +484,8 @@ def assert_close_to_reference(
     factor: float = 2.0,
     floor: float | None = None,
     msg: str | None = None,
+    roundings: float | None = None,
+    terms_scale: Any = None,
 ) -> None:
     """Assert that a kernel is at most ``factor`` times less accurate than the PyTorch reference.
 
@@ -497,16 +516,37 @@ def assert_close_to_reference(
         factor: allowed multiple of the reference's error.
         floor: relative error floor; default eps of actual's dtype.
         msg: extra text prepended to the failure message.
+        roundings: derive the floor from the formula instead: the number of roundings the kernel's formula
+            makes in actual's dtype, each worth half an ulp of it (``default_floor(actual) / 2``: a whole
+            ulp where the interpreter truncates bf16). A kernel that computes in fp32 and rounds once to
+            bf16 makes one such rounding (its fp32 ones are 2^16 times smaller). The
+            default floor is ``roundings=2``. Where the reference happens to be nearly exact, a kernel
+            whose formula rounds a few more times than PyTorch's still passes. Exclusive with ``floor``.
+        terms_scale: what the floor is relative to, instead of ``golden``: the magnitude of the largest
+            term the formula combines, elementwise (a tensor broadcastable to the leaf, or a tree like
+            ``actual`` with such leaves, or None leaves for "golden"). Use it where the result is a
+            difference of larger terms, e.g. ``s * (1 + a * (1 - s))`` near its zero, or a norm's dx:
+            one rounding of the terms is many ulps of the result there.
 
     Raises:
         AssertionError: listing each failing leaf with both errors in both metrics, their ratio,
             the factor and floor, and the index of actual's worst element with the actual,
             reference and golden values there.
     """
-    leaves, structure_errors = zip_trees((actual, reference, golden), ("actual", "reference", "golden"))
+    if floor is not None and roundings is not None:
+        raise ValueError("assert_close_to_reference: give floor or roundings, not both")
+    if terms_scale is None or isinstance(terms_scale, (torch.Tensor, numbers.Real)):
+        leaves, structure_errors = zip_trees((actual, reference, golden), ("actual", "reference", "golden"))
+        leaves = [(path, (*trio, terms_scale)) for path, trio in leaves]
+    else:
+        leaves, structure_errors = zip_trees(
+            (actual, reference, golden, terms_scale), ("actual", "reference", "golden", "terms_scale")
+        )
     failures = list(structure_errors)
-    for path, (a, r, g) in leaves:
-        failure = _compare_reference_leaf(path, a, r, g, factor=factor, floor=floor)
+    for path, (a, r, g, t) in leaves:
+        failure = _compare_reference_leaf(
+            path, a, r, g, factor=factor, floor=floor, roundings=roundings, terms_scale=t
+        )
         if failure is not None:
             failures.append(failure)
     if failures:

@@ -26,3 +26,20 @@ def test_matches_pytorch(device, data):
 def test_rows_sum_to_one(device):
     x = torch.randn(3, 100, device=device)
     assert_close(scaled_softmax(x).sum(-1), torch.ones(3, device=device))
+
+
+# Added after `python -m liger_testing.mutate my_kernels.py --tests test_my_kernels.py` showed two
+# mutants surviving the tests above (see README.md).
+
+
+def test_large_logits_do_not_overflow(device):
+    """Without subtracting the row max, exp overflows to inf and the result is NaN."""
+    x = 100.0 + torch.randn(3, 50, device=device)
+    assert_close(scaled_softmax(x), torch.softmax(x, dim=-1))
+
+
+def test_rows_of_a_wider_buffer(device):
+    """A column slice keeps its row stride; the kernel must read rows with it, not with the row length."""
+    x = torch.randn(4, 2 * 60, device=device)[:, :60]
+    assert x.stride(0) == 120
+    assert_close(scaled_softmax(x), torch.softmax(x, dim=-1))

@@ -473,11 +473,8 @@ class _Float64Everywhere(TorchFunctionMode):
 
 
 @contextlib.contextmanager
-def _arm_precision(arm: _Arm):
-    """The reference arm runs with float64 as the default dtype and every float32 request widened."""
-    if arm.name != "reference":
-        yield
-        return
+def float64_throughout():
+    """float64 as the default dtype and every float32 request widened (``_Float64Everywhere``)."""
     default = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
@@ -485,6 +482,11 @@ def _arm_precision(arm: _Arm):
             yield
     finally:
         torch.set_default_dtype(default)
+
+
+def _arm_precision(arm: _Arm):
+    """The reference arm runs in float64 throughout; the others as they are."""
+    return float64_throughout() if arm.name == "reference" else contextlib.nullcontext()
 
 
 def _forward_backward(arm: _Arm, input_ids: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,7 +11,7 @@ import contextlib
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import liger_kernel.ops.cross_entropy as ce_ops
@@ -19,6 +19,7 @@ from liger_kernel.transformers import LigerCrossEntropyLoss
 from liger_kernel.transformers.functional import liger_cross_entropy
 from liger_testing import assert_close, assert_close_to_reference, tolerances
 from liger_testing import strategies as lst
+from liger_testing.profiles import scaled
 
 
 def reference_loss(
@@ -116,7 +117,7 @@ def check_result(actual, reference, golden):
     assert_close(actual, {k: v.to(dtype) for k, v in golden.items()}, atol=tol.atol, rtol=tol.rtol)
 
 
-@settings(max_examples=40)
+@scaled(1.6)  # 40 examples under the ci profile
 @given(
     n=lst.dims(1, 16),
     vocab=lst.dims(2, 300),

@@ -9,7 +9,7 @@ same-dtype PyTorch computation); fp32 checks use fp32 tolerances against the gol
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from test_cross_entropy import reference_loss as cross_entropy_reference
 
@@ -18,6 +18,7 @@ from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
 from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
 from liger_testing import assert_close, assert_close_to_reference, default_floor, tolerances
 from liger_testing import strategies as lst
+from liger_testing.profiles import scaled
 
 
 def reference_loss(
@@ -148,7 +149,7 @@ def gradient_floors(actual, golden, x, weight, bias, target, ce_weight, grad_out
     return floors
 
 
-@settings(max_examples=30)
+@scaled(1.2)  # 30 examples under the ci profile
 @given(
     n=lst.dims(1, 16),
     hidden=lst.dims(1, 40),
@@ -414,3 +415,35 @@ def test_pytorch_fallback_matches_kernel(device, monkeypatch):
             results[interpret, reduction] = (loss.detach(), z, *grads)
     for reduction in ("sum", "none"):
         assert_close(results["0", reduction], results["1", reduction], atol=1e-6, rtol=1e-5)
+
+
+def test_fp32_accumulation_reduces_weight_gradient_error(device, seed):
+    """``accum_dtype=torch.float32`` exists to change rounding, so it must measurably change it.
+
+    With bf16 weights and many chunks, dW accumulated in bf16 is rounded once per chunk (its error grows
+    with the number of chunks); fp32 accumulation rounds once, at the end. Reference-error checks cannot
+    tell the two apart (both stay within a bf16 floor of the golden), so this checks the property itself.
+    A zero weight makes every softmax exactly 1/V (V a power of two): each chunk's dlogits, and so each
+    chunk's product, is exact, and the accumulation is the only rounding left to measure.
+    """
+    n_rows, hidden, vocab, chunk = 64, 8, 32, 2  # 32 chunks
+    x = torch.randn(n_rows, hidden, device=device).to(torch.bfloat16)
+    weight = torch.zeros(vocab, hidden, device=device, dtype=torch.bfloat16)
+    target = torch.randint(0, vocab, (n_rows,), device=device)
+    w64 = weight.double().requires_grad_()
+    loss64 = F.cross_entropy(x.double() @ w64.T, target, reduction="sum")
+    (golden,) = torch.autograd.grad(loss64, w64)
+
+    def weight_grad_error(accum_dtype):
+        w = weight.clone().requires_grad_()
+        loss = liger_fused_linear_cross_entropy(
+            x, w, target, reduction="sum", chunk_size=chunk, accum_dtype=accum_dtype
+        )
+        (dw,) = torch.autograd.grad(loss, w)
+        return torch.linalg.vector_norm(dw.double() - golden).item()
+
+    err = {"fp32": weight_grad_error(torch.float32), "bf16": weight_grad_error(None)}
+    one_rounding = torch.linalg.vector_norm(golden.to(torch.bfloat16).double() - golden).item()
+    # fp32 accumulation: the golden rounded once to bf16 (fp32's own rounding is 2^16 times smaller).
+    assert err["fp32"] <= 1.01 * one_rounding, f"fp32-accumulated dW is not the golden rounded once: {err}"
+    assert err["fp32"] <= 0.5 * err["bf16"], f"fp32 accumulation does not reduce dW's error: {err}"

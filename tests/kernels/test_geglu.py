@@ -11,17 +11,19 @@ import _mlp_check
 import pytest
 import torch
 import torch.nn.functional as F
-from _mlp_check import assert_mlp_close
-from hypothesis import given, settings
+from _mlp_check import assert_mlp_close, assert_product_close
+from hypothesis import given
 from hypothesis import strategies as st
 from transformers import Gemma2Config, GemmaConfig
 from transformers.models.gemma.modeling_gemma import GemmaMLP
 from transformers.models.gemma2.modeling_gemma2 import Gemma2MLP
 
+from liger_kernel.ops.geglu import gelu_activation
 from liger_kernel.transformers import LigerGEGLUMLP
 from liger_kernel.transformers.functional import liger_geglu
 from liger_testing import assert_close, assert_close_to_reference
 from liger_testing import strategies as lst
+from liger_testing.profiles import scaled
 
 # exp(-a) overflows to inf for very negative a, which the kernels rely on (1 / (1 + inf) = 0); Triton's
 # interpreter computes with NumPy, which warns about it.
@@ -59,7 +61,7 @@ def run_mlp(config, x: torch.Tensor, dtype: torch.dtype, init_seed: int | None =
     init_seed=lst.seeds(),
     data=st.data(),
 )
-@settings(max_examples=12)
+@scaled(0.48)  # 12 examples under the ci profile
 def test_mlp_matches_gemma_mlp(device, act, lead, hidden, intermediate, dtype, init_seed, data):
     x = data.draw(lst.tensors((*lead, hidden), dtype, device=device))
     r = run_mlp(gemma_config(hidden, intermediate, act), x, dtype, init_seed)
@@ -79,7 +81,7 @@ def test_mlp_one_token_and_1d_input(device, seed, act, dtype):
 
 
 @given(dtype=lst.dtypes(), init_seed=lst.seeds(), data=st.data())
-@settings(max_examples=8)
+@scaled(0.32)  # 8 examples under the ci profile
 def test_mlp_non_contiguous_input(device, dtype, init_seed, data):
     x = data.draw(lst.tensors((3, 2, 29), dtype, device=device, contiguous=False))
     assert not x.is_contiguous()
@@ -154,21 +156,8 @@ def test_compile_fullgraph_no_graph_break(device, seed, act):
 
 
 def run_product(a: torch.Tensor, b: torch.Tensor, approximate: str) -> dict:
-    gen = torch.Generator().manual_seed(5)
-    grad = torch.randn(a.shape, generator=gen, dtype=torch.float64).to(a.device)
     eager = lambda u, v: F.gelu(u, approximate=approximate) * v  # noqa: E731
-    out = {}
-    for name, fn, dtype in (
-        ("liger", lambda u, v: liger_geglu(u, v, approximate), a.dtype),
-        ("reference", eager, a.dtype),
-        ("golden", eager, torch.float64),
-    ):
-        ai = a.detach().to(dtype).requires_grad_()
-        bi = b.detach().to(dtype).requires_grad_()
-        c = fn(ai, bi)
-        c.backward(grad.to(dtype))
-        out[name] = {"c": c.detach(), "da": ai.grad, "db": bi.grad}
-    return out
+    return _mlp_check.run_product(lambda u, v: liger_geglu(u, v, approximate), eager, a, b)
 
 
 @pytest.mark.parametrize("approximate", ["tanh", "none"])
@@ -179,23 +168,23 @@ def run_product(a: torch.Tensor, b: torch.Tensor, approximate: str) -> dict:
     dtype=lst.dtypes(),
     data=st.data(),
 )
-@settings(max_examples=15)
+@scaled(0.6)  # 15 examples under the ci profile
 def test_function_matches_eager(device, approximate, shape, dtype, data):
     a = data.draw(lst.tensors(shape, dtype, device=device, low=-8.0, high=8.0))
     b = data.draw(lst.tensors(shape, dtype, device=device))
     r = run_product(a, b, approximate)
     assert r["liger"]["c"].dtype == dtype and r["liger"]["c"].shape == a.shape
-    assert_close_to_reference(r["liger"], r["reference"], r["golden"])
+    assert_product_close(r, a, b, gelu_activation(approximate))
 
 
 @pytest.mark.parametrize("approximate", ["tanh", "none"])
 @given(dtype=lst.dtypes(), data=st.data())
-@settings(max_examples=6)
+@scaled(0.24)  # 6 examples under the ci profile
 def test_function_non_contiguous(device, approximate, dtype, data):
     a = data.draw(lst.tensors((5, 3, 33), dtype, device=device, contiguous=False))
     b = data.draw(lst.tensors((5, 3, 33), dtype, device=device, contiguous=False))
     r = run_product(a, b, approximate)
-    assert_close_to_reference(r["liger"], r["reference"], r["golden"])
+    assert_product_close(r, a, b, gelu_activation(approximate))
 
 
 @pytest.mark.parametrize("approximate", ["tanh", "none"])

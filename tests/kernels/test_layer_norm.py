@@ -9,13 +9,14 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from liger_kernel.transformers import LigerLayerNorm
 from liger_kernel.transformers.functional import liger_layer_norm
 from liger_testing import assert_close, assert_close_to_reference
 from liger_testing import strategies as lst
+from liger_testing.profiles import scaled
 
 EPS = 1e-5
 
@@ -75,7 +76,7 @@ def run_all(x, weight, bias, *, weight_grad=True, bias_grad=True):
     dtype=lst.dtypes(),
     data=st.data(),
 )
-@settings(max_examples=12)
+@scaled(0.48)  # 12 examples under the ci profile
 def test_matches_reference(device, has_bias, shape, hidden, dtype, data):
     x = data.draw(lst.tensors((*shape, hidden), dtype, device=device, special=True))
     weight = data.draw(lst.tensors((hidden,), dtype, device=device, low=-2.0, high=2.0))
@@ -117,7 +118,7 @@ def test_training_shapes_on_gpu(device, seed, shape):
 
 
 @given(dtype=lst.dtypes(), data=st.data())
-@settings(max_examples=6)
+@scaled(0.24)  # 6 examples under the ci profile
 def test_non_contiguous_input(device, dtype, data):
     x = data.draw(lst.tensors((3, 4, 70), dtype, device=device, contiguous=False))
     assert not x.is_contiguous()

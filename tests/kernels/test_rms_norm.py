@@ -15,7 +15,14 @@ from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
 from liger_kernel.transformers import LigerRMSNorm
 from liger_kernel.transformers.functional import liger_rms_norm
-from liger_testing import assert_close, assert_close_to_reference, default_floor, tolerances
+from liger_testing import (
+    assert_close,
+    assert_close_to_reference,
+    assert_modules_equivalent,
+    bounds_checked,
+    default_floor,
+    tolerances,
+)
 from liger_testing import strategies as lst
 
 EPS = 1e-6
@@ -261,3 +268,116 @@ def test_bad_casting_mode():
         LigerRMSNorm(8, casting_mode="fp8")
     with pytest.raises(ValueError, match="casting_mode"):
         liger_rms_norm(torch.randn(2, 8), torch.ones(8), casting_mode="bf16")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_llama_mode_rounds_like_llama_in_forward_and_dw(device, seed, dtype):
+    """Fidelity to LlamaRMSNorm's rounding points, which the float64 golden cannot check (dropping a
+    rounding step only makes the kernel more accurate against it).
+
+    LlamaRMSNorm rounds n = x * rstd to x's dtype before the product with the weight, and autograd's dW
+    is then sum(dy * n_rounded). With a unit fp32 weight the output is n_rounded itself: every value must
+    be representable in x's dtype, and dW must be the fp32 sum of dy * y, not of dy * (the fp32 n).
+    The check uses the kernel's own y, so it holds for the interpreter's truncating bf16 conversion too.
+    """
+    rows, hidden = 64, 40
+    x = (3 * torch.randn(rows, hidden, device=device)).to(dtype).requires_grad_()
+    module = LigerRMSNorm(hidden, eps=EPS).to(device)  # fp32 weight of ones
+    y = module(x)
+    assert y.dtype == torch.float32
+    assert torch.equal(y.to(dtype).float(), y), "llama mode must round x * rstd to x's dtype in the forward"
+
+    dy = torch.randn(rows, hidden, device=device)
+    y.backward(dy)
+    terms = dy.double() * y.detach().double()
+    expected = terms.sum(0)
+    # An fp32 sum of `rows` terms errs by at most about rows * eps32 * sum|terms| per column; rounding n
+    # or not is a change of about eps(dtype) / 2 * |terms| per term, far above that.
+    atol = rows * torch.finfo(torch.float32).eps * terms.abs().sum(0).max().item()
+    assert_close(module.weight.grad.double(), expected, atol=atol, rtol=0.0)
+
+
+@pytest.mark.parametrize("casting_mode", ["gemma", "none"])
+def test_gemma_and_none_modes_round_only_the_output(device, seed, casting_mode):
+    """GemmaRMSNorm (and "none") compute y in fp32 and round it once: y is within one rounding of the
+    float64 golden everywhere. Rounding n to bf16 first (llama's rounding point, in the wrong mode) adds a
+    second rounding, which reference-error mode with its factor of 2 lets through."""
+    rows, hidden = 64, 40
+    x = (3 * torch.randn(rows, hidden, device=device)).to(torch.bfloat16)
+    weight = torch.randn(hidden, device=device).to(torch.bfloat16)
+    offset = 1.0 if casting_mode == "gemma" else 0.5
+    y = liger_rms_norm(x, weight, EPS, offset=offset, casting_mode=casting_mode)
+    golden, _, _ = golden_rms_norm(x, weight, EPS, offset)
+    # One rounding: half an ulp, a whole one under the interpreter's truncation; either is at most
+    # eps * |golden|. The fp32 arithmetic before it adds about 2^-16 of that.
+    bound = torch.finfo(torch.bfloat16).eps * golden.detach().abs() * (1 + 2**-10)
+    excess = (y.double() - golden.detach()).abs() - bound
+    assert excess.max() <= 0, f"{int((excess > 0).sum())} elements are more than one rounding off"
+
+
+@pytest.mark.parametrize("casting_mode", ["gemma", "none"])
+def test_gemma_and_none_modes_take_dw_from_the_fp32_normalized_value(device, seed, casting_mode):
+    """Only llama mode rounds n before dW = sum(dy * n); in the other modes n stays fp32. With an fp32
+    weight (so dW itself is not rounded to bf16) dW is the fp32 sum of dy * n, n exact to fp32."""
+    rows, hidden = 64, 40
+    x = (3 * torch.randn(rows, hidden, device=device)).to(torch.bfloat16)
+    weight = torch.randn(hidden, device=device, requires_grad=True)
+    offset = 1.0 if casting_mode == "gemma" else 0.5
+    y = liger_rms_norm(x, weight, EPS, offset=offset, casting_mode=casting_mode)
+    dy = torch.randn(y.shape, device=device)
+    (dw,) = torch.autograd.grad(y, weight, dy.to(y.dtype))
+    x64 = x.double()
+    terms = dy.to(y.dtype).double() * x64 * torch.rsqrt(x64.pow(2).mean(-1, keepdim=True) + EPS)
+    # fp32 arithmetic: a few eps32 per term and rows * eps32 for the sum; rounding n to bf16 instead is
+    # eps(bf16) / 2 per term, 2^15 times more.
+    atol = rows * torch.finfo(torch.float32).eps * terms.abs().sum(0).max().item()
+    assert_close(dw.double(), terms.sum(0), atol=atol, rtol=0.0)
+
+
+def test_strided_views_in_and_out_of_the_kernel(device, seed):
+    """x and the incoming gradient as column slices of wider buffers, passed as they are (``run_all``
+    clones its input, which makes it contiguous): forward and backward must use each one's row stride."""
+    base = torch.randn(6, 2 * 96, device=device, requires_grad=True)
+    x = base[:, :96]
+    weight = torch.randn(96, device=device, requires_grad=True)
+    dy = torch.randn(6, 3 * 96, device=device)[:, 96:192]
+    assert x.stride(0) == 192 and dy.stride(0) == 288
+    y = liger_rms_norm(x, weight, EPS)
+    dx, dw = torch.autograd.grad(y, (base, weight), dy)
+
+    x_ref = x.detach().clone().requires_grad_()
+    w_ref = weight.detach().clone().requires_grad_()
+    y_ref = LlamaRMSNorm(96, eps=EPS).to(device)
+    with torch.no_grad():
+        y_ref.weight.copy_(w_ref)
+    out = y_ref(x_ref)
+    dx_ref, dw_ref = torch.autograd.grad(out, (x_ref, y_ref.weight), dy.contiguous())
+    assert_close(
+        {"y": y, "dx": dx[:, :96], "dw": dw}, {"y": out, "dx": dx_ref, "dw": dw_ref}, atol=1e-5, rtol=1e-5
+    )
+    assert (dx[:, 96:] == 0).all()
+
+
+@pytest.mark.parametrize("weight_grad", [True, False])
+def test_writes_stay_in_bounds(device, seed, weight_grad):
+    """Every buffer the launch code allocates sits between guard regions. Many rows make the backward run
+    several programs, each writing its row of dW shares: without a weight gradient there is one row of
+    them, and a program that wrote its share anyway would write past it."""
+    x = torch.randn(70, 33, device=device, requires_grad=True)
+    weight = torch.randn(33, device=device, requires_grad=weight_grad)
+    with bounds_checked("rms_norm") as guard:
+        y = liger_rms_norm(x, weight, EPS)
+        y.backward(torch.randn_like(y))
+    assert len(guard.buffers) >= 4  # y, rstd, dx, dW shares
+    assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_module_can_replace_llama_rms_norm(device, seed, dtype):
+    """liger_testing.assert_modules_equivalent, as a downstream project replacing a module would use it."""
+    reference = LlamaRMSNorm(48, eps=EPS)
+    torch.nn.init.normal_(reference.weight)
+    candidate = LigerRMSNorm(48, eps=EPS)
+    candidate.load_state_dict(reference.state_dict())
+    x = torch.randn(3, 5, 48, requires_grad=True)
+    assert_modules_equivalent(reference.to(device), candidate.to(device), x.to(device), dtype=dtype)

@@ -10,15 +10,16 @@ import os
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
 
 from liger_kernel.transformers import liger_rotary_pos_emb
 from liger_kernel.transformers.functional import liger_rope
-from liger_testing import assert_close, assert_close_to_reference
+from liger_testing import assert_close, assert_close_to_reference, bounds_checked
 from liger_testing import strategies as lst
+from liger_testing.profiles import scaled
 
 
 def hf_layout(x, unsqueeze_dim):
@@ -73,7 +74,7 @@ head_dims = st.one_of(st.sampled_from([64, 80, 96, 128, 256]), lst.dims(1, 48).m
     unsqueeze_dim=st.sampled_from([1, 2]),
     data=st.data(),
 )
-@settings(max_examples=20)
+@scaled(0.8)  # 20 examples under the ci profile
 def test_matches_reference(
     device, bsz, seq, n_kv_heads, group, head_dim, dtype, per_batch_cos, unsqueeze_dim, data
 ):
@@ -127,7 +128,7 @@ def test_training_shapes_on_gpu(device, seed, shape):
 
 
 @given(dtype=lst.dtypes(), data=st.data())
-@settings(max_examples=6)
+@scaled(0.24)  # 6 examples under the ci profile
 def test_non_contiguous_inputs(device, dtype, data):
     """Strided views everywhere, head_dim included (every other element of a larger buffer)."""
     q = data.draw(lst.tensors((2, 3, 4, 16), dtype, device=device, contiguous=False))
@@ -314,3 +315,31 @@ def test_bad_input_types_and_devices(device):
         liger_rotary_pos_emb(q, k, cos.to("meta"), sin)
     with pytest.raises(TypeError, match="position_ids must be an integer"):
         liger_rotary_pos_emb(q, k, cos[0], sin[0], position_ids=torch.zeros(2, 3, device=device))
+
+
+@pytest.mark.parametrize("unsqueeze_dim", [1, 2])
+def test_writes_stay_in_bounds(device, seed, unsqueeze_dim):
+    """Every output (forward and backward) sits between guard regions; a head or column mask that lets a
+    write through past the last head or past head_dim / 2 is an assertion naming the kernel, not a lucky
+    heap corruption."""
+    q = torch.randn(2, 5, 3, 12, device=device)  # 3 query heads, head_dim 12: masks on both axes
+    k = torch.randn(2, 5, 1, 12, device=device)
+    cos, sin = torch.randn(2, 5, 12, device=device), torch.randn(2, 5, 12, device=device)
+    with bounds_checked("rope") as guard:
+        q, k = hf_layout(q, unsqueeze_dim), hf_layout(k, unsqueeze_dim)
+        q, k = guard.guarded(q).requires_grad_(), guard.guarded(k).requires_grad_()
+        r = run_all(q, k, cos, sin, unsqueeze_dim=unsqueeze_dim)
+    assert len(guard.buffers) >= 6  # q, k and the kernel's outputs and gradients
+    assert_close_to_reference(r["liger"], r["reference"], r["golden"])
+
+
+def test_tables_with_a_row_stride(device, seed):
+    """cos and sin as column slices of wider tables: a position's row is stride(1) apart, not head_dim."""
+    q, k = torch.randn(2, 3, 5, 12, device=device), torch.randn(2, 1, 5, 12, device=device)
+    cos, sin = (
+        torch.randn(2, 5, 2 * 12, device=device)[..., :12],
+        torch.randn(2, 5, 3 * 12, device=device)[..., :12],
+    )
+    assert cos.stride(1) == 24 and sin.stride(1) == 36
+    r = run_all(q, k, cos, sin)
+    assert_close_to_reference(r["liger"], r["reference"], r["golden"])

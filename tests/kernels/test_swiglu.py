@@ -10,16 +10,17 @@ import _mlp_check
 import pytest
 import torch
 import torch.nn.functional as F
-from _mlp_check import assert_mlp_close
-from hypothesis import given, settings
+from _mlp_check import assert_mlp_close, assert_product_close
+from hypothesis import given
 from hypothesis import strategies as st
 from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaMLP
 
 from liger_kernel.transformers import LigerSwiGLUMLP
 from liger_kernel.transformers.functional import liger_swiglu
-from liger_testing import assert_close, assert_close_to_reference
+from liger_testing import assert_close, assert_close_to_reference, bounds_checked
 from liger_testing import strategies as lst
+from liger_testing.profiles import scaled
 
 # exp(-a) overflows to inf for very negative a, which the kernels rely on (1 / (1 + inf) = 0); Triton's
 # interpreter computes with NumPy, which warns about it.
@@ -81,7 +82,7 @@ def test_mlp_several_kernel_tiles(device, seed, dtype):
 
 
 @given(dtype=lst.dtypes(), init_seed=lst.seeds(), data=st.data())
-@settings(max_examples=8)
+@scaled(0.32)  # 8 examples under the ci profile
 def test_mlp_non_contiguous_input(device, dtype, init_seed, data):
     x = data.draw(lst.tensors((3, 2, 29), dtype, device=device, contiguous=False))
     assert not x.is_contiguous()
@@ -199,20 +200,7 @@ def test_compile_fullgraph_no_graph_break(device, seed, bias):
 
 
 def run_product(a: torch.Tensor, b: torch.Tensor) -> dict:
-    gen = torch.Generator().manual_seed(5)
-    grad = torch.randn(a.shape, generator=gen, dtype=torch.float64).to(a.device)
-    out = {}
-    for name, fn, dtype in (
-        ("liger", liger_swiglu, a.dtype),
-        ("reference", lambda u, v: F.silu(u) * v, a.dtype),
-        ("golden", lambda u, v: F.silu(u) * v, torch.float64),
-    ):
-        ai = a.detach().to(dtype).requires_grad_()
-        bi = b.detach().to(dtype).requires_grad_()
-        c = fn(ai, bi)
-        c.backward(grad.to(dtype))
-        out[name] = {"c": c.detach(), "da": ai.grad, "db": bi.grad}
-    return out
+    return _mlp_check.run_product(liger_swiglu, lambda u, v: F.silu(u) * v, a, b)
 
 
 @given(
@@ -227,16 +215,16 @@ def test_function_matches_eager(device, shape, dtype, data):
     b = data.draw(lst.tensors(shape, dtype, device=device))
     r = run_product(a, b)
     assert r["liger"]["c"].dtype == dtype and r["liger"]["c"].shape == a.shape
-    assert_close_to_reference(r["liger"], r["reference"], r["golden"])
+    assert_product_close(r, a, b, "silu")
 
 
 @given(dtype=lst.dtypes(), data=st.data())
-@settings(max_examples=8)
+@scaled(0.32)  # 8 examples under the ci profile
 def test_function_non_contiguous(device, dtype, data):
     a = data.draw(lst.tensors((5, 3, 33), dtype, device=device, contiguous=False))
     b = data.draw(lst.tensors((5, 3, 33), dtype, device=device, contiguous=False))
     r = run_product(a, b)
-    assert_close_to_reference(r["liger"], r["reference"], r["golden"])
+    assert_product_close(r, a, b, "silu")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
@@ -244,6 +232,18 @@ def test_function_several_tiles(device, seed, dtype):
     a = (torch.randn(9, 2100) * 3).to(device=device, dtype=dtype)
     r = run_product(a, torch.randn(9, 2100).to(device=device, dtype=dtype))
     assert_close_to_reference(r["liger"], r["reference"], r["golden"])
+
+
+def test_writes_stay_in_bounds(device, seed):
+    """c, da and db (and the MLP's in-place buffers) sit between guard regions: a column or row mask that
+    lets one write through past the end is an assertion naming the kernel."""
+    with bounds_checked("glu (silu)") as guard:
+        r = run_product(torch.randn(5, 33, device=device), torch.randn(5, 33, device=device))
+        config = llama_config(12, 37)
+        mlp = run_mlp(config, torch.randn(3, 12, device=device), torch.float32)
+    assert len(guard.buffers) >= 3
+    assert_close_to_reference(r["liger"], r["reference"], r["golden"])
+    assert_mlp_close(mlp, torch.float32)
 
 
 def test_function_column_slices_of_one_buffer(device, seed):
