@@ -45,7 +45,7 @@ class AutoLigerKernelForCausalLM(AutoModelForCausalLM):
         if config is None:
             location = {k: kwargs[k] for k in _CONFIG_LOCATION_KWARGS if k in kwargs}
             config = AutoConfig.from_pretrained(pretrained_model_name_or_path, **location)
-        _spec(config.model_type)  # unsupported: a clear error now rather than after loading
+        _spec(config.model_type).modeling()  # unsupported or unavailable: an error now, not after loading
         model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         _apply_liger_kernel_to_instance(model=model, **liger_options)
         return model
@@ -53,7 +53,7 @@ class AutoLigerKernelForCausalLM(AutoModelForCausalLM):
     @classmethod
     def from_config(cls, config: Any, **kwargs: Any) -> Any:
         liger_options = {k: kwargs.pop(k) for k in list(kwargs) if k in _LIGER_OPTIONS}
-        _spec(config.model_type)
+        _spec(config.model_type).modeling()
         model = super().from_config(config, **kwargs)
         _apply_liger_kernel_to_instance(model=model, **liger_options)
         return model
