@@ -47,7 +47,15 @@ def _xfail_if_hugging_face_fails_alone(model_type: str, backend_name: str, exc: 
             pytest.xfail(f"the unpatched {model_type} model fails to compile too: {type(exc).__name__}")
 
 
-@pytest.mark.parametrize("model_type", T.MODEL_TYPES)
+# The types added with issue 20 compile in the GPU run (inductor); on CPU only Qwen3-MoE (its experts'
+# gate and the router loss inside the graph), to keep the interpreter's time in CI down.
+_COMPILED_ON_CPU = (*T.FIRST_TYPES, "qwen3_moe")
+
+
+@pytest.mark.parametrize(
+    "model_type",
+    [t if t in _COMPILED_ON_CPU else pytest.param(t, marks=pytest.mark.gpu) for t in T.MODEL_TYPES],
+)
 def test_compiled_patched_model_trains_like_eager(model_type, device):
     torch._dynamo.reset()
     ids, mask, labels = T.batch()

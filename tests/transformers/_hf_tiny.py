@@ -44,7 +44,9 @@ _EXTRA = {
     },
     "qwen2": {},
     "phi3": {},
-    "qwen3": {"head_dim": 8},
+    # The types added with issue 20 have one layer (less interpreter time), but Qwen3-MoE (a sparse and a
+    # dense layer) and SmolLM3 (a layer without RoPE).
+    "qwen3": {"head_dim": 8, "num_hidden_layers": 1},
     # layer 1 dense (Qwen3MoeMLP), layer 0 sparse (Qwen3MoeExperts): both swiglu targets run
     "qwen3_moe": {
         "head_dim": 8,
@@ -53,19 +55,20 @@ _EXTRA = {
         "moe_intermediate_size": 24,
         "mlp_only_layers": [1],
     },
-    "gemma3_text": {"head_dim": 8, "query_pre_attn_scalar": 8, "sliding_window": 4},
-    "olmo2": {},
-    "olmo3": {"sliding_window": 4},
-    "glm4": {"head_dim": 8},
+    "gemma3_text": {"head_dim": 8, "query_pre_attn_scalar": 8, "sliding_window": 4, "num_hidden_layers": 1},
+    "olmo2": {"num_hidden_layers": 1},
+    "olmo3": {"sliding_window": 4, "num_hidden_layers": 1},
+    "glm4": {"head_dim": 8, "num_hidden_layers": 1},
     # multipliers far from 1, so a loss that forgot one of them would be visibly off
     "granite": {
         "embedding_multiplier": 2.0,
         "residual_multiplier": 0.5,
         "attention_multiplier": 0.3,
         "logits_scaling": 4.0,
+        "num_hidden_layers": 1,
     },
     "smollm3": {"no_rope_layer_interval": 2},  # layer 1 has no RoPE
-    "ministral": {"sliding_window": 4, "head_dim": 8},
+    "ministral": {"sliding_window": 4, "head_dim": 8, "num_hidden_layers": 1},
 }
 # Gemma3ForConditionalGeneration: the text decoder above plus a one-layer SigLIP tower (never run: the
 # batches have no images) whose 2 x 2 patches pool to 4 image tokens.
