@@ -63,10 +63,16 @@ logger = logging.getLogger(__name__)
 
 
 def describe(model_type: str) -> dict[str, list[str]]:
-    """What each option of ``apply_liger_kernel_to_<model_type>`` replaces, in words."""
+    """What each option of ``apply_liger_kernel_to_<model_type>`` replaces, in words.
+
+    A type the installed transformers lacks is described all the same, each line saying so.
+    """
     spec = _spec(model_type)
-    # A type the installed transformers lacks is described all the same, each line saying so.
     prefix = "" if spec.available() else f"(unavailable: {spec.unavailable_reason()}) "
+    return _describe(spec, prefix)
+
+
+def _describe(spec: ModelSpec, prefix: str = "") -> dict[str, list[str]]:
     out = {}
     for option in spec.option_defaults():
         lines = []
@@ -592,7 +598,7 @@ def _make_apply(model_type: str) -> Callable[..., None]:
         "with ``model=`` that model is patched in place. Undo with ``revert_liger_kernel_to_"
         f"{model_type}()`` / ``unpatch(model)``. Options:",
     ]
-    for option, replaced in describe(model_type).items():
+    for option, replaced in _describe(spec).items():  # (no availability check at import)
         lines.append(f"    {option} (default {spec.option_defaults()[option]}): " + "; ".join(replaced))
     lines.append("cross_entropy and fused_linear_cross_entropy cannot both be True.")
     apply.__signature__ = signature

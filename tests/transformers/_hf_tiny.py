@@ -73,7 +73,12 @@ _EXTRA = {
 # Gemma3ForConditionalGeneration: the text decoder above plus a one-layer SigLIP tower (never run: the
 # batches have no images) whose 2 x 2 patches pool to 4 image tokens.
 _GEMMA3_VISION = dict(
-    hidden_size=16, intermediate_size=24, num_hidden_layers=1, num_attention_heads=2, image_size=28, patch_size=14
+    hidden_size=16,
+    intermediate_size=24,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    image_size=28,
+    patch_size=14,
 )
 _MULTIMODAL = {"gemma3": ("gemma3_text", {"vision_config": _GEMMA3_VISION, "mm_tokens_per_image": 4})}
 

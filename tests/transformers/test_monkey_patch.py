@@ -154,7 +154,10 @@ def test_instance_patching_matches_hugging_face_and_unpatch_restores_exactly(mod
     else:
         model.train()
         with torch.no_grad():
-            out, grads = model(input_ids=ref.batch[0], attention_mask=ref.batch[1], labels=ref.batch[2]), ref.grads
+            out, grads = (
+                model(input_ids=ref.batch[0], attention_mask=ref.batch[1], labels=ref.batch[2]),
+                ref.grads,
+            )
     assert out.logits is None
     _assert_matches_reference(model_type, out, grads, T.eval_logits(model, *ref.batch[:2]))
 
@@ -293,7 +296,9 @@ def test_a_model_of_another_type_is_refused_before_anything_is_patched():
 
 def test_a_model_type_missing_from_transformers_is_unavailable_not_an_error(monkeypatch, caplog):
     """The table may hold a type that the installed transformers lacks (the GPU machine's is older)."""
-    spec = dataclasses.replace(MODEL_SPECS["llama"], model_type="future", module="transformers.models.future.x")
+    spec = dataclasses.replace(
+        MODEL_SPECS["llama"], model_type="future", module="transformers.models.future.x"
+    )
     monkeypatch.setitem(MODEL_SPECS, "future", spec)
     assert not spec.available()
     lines = [line for option in describe("future").values() for line in option]
@@ -304,7 +309,9 @@ def test_a_model_type_missing_from_transformers_is_unavailable_not_an_error(monk
 
     with caplog.at_level(logging.WARNING, logger="liger_kernel"):
         _apply_liger_kernel_to_instance(model=Future())
-    assert len(caplog.records) == 1 and "'future' is not available in the installed transformers" in caplog.text
+    assert (
+        len(caplog.records) == 1 and "'future' is not available in the installed transformers" in caplog.text
+    )
     assert "Supported model types: " in caplog.text and "future" not in caplog.text.split("Supported")[-1]
     with pytest.raises(ValueError, match="cannot patch model type 'future'.*not available"):
         apply_liger_kernel("future")
