@@ -8,6 +8,7 @@ from liger_kernel.transformers.layer_norm import LigerLayerNorm
 from liger_kernel.transformers.monkey_patch import (
     MODEL_TYPE_TO_APPLY_LIGER_FN,
     _apply_liger_kernel_to_instance,
+    apply_liger_kernel_to_deepseek_v3,
     apply_liger_kernel_to_gemma,
     apply_liger_kernel_to_gemma2,
     apply_liger_kernel_to_gemma3,
@@ -26,6 +27,7 @@ from liger_kernel.transformers.monkey_patch import (
     apply_liger_kernel_to_qwen3_moe,
     apply_liger_kernel_to_smollm3,
     liger_patched,
+    revert_liger_kernel_to_deepseek_v3,
     revert_liger_kernel_to_gemma,
     revert_liger_kernel_to_gemma2,
     revert_liger_kernel_to_gemma3,
@@ -83,6 +85,7 @@ __all__ += [  # model types added with issue 20
     "apply_liger_kernel_to_granite",
     "apply_liger_kernel_to_smollm3",
     "apply_liger_kernel_to_ministral",
+    "apply_liger_kernel_to_deepseek_v3",
     "revert_liger_kernel_to_qwen3",
     "revert_liger_kernel_to_qwen3_moe",
     "revert_liger_kernel_to_gemma3_text",
@@ -93,4 +96,5 @@ __all__ += [  # model types added with issue 20
     "revert_liger_kernel_to_granite",
     "revert_liger_kernel_to_smollm3",
     "revert_liger_kernel_to_ministral",
+    "revert_liger_kernel_to_deepseek_v3",
 ]

@@ -524,6 +524,19 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             mlp=GatedMLP("SmolLM3MLP", "LigerSwiGLUMLP"),
             doc_name="SmolLM3 (RoPE skipped on its NoPE layers, as the model does)",
         ),
+        # Multi-head latent attention: its q_a/kv_a norms are DeepseekV3RMSNorm too. The rotary embedding is
+        # patched where the model rotates halves (config.rope_interleave=False); the default interleaved
+        # path (apply_rotary_pos_emb_interleave) keeps the model's code.
+        ModelSpec(
+            "deepseek_v3",
+            _tf("deepseek_v3"),
+            "DeepseekV3ForCausalLM",
+            rms_norm=Norm("DeepseekV3RMSNorm"),
+            mlp_option="swiglu",
+            # dense layers and the shared experts are DeepseekV3MLP (the latter with their own width)
+            mlp=(GatedMLP("DeepseekV3MLP", "LigerSwiGLUMLP"), _experts_gate("DeepseekV3Experts")),
+            doc_name="DeepSeek-V3",
+        ),
         ModelSpec(
             "ministral",
             _tf("ministral"),

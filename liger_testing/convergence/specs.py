@@ -8,7 +8,7 @@ restores every process-wide change the patch made). Patch and undo are given as 
 never imports ``liger_kernel``.
 
 The built-in specs (llama, mistral, mixtral, gemma, gemma2, qwen2, phi3, and since issue 20 qwen3,
-qwen3_moe, gemma3_text, gemma3, olmo2, olmo3, glm4, granite, smollm3, ministral) are 2-layer models with
+qwen3_moe, gemma3_text, gemma3, olmo2, olmo3, glm4, granite, smollm3, ministral, deepseek_v3) are 2-layer models with
 hidden size 64, 4 attention heads over 2 key/value heads, an intermediate size of 120 (not a power of
 two, so kernels take their masked paths) and eager attention in every arm; their patch is
 ``liger_kernel.transformers:apply_liger_kernel_to_<name>``. Downstream projects add their own with
@@ -103,6 +103,25 @@ TINY_EXTRA: Mapping[str, Mapping[str, Any]] = MappingProxyType(
         },
         "smollm3": {"tie_word_embeddings": False, "no_rope_layer_interval": 2},
         "ministral": {"tie_word_embeddings": False, "head_dim": 16, "sliding_window": 8},
+        # layer 0 dense, layer 1 MoE (4 routed experts top 2, 1 shared, batched_mm); rotate-half RoPE
+        "deepseek_v3": {
+            "tie_word_embeddings": False,
+            "num_key_value_heads": 4,
+            "q_lora_rank": 32,
+            "kv_lora_rank": 32,
+            "qk_rope_head_dim": 8,
+            "qk_nope_head_dim": 8,
+            "v_head_dim": 16,
+            "n_routed_experts": 4,
+            "num_experts_per_tok": 2,
+            "n_group": 1,
+            "topk_group": 1,
+            "n_shared_experts": 1,
+            "moe_intermediate_size": 56,
+            "first_k_dense_replace": 1,
+            "rope_interleave": False,
+            "experts_implementation": "batched_mm",
+        },
     }
 )
 
@@ -304,5 +323,9 @@ for _model_type, _description in (
     ("granite", "Granite: embedding/residual/attention multipliers, logits divided by 4"),
     ("smollm3", "SmolLM3: RoPE on layer 0, none on layer 1"),
     ("ministral", "Ministral: sliding window 8"),
+    (
+        "deepseek_v3",
+        "DeepSeek-V3: latent attention, a dense and an MoE layer (shared expert), rotate-half RoPE",
+    ),
 ):
     _builtin(_model_type, _description)

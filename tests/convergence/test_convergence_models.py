@@ -33,6 +33,7 @@ NEW_MODELS = (
     "granite",
     "smollm3",
     "ministral",
+    "deepseek_v3",
 )
 
 # model type -> reason, for integrations known not to converge (strict: an unexpected pass fails).

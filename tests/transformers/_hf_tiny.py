@@ -69,6 +69,24 @@ _EXTRA = {
     },
     "smollm3": {"no_rope_layer_interval": 2},  # layer 1 has no RoPE
     "ministral": {"sliding_window": 4, "head_dim": 8, "num_hidden_layers": 1},
+    # one MoE layer (4 routed experts, top 2, a shared expert: a DeepseekV3MLP); rotate-half RoPE
+    "deepseek_v3": {
+        "num_hidden_layers": 1,
+        "num_key_value_heads": 4,
+        "q_lora_rank": 16,
+        "kv_lora_rank": 16,
+        "qk_rope_head_dim": 4,
+        "qk_nope_head_dim": 4,
+        "v_head_dim": 8,
+        "n_routed_experts": 4,
+        "num_experts_per_tok": 2,
+        "n_group": 1,
+        "topk_group": 1,
+        "n_shared_experts": 1,
+        "moe_intermediate_size": 24,
+        "first_k_dense_replace": 0,
+        "rope_interleave": False,
+    },
 }
 # Gemma3ForConditionalGeneration: the text decoder above plus a one-layer SigLIP tower (never run: the
 # batches have no images) whose 2 x 2 patches pool to 4 image tokens.
@@ -100,6 +118,7 @@ _CLASS_NAMES = {
     "granite": ("GraniteConfig", "GraniteForCausalLM"),
     "smollm3": ("SmolLM3Config", "SmolLM3ForCausalLM"),
     "ministral": ("MinistralConfig", "MinistralForCausalLM"),
+    "deepseek_v3": ("DeepseekV3Config", "DeepseekV3ForCausalLM"),
 }
 # The types the installed transformers has (the GPU machine's may be older than this one's).
 MODEL_TYPES = tuple(t for t, (config_name, _) in _CLASS_NAMES.items() if hasattr(transformers, config_name))
