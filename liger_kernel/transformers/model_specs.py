@@ -75,6 +75,32 @@ def _rope(original: Callable) -> Callable:
     return apply_rotary_pos_emb
 
 
+def _half_table_rope(original: Callable) -> Callable:
+    """gpt-oss's ``apply_rotary_pos_emb``: rotate-half RoPE whose cos/sin tables hold one half (the
+    model rotates ``first * cos - second * sin``, ``second * cos + first * sin``); the Liger kernel
+    gets the tables repeated to the full head, which is the same rotation."""
+    liger_rotary_pos_emb = _liger("liger_rotary_pos_emb")
+
+    def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
+        if 2 * cos.shape[-1] != q.shape[-1]:
+            return original(q, k, cos, sin, unsqueeze_dim)
+        cos, sin = torch.cat((cos, cos), dim=-1), torch.cat((sin, sin), dim=-1)
+        return liger_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=unsqueeze_dim)
+
+    apply_rotary_pos_emb.__doc__ = original.__doc__
+    return apply_rotary_pos_emb
+
+
+def _gpt_oss_apply_gate(original: Callable) -> Callable:
+    """gpt-oss's experts gate (clamped, interleaved gate_up) computed by ``gpt_oss_glu``."""
+    gpt_oss_glu = importlib.import_module("liger_kernel.ops.gpt_oss_glu").gpt_oss_glu
+
+    def _apply_gate(self, gate_up: torch.Tensor) -> torch.Tensor:
+        return gpt_oss_glu(gate_up, self.alpha, self.limit)
+
+    return _apply_gate
+
+
 def _act_of(config: Any, attr: str) -> Any:
     return getattr(config, attr, None)
 
@@ -536,6 +562,23 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             # dense layers and the shared experts are DeepseekV3MLP (the latter with their own width)
             mlp=(GatedMLP("DeepseekV3MLP", "LigerSwiGLUMLP"), _experts_gate("DeepseekV3Experts")),
             doc_name="DeepSeek-V3",
+        ),
+        ModelSpec(
+            "gpt_oss",
+            _tf("gpt_oss"),
+            "GptOssForCausalLM",
+            rms_norm=Norm("GptOssRMSNorm", **_OLMO_NORM),
+            mlp_option="swiglu",
+            mlp=Method(
+                "GptOssExperts",
+                "_apply_gate",
+                _gpt_oss_apply_gate,
+                "gpt_oss_glu (clamped gate and up, gate * sigmoid(alpha * gate) * (up + 1); "
+                "grouped_mm / batched_mm experts)",
+            ),
+            rope=Function("apply_rotary_pos_emb", make=_half_table_rope),
+            forward=CausalLMForward(load_balancing_loss="load_balancing_loss_func"),
+            doc_name="gpt-oss (attention sinks run in the model's attention)",
         ),
         ModelSpec(
             "ministral",

@@ -8,7 +8,7 @@ restores every process-wide change the patch made). Patch and undo are given as 
 never imports ``liger_kernel``.
 
 The built-in specs (llama, mistral, mixtral, gemma, gemma2, qwen2, phi3, and since issue 20 qwen3,
-qwen3_moe, gemma3_text, gemma3, olmo2, olmo3, glm4, granite, smollm3, ministral, deepseek_v3) are 2-layer models with
+qwen3_moe, gemma3_text, gemma3, olmo2, olmo3, glm4, granite, smollm3, ministral, deepseek_v3, gpt_oss) are 2-layer models with
 hidden size 64, 4 attention heads over 2 key/value heads, an intermediate size of 120 (not a power of
 two, so kernels take their masked paths) and eager attention in every arm; their patch is
 ``liger_kernel.transformers:apply_liger_kernel_to_<name>``. Downstream projects add their own with
@@ -103,6 +103,18 @@ TINY_EXTRA: Mapping[str, Mapping[str, Any]] = MappingProxyType(
         },
         "smollm3": {"tie_word_embeddings": False, "no_rope_layer_interval": 2},
         "ministral": {"tie_word_embeddings": False, "head_dim": 16, "sliding_window": 8},
+        # 4 experts top 2 (batched_mm), a sliding and a full layer (attention sinks), load-balancing loss
+        # on; swiglu_limit 0.5 so that the clamps bind in the tiny model
+        "gpt_oss": {
+            "tie_word_embeddings": False,
+            "head_dim": 16,
+            "num_local_experts": 4,
+            "num_experts_per_tok": 2,
+            "sliding_window": 8,
+            "swiglu_limit": 0.5,
+            "output_router_logits": True,
+            "experts_implementation": "batched_mm",
+        },
         # layer 0 dense, layer 1 MoE (4 routed experts top 2, 1 shared, batched_mm); rotate-half RoPE
         "deepseek_v3": {
             "tie_word_embeddings": False,

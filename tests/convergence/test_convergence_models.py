@@ -34,6 +34,7 @@ NEW_MODELS = (
     "smollm3",
     "ministral",
     "deepseek_v3",
+    "gpt_oss",
 )
 
 # model type -> reason, for integrations known not to converge (strict: an unexpected pass fails).

@@ -69,6 +69,16 @@ _EXTRA = {
     },
     "smollm3": {"no_rope_layer_interval": 2},  # layer 1 has no RoPE
     "ministral": {"sliding_window": 4, "head_dim": 8, "num_hidden_layers": 1},
+    # 4 experts top 2 (grouped_mm, which calls the patched _apply_gate; batched_mm's backward is not
+    # bitwise reproducible on CPU); a sliding and a full layer; swiglu_limit small enough that about a
+    # quarter of the tiny model's gate/up values are clamped
+    "gpt_oss": {
+        "head_dim": 8,
+        "num_local_experts": 4,
+        "num_experts_per_tok": 2,
+        "sliding_window": 4,
+        "swiglu_limit": 0.1,
+    },
     # one MoE layer (4 routed experts, top 2, a shared expert: a DeepseekV3MLP); rotate-half RoPE
     "deepseek_v3": {
         "num_hidden_layers": 1,
@@ -119,6 +129,7 @@ _CLASS_NAMES = {
     "smollm3": ("SmolLM3Config", "SmolLM3ForCausalLM"),
     "ministral": ("MinistralConfig", "MinistralForCausalLM"),
     "deepseek_v3": ("DeepseekV3Config", "DeepseekV3ForCausalLM"),
+    "gpt_oss": ("GptOssConfig", "GptOssForCausalLM"),
 }
 # The types the installed transformers has (the GPU machine's may be older than this one's).
 MODEL_TYPES = tuple(t for t, (config_name, _) in _CLASS_NAMES.items() if hasattr(transformers, config_name))
