@@ -75,6 +75,19 @@ def _rope(original: Callable) -> Callable:
     return apply_rotary_pos_emb
 
 
+def _rope_in_input_dtype(original: Callable) -> Callable:
+    """OLMo 2/3's ``apply_rotary_pos_emb``: fp32 cos/sin tables, result cast back to q's and k's dtypes
+    (the kernel's output has the promoted dtype, fp32, and is rounded once more, as the model does)."""
+    rope = _rope(original)
+
+    def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
+        q_embed, k_embed = rope(q, k, cos, sin, unsqueeze_dim)
+        return q_embed.to(q.dtype), k_embed.to(k.dtype)
+
+    apply_rotary_pos_emb.__doc__ = original.__doc__
+    return apply_rotary_pos_emb
+
+
 def _half_table_rope(original: Callable) -> Callable:
     """gpt-oss's ``apply_rotary_pos_emb``: rotate-half RoPE whose cos/sin tables hold one half (the
     model rotates ``first * cos - second * sin``, ``second * cos + first * sin``); the Liger kernel
@@ -504,6 +517,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             rms_norm=Norm("Olmo2RMSNorm", **_OLMO_NORM),
             mlp_option="swiglu",
             mlp=GatedMLP("Olmo2MLP", "LigerSwiGLUMLP"),
+            rope=Function("apply_rotary_pos_emb", make=_rope_in_input_dtype),
             doc_name="OLMo 2 (norms after attention and MLP; QK-norm over all heads)",
         ),
         ModelSpec(
@@ -513,6 +527,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             rms_norm=Norm("Olmo3RMSNorm", **_OLMO_NORM),
             mlp_option="swiglu",
             mlp=GatedMLP("Olmo3MLP", "LigerSwiGLUMLP"),
+            rope=Function("apply_rotary_pos_emb", make=_rope_in_input_dtype),
             doc_name="OLMo 3",
         ),
         ModelSpec(

@@ -631,3 +631,26 @@ assert type(model.model.norm).__name__ == "LlamaRMSNorm", type(model.model.norm)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert float(out.stdout.strip().splitlines()[-1]) == expected
+
+
+@pytest.mark.parametrize("model_type", [t for t in ("olmo2", "olmo3", "gpt_oss") if t in T.MODEL_TYPES])
+def test_rope_replacements_that_adapt_the_tables_match_the_model(model_type):
+    """OLMo's RoPE gets fp32 cos/sin with bf16 q/k and returns q's dtype; gpt-oss's tables hold half a
+    head. Each replacement returns what the model's own function returns, in its dtype."""
+    mod = T.modeling(model_type)
+    original = mod.apply_rotary_pos_emb
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 4, 5, 8, generator=g).to(T.DEVICE, torch.bfloat16)
+    k = torch.randn(2, 2, 5, 8, generator=g).to(T.DEVICE, torch.bfloat16)
+    width = 4 if model_type == "gpt_oss" else 8
+    angles = torch.rand(1, 5, width, generator=g).to(T.DEVICE) * 3
+    cos, sin = angles.cos(), angles.sin()
+    if model_type == "gpt_oss":
+        cos, sin = cos.to(torch.bfloat16), sin.to(torch.bfloat16)
+    with liger_patched(model_type, rms_norm=False, swiglu=False, fused_linear_cross_entropy=False):
+        assert mod.apply_rotary_pos_emb is not original
+        ours = mod.apply_rotary_pos_emb(q, k, cos, sin)
+    expected = original(q, k, cos, sin)
+    assert [t.dtype for t in ours] == [t.dtype for t in expected]
+    golden = original(q.double(), k.double(), cos.double(), sin.double())
+    assert_close_to_reference(ours, expected, golden, msg=model_type)
