@@ -19,14 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
-from liger_kernel.ops.utils import (
-    as_rows,
-    cdiv,
-    check_floating,
-    liger_op,
-    next_power_of_2,
-    use_triton,
-)
+from liger_kernel.ops.glu import _block_indices, _grid, _launch_config
+from liger_kernel.ops.utils import as_rows, check_floating, liger_op, use_triton
 
 
 @triton.jit
@@ -55,10 +49,7 @@ def _gpt_oss_glu_forward_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    n_col_blocks = tl.cdiv(n_cols, BLOCK_N)
-    rows = (pid // n_col_blocks) * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = (pid % n_col_blocks) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rows, cols = _block_indices(n_cols, BLOCK_M, BLOCK_N)  # (columns of y: gate/up pairs)
     mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
     x_row = X + rows.to(tl.int64)[:, None] * stride_x
     g = tl.load(x_row + 2 * cols[None, :], mask=mask, other=0.0).to(tl.float32)
@@ -83,10 +74,7 @@ def _gpt_oss_glu_backward_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    n_col_blocks = tl.cdiv(n_cols, BLOCK_N)
-    rows = (pid // n_col_blocks) * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = (pid % n_col_blocks) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rows, cols = _block_indices(n_cols, BLOCK_M, BLOCK_N)  # (columns of y: gate/up pairs)
     mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
     rows64 = rows.to(tl.int64)[:, None]
     x_row = X + rows64 * stride_x
@@ -102,16 +90,10 @@ def _gpt_oss_glu_backward_kernel(
     tl.store(dx_row + 2 * cols[None, :] + 1, du.to(DX.dtype.element_ty), mask=mask)
 
 
-# Elements of y per program (rows x columns of one tile), as for the other elementwise kernels.
-TILE_ELEMENTS = 4096
-MAX_BLOCK_N = 1024
-
-
 def _launch(n_rows: int, n_cols: int) -> tuple[tuple[int], int, int, int]:
-    block_n = min(next_power_of_2(n_cols), MAX_BLOCK_N)
-    block_m = min(next_power_of_2(n_rows), max(1, TILE_ELEMENTS // block_n))
-    num_warps = max(1, min(16, block_m * block_n // 512))
-    return (cdiv(n_rows, block_m) * cdiv(n_cols, block_n),), block_m, block_n, num_warps
+    """Grid and tile over y's (rows, pairs), as the GLU kernels tile their (rows, columns)."""
+    block_m, block_n, num_warps = _launch_config(n_rows, n_cols)
+    return _grid(n_rows, n_cols, block_m, block_n), block_m, block_n, num_warps
 
 
 def _use_kernel(x: torch.Tensor) -> bool:
