@@ -339,5 +339,6 @@ for _model_type, _description in (
         "deepseek_v3",
         "DeepSeek-V3: latent attention, a dense and an MoE layer (shared expert), rotate-half RoPE",
     ),
+    ("gpt_oss", "gpt-oss: 4 experts (top 2, batched_mm), clamped GLU (limit 0.5), attention sinks"),
 ):
     _builtin(_model_type, _description)

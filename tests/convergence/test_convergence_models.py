@@ -103,6 +103,14 @@ def test_nightly_long_run(model, dtype, device):
     result.assert_converged()
 
 
+def test_every_patched_model_type_has_a_spec_and_a_nightly_run():
+    from liger_kernel.transformers.monkey_patch import MODEL_SPECS
+    from liger_testing.convergence import available_specs
+
+    assert set(MODELS + NEW_MODELS) == set(MODEL_SPECS)
+    assert set(MODEL_SPECS) <= set(available_specs())
+
+
 @pytest.mark.convergence
 def test_run_refuses_a_model_built_while_liger_is_applied(device):
     from liger_kernel.transformers import apply_liger_kernel_to_llama
