@@ -45,7 +45,7 @@ _EXTRA = {
     "qwen2": {},
     "phi3": {},
     # The types added with issue 20 have one layer (less interpreter time), but Qwen3-MoE (a sparse and a
-    # dense layer) and SmolLM3 (a layer without RoPE).
+    # dense layer).
     "qwen3": {"head_dim": 8, "num_hidden_layers": 1},
     # layer 1 dense (Qwen3MoeMLP), layer 0 sparse (Qwen3MoeExperts): both swiglu targets run
     "qwen3_moe": {
@@ -67,12 +67,13 @@ _EXTRA = {
         "logits_scaling": 4.0,
         "num_hidden_layers": 1,
     },
-    "smollm3": {"no_rope_layer_interval": 2},  # layer 1 has no RoPE
+    "smollm3": {"num_hidden_layers": 1},
     "ministral": {"sliding_window": 4, "head_dim": 8, "num_hidden_layers": 1},
     # 4 experts top 2 (grouped_mm, which calls the patched _apply_gate; batched_mm's backward is not
-    # bitwise reproducible on CPU); a sliding and a full layer; swiglu_limit small enough that about a
+    # bitwise reproducible on CPU); one sliding-window layer; swiglu_limit small enough that about a
     # quarter of the tiny model's gate/up values are clamped
     "gpt_oss": {
+        "num_hidden_layers": 1,
         "head_dim": 8,
         "num_local_experts": 4,
         "num_experts_per_tok": 2,
