@@ -48,7 +48,8 @@ from torch import nn
 from liger_kernel.transformers import patched_classes
 from liger_kernel.transformers.model.causal_lm import is_liger_forward, liger_causal_lm_forward
 from liger_kernel.transformers.model.loss_utils import liger_for_causal_lm_loss
-from liger_kernel.transformers.model_specs import (
+from liger_kernel.transformers.model_specs import (  # noqa: F401 (the replacement makers stay importable from here)
+    _GEMMA_NORM,
     MODEL_SPECS,
     CausalLMForward,
     Function,
@@ -57,6 +58,9 @@ from liger_kernel.transformers.model_specs import (
     Method,
     ModelSpec,
     Norm,
+    _experts_apply_gate,
+    _fused_gate_up_mlp_forward,
+    _rope,
 )
 
 logger = logging.getLogger(__name__)
