@@ -104,14 +104,15 @@ TINY_EXTRA: Mapping[str, Mapping[str, Any]] = MappingProxyType(
         "smollm3": {"tie_word_embeddings": False, "no_rope_layer_interval": 2},
         "ministral": {"tie_word_embeddings": False, "head_dim": 16, "sliding_window": 8},
         # 4 experts top 2 (batched_mm), a sliding and a full layer (attention sinks), load-balancing loss
-        # on; swiglu_limit 0.5 so that the clamps bind in the tiny model
+        # on; swiglu_limit 0.2 so that the clamps bind in the tiny model (about one value in six at init:
+        # gate_up has std 0.02 * sqrt(64))
         "gpt_oss": {
             "tie_word_embeddings": False,
             "head_dim": 16,
             "num_local_experts": 4,
             "num_experts_per_tok": 2,
             "sliding_window": 8,
-            "swiglu_limit": 0.5,
+            "swiglu_limit": 0.2,
             "output_router_logits": True,
             "experts_implementation": "batched_mm",
         },
@@ -339,6 +340,6 @@ for _model_type, _description in (
         "deepseek_v3",
         "DeepSeek-V3: latent attention, a dense and an MoE layer (shared expert), rotate-half RoPE",
     ),
-    ("gpt_oss", "gpt-oss: 4 experts (top 2, batched_mm), clamped GLU (limit 0.5), attention sinks"),
+    ("gpt_oss", "gpt-oss: 4 experts (top 2, batched_mm), clamped GLU (limit 0.2), attention sinks"),
 ):
     _builtin(_model_type, _description)
