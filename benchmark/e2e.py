@@ -1,16 +1,18 @@
-"""End-to-end training throughput and peak memory of a Llama model, four arms side by side.
+"""End-to-end training throughput and peak memory of a causal LM, four arms side by side.
 
     python -m benchmark.e2e --preset llama3-8b [--arms eager,compile,liger,liger_compile] [--optimizer]
+    python -m benchmark.e2e --preset qwen3-8b | qwen3-moe-30b-a3b-12l | gemma3-4b-text   # issue 20
                             [--out benchmark/results/e2e_<preset>_<date>.csv]
     python -m benchmark.e2e --report a.csv [b.csv ...]     # table (and targets) from earlier CSVs
 
-The model is built from a ``LlamaConfig`` with random weights (no download), in the preset's dtype,
+The model is built from the preset's config (``AutoConfig.for_model(preset.model_type, ...)``; Llama
+unless the preset says otherwise) with random weights (no download), in the preset's dtype,
 directly on the device, from a fixed seed (so every arm starts from the same weights and data).
 Arms, each built, measured and freed in turn in this one process:
     eager          Hugging Face ``LlamaForCausalLM`` as is;
     compile        ``torch.compile(model)`` of that model (default mode, static shapes);
-    liger          the model patched in place: ``apply_liger_kernel_to_llama(model=model)`` (defaults:
-                   RMSNorm, RoPE, SwiGLU, fused linear cross-entropy in training);
+    liger          the model patched in place: ``apply_liger_kernel_to_<model_type>(model=model)``
+                   (defaults: RMSNorm, RoPE, SwiGLU / GeGLU, fused linear cross-entropy in training);
     liger_compile  the patched model, then ``torch.compile``.
 ``rope=True`` patches the modeling module globally, so after each liger arm
 ``liger_kernel.transformers.unpatch()`` restores everything before the next arm is built.
@@ -29,7 +31,7 @@ adds ``AdamW.step()`` (fused on CUDA) and ``zero_grad``.  Per arm and kind:
 An arm that runs out of memory records its rows with value nan and note "OOM"; any other failure
 (e.g. a compile error) records "error: ..." and the run goes on with the next arm.
 
-Without CUDA only ``--preset tiny`` is meant to run (float32, compile backend aot_eager, the Liger
+Without CUDA only the ``tiny*`` presets are meant to run (float32, compile backend aot_eager, the Liger
 kernels through Triton's interpreter, no memory figures): it checks the harness, not the speed.
 """
 
@@ -79,6 +81,7 @@ class Preset:
     warmup: int = 3
     steps: int = 10
     compile_backend: str = "inductor"
+    model_type: str = "llama"
 
 
 _LLAMA_COMMON = {"vocab_size": 128256, "rope_theta": 500000.0, "max_position_embeddings": 8192}
@@ -128,12 +131,98 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
+# Issue 20's configurations (random weights; Hugging Face's published shapes). The MoE one is
+# Qwen3-30B-A3B with 12 of its 48 layers, so that weights and gradients fit beside the activations.
+_QWEN3_COMMON = {
+    "vocab_size": 151936,
+    "rope_theta": 1000000.0,
+    "max_position_embeddings": 40960,
+    "head_dim": 128,
+}
+PRESETS.update(
+    {
+        "qwen3-8b": Preset(
+            config={
+                **_QWEN3_COMMON,
+                "hidden_size": 4096,
+                "num_hidden_layers": 36,
+                "num_attention_heads": 32,
+                "num_key_value_heads": 8,
+                "intermediate_size": 12288,
+                "tie_word_embeddings": False,
+            },
+            batch=4,
+            seq=2048,
+            model_type="qwen3",
+        ),
+        "qwen3-moe-30b-a3b-12l": Preset(
+            config={
+                **_QWEN3_COMMON,
+                "hidden_size": 2048,
+                "num_hidden_layers": 12,
+                "num_attention_heads": 32,
+                "num_key_value_heads": 4,
+                "intermediate_size": 6144,
+                "moe_intermediate_size": 768,
+                "num_experts": 128,
+                "num_experts_per_tok": 8,
+                "norm_topk_prob": True,
+                "tie_word_embeddings": False,
+            },
+            batch=4,
+            seq=2048,
+            model_type="qwen3_moe",
+        ),
+        "gemma3-4b-text": Preset(
+            config={
+                "vocab_size": 262208,
+                "hidden_size": 2560,
+                "num_hidden_layers": 34,
+                "num_attention_heads": 8,
+                "num_key_value_heads": 4,
+                "head_dim": 256,
+                "intermediate_size": 10240,
+                "query_pre_attn_scalar": 256,
+                "sliding_window": 1024,
+                "max_position_embeddings": 131072,
+                "tie_word_embeddings": True,
+            },
+            batch=4,
+            seq=2048,
+            model_type="gemma3_text",
+        ),
+    }
+)
+# The same model types at the tiny preset's size: the harness on CPU (tests/benchmark).
+for _name, _model_type, _extra in (
+    ("tiny-qwen3", "qwen3", {"head_dim": 16}),
+    ("tiny-qwen3-moe", "qwen3_moe", {"head_dim": 16, "num_experts": 4, "num_experts_per_tok": 2,
+                                     "moe_intermediate_size": 48}),
+    ("tiny-gemma3-text", "gemma3_text", {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 16}),
+):  # fmt: skip
+    PRESETS[_name] = Preset(
+        config={**PRESETS["tiny"].config, **_extra},
+        batch=2,
+        seq=32,
+        dtype="float32",
+        warmup=1,
+        steps=3,
+        compile_backend="aot_eager",
+        model_type=_model_type,
+    )
+
 # Issue 7's targets (llama3-8b): a patched arm against eager and compile.
 TARGETS = (
     ("tokens_per_s", "eager", ">=", 1.25),
     ("tokens_per_s", "compile", ">=", 1.05),
     ("peak_gib", "eager", "<=", 0.6),
 )
+# Issue 20's targets: against eager (the MoE configuration has none: report what it gets).
+PRESET_TARGETS = {
+    "llama3-8b": TARGETS,
+    "qwen3-8b": (("tokens_per_s", "eager", ">=", 1.2), ("peak_gib", "eager", "<=", 0.6)),
+    "gemma3-4b-text": (("tokens_per_s", "eager", ">=", 1.2), ("peak_gib", "eager", "<=", 0.5)),
+}
 # H200 figures from shared/ANCHORS.md (fwd+bwd, llama3-8b, bsz 4, seq 2048, bf16, sdpa): ms, GiB.
 ANCHORS = {"eager": (761.0, 78.0), "compile": (699.0, 61.1), "Liger Kernel 0.8.2 (patched)": (743.0, 53.2)}
 
@@ -149,16 +238,17 @@ class ArmResult:
 
 
 def build_model(preset: Preset, device: torch.device, attn: str) -> torch.nn.Module:
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     dtype = _DTYPES[preset.dtype]
-    config = LlamaConfig(**preset.config, use_cache=False, attn_implementation=attn)
+    config = AutoConfig.for_model(preset.model_type, **preset.config, use_cache=False)
+    config._attn_implementation = attn
     torch.manual_seed(1234)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # parameters created directly in the target dtype, on the device
     try:
         with torch.device(device):
-            model = LlamaForCausalLM(config)
+            model = AutoModelForCausalLM.from_config(config)
     finally:
         torch.set_default_dtype(previous)
     return model.to(dtype).train()
@@ -230,9 +320,9 @@ def run_arm(arm: str, preset: Preset, args: argparse.Namespace, device: torch.de
     try:
         state["model"] = model = build_model(preset, device, args.attn)
         if patched:
-            from liger_kernel.transformers import apply_liger_kernel_to_llama
+            from liger_kernel.transformers.monkey_patch import apply_liger_kernel
 
-            apply_liger_kernel_to_llama(model=model)
+            apply_liger_kernel(preset.model_type, model=model)
             swapped = sum(type(m).__module__.startswith("liger_kernel") for m in model.modules())
             notes.append(f"liger modules={swapped}")  # 0 would mean the patch did not take
         state["runner"] = model
@@ -367,16 +457,17 @@ def print_table(preset_name: str, results: dict[str, ArmResult]) -> None:
                 f"{_fmt(_ratio(peak, eager_peak), '.3f'):>9s} {_fmt(_ratio(peak, comp_peak), '.3f'):>9s} "
                 f"{_fmt(get[a]('loss'), '.4f'):>8s} {_fmt(results[a].values.get('warmup_s')):>8s}  {results[a].note}"
             )
-        if kind == "fwd_bwd" and preset_name == "llama3-8b":
-            print(
-                "H200 anchors (shared/ANCHORS.md): "
-                + "; ".join(f"{k} {ms:g} ms {gib:g} GiB" for k, (ms, gib) in ANCHORS.items())
-            )
+        if kind == "fwd_bwd" and preset_name in PRESET_TARGETS:
+            if preset_name == "llama3-8b":
+                print(
+                    "H200 anchors (shared/ANCHORS.md): "
+                    + "; ".join(f"{k} {ms:g} ms {gib:g} GiB" for k, (ms, gib) in ANCHORS.items())
+                )
             for a in ("liger", "liger_compile"):
                 if a not in results:
                     continue
                 verdicts = []
-                for metric, base, cmp, bound in TARGETS:
+                for metric, base, cmp, bound in PRESET_TARGETS[preset_name]:
                     r = _ratio(get[a](metric), get[base](metric) if base in get else math.nan)
                     ok = (
                         "?"
@@ -419,10 +510,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.steps = preset.steps if args.steps is None else args.steps
     if args.out is None:
         today = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d")
-        if args.preset == "tiny":
+        if args.preset.startswith("tiny"):
             import tempfile
 
-            args.out = str(Path(tempfile.gettempdir()) / f"liger_e2e_tiny_{today}.csv")
+            args.out = str(Path(tempfile.gettempdir()) / f"liger_e2e_{args.preset}_{today}.csv")
         else:
             args.out = str(_REPO / "benchmark" / "results" / f"e2e_{args.preset}_{today}.csv")
     return args
@@ -440,8 +531,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown arms in {arms} (known: {','.join(ARMS)}) or --steps < 1", file=sys.stderr)
         return 2
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cpu" and args.preset != "tiny":
-        print("no CUDA device: only --preset tiny runs on CPU", file=sys.stderr)
+    if device.type == "cpu" and not args.preset.startswith("tiny"):
+        print("no CUDA device: only the tiny presets run on CPU", file=sys.stderr)
         return 2
     preset = PRESETS[args.preset]
     env = environment(device, args.liger_version)

@@ -358,6 +358,37 @@ def _flce_floor(dims: dict[str, int], elem: int) -> tuple[float, float]:
 
 _FULL = "full_ms"
 _PEAK = "peak_mib"
+
+
+# ---------------------------------------------------------------------------------------------
+# gpt_oss_glu (issue 20): the gpt-oss experts' clamped gate on the interleaved gate_up output
+
+
+def build_gpt_oss_glu(impl: str, dims: dict[str, int], dtype: torch.dtype, device: torch.device) -> Problem:
+    from types import SimpleNamespace
+
+    from transformers.models.gpt_oss.modeling_gpt_oss import GptOssExperts
+
+    _seeded(device)
+    tokens, inter = dims["tokens"], dims["intermediate"]
+    x = _leaf(_randn(tokens, 2 * inter, dtype=dtype, device=device, scale=4.0))  # the clamps bind at 7
+    dy = _randn(tokens, inter, dtype=dtype, device=device)
+    if impl == "eager":  # the model's own code, on an object holding what it reads
+        experts = SimpleNamespace(alpha=1.702, limit=7.0)
+        return Problem(
+            fn=lambda t: GptOssExperts._apply_gate(experts, t), args=(x,), wrt={"x": x}, grad_outputs=(dy,)
+        )
+    from liger_kernel.ops.gpt_oss_glu import gpt_oss_glu
+
+    return Problem(fn=lambda t: gpt_oss_glu(t, 1.702, 7.0), args=(x,), wrt={"x": x}, grad_outputs=(dy,))
+
+
+def _gpt_oss_glu_floor(dims: dict[str, int], elem: int) -> tuple[float, float]:
+    n = dims["tokens"] * dims["intermediate"] * elem
+    # forward reads x (2n) and writes y (n); backward reads dy (n) and x (2n) and writes dx (2n)
+    return 8.0 * n, 0.0
+
+
 _vs_compile = (Goal(_FULL, "<=", "compile"), Goal(_PEAK, "<", "compile"))
 
 OPS: dict[str, OpSpec] = {
@@ -481,6 +512,19 @@ OPS: dict[str, OpSpec] = {
                 ),
             ),
             bwd_from_full="bwd=full-fwd (Liger computes both gradients in the forward)",
+        ),
+        OpSpec(
+            name="gpt_oss_glu",
+            reference="transformers GptOssExperts._apply_gate",
+            liger="liger_kernel.ops.gpt_oss_glu.gpt_oss_glu",
+            build=build_gpt_oss_glu,
+            liger_import=lambda: (
+                __import__("liger_kernel.ops.gpt_oss_glu", fromlist=["gpt_oss_glu"]).gpt_oss_glu
+            ),
+            floor=_gpt_oss_glu_floor,
+            # gpt-oss-20b: 4 x 2048 tokens routed to 4 experts each, intermediate 2880
+            shapes=(Shape("T32768 I2880", {"tokens": 32768, "intermediate": 2880}, _vs_compile),),
+            smoke_shapes=(Shape("T8 I40", {"tokens": 8, "intermediate": 40}, _vs_compile),),
         ),
     )
 }

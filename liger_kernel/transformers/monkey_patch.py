@@ -1,19 +1,9 @@
 """Patch Hugging Face models with Liger kernels: one table of what to replace, one mechanism to do it.
 
-``MODEL_SPECS`` has one entry per supported ``config.model_type``. An entry names the modeling module
-and, for each option of ``apply_liger_kernel_to_<model_type>``, the targets that option replaces:
-
-* ``Function(name)``: a function of the modeling module (``apply_rotary_pos_emb`` -> Liger RoPE);
-* ``Norm(name, ...)``: the module's RMSNorm class -> a ``LigerRMSNorm`` subclass with the entry's
-  ``offset`` / ``casting_mode`` / ``init_fn``;
-* ``GatedMLP(name, liger)``: an MLP class with gate_proj/up_proj/down_proj -> a subclass of
-  ``LigerSwiGLUMLP`` / ``LigerGEGLUMLP``, used only when the config's activation is the one the
-  kernel computes (otherwise the original class is built, with a warning);
-* ``Method(cls, method, make)``: one method of a modeling class, replaced by ``make(original)``
-  (Phi-3's fused gate_up MLP forward, Mixtral's experts gate).
-The loss options are the same for every model: ``fused_linear_cross_entropy`` wraps
-``XForCausalLM.forward`` (``model/causal_lm.py``), ``cross_entropy`` sets the class's loss function to
-``liger_for_causal_lm_loss`` (Hugging Face's ``loss_function`` property returns ``_loss_function``).
+``MODEL_SPECS`` (the table, in ``model_specs``; its names are importable from here too) has one
+entry per supported ``config.model_type``: the modeling module and, for each option of
+``apply_liger_kernel_to_<model_type>``, the targets that option replaces (``Function``, ``Norm``,
+``GatedMLP``, ``Method``, the causal-LM forward and loss function). This module applies them.
 
 Two ways to apply, one bookkeeping:
 
@@ -44,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import functools
-import importlib
 import inspect
 import logging
 import types
@@ -59,400 +48,35 @@ from torch import nn
 from liger_kernel.transformers import patched_classes
 from liger_kernel.transformers.model.causal_lm import is_liger_forward, liger_causal_lm_forward
 from liger_kernel.transformers.model.loss_utils import liger_for_causal_lm_loss
+from liger_kernel.transformers.model_specs import (  # noqa: F401 (the replacement makers stay importable from here)
+    _GEMMA_NORM,
+    MODEL_SPECS,
+    CausalLMForward,
+    Function,
+    GatedMLP,
+    LossFunction,
+    Method,
+    ModelSpec,
+    Norm,
+    _experts_apply_gate,
+    _fused_gate_up_mlp_forward,
+    _rope,
+)
 
 logger = logging.getLogger(__name__)
 
-_SILU = ("silu", "swish")
-
-
-def _liger(name: str) -> Any:
-    """A public object of ``liger_kernel.transformers`` (imported when a patch is applied, not before)."""
-    return getattr(importlib.import_module("liger_kernel.transformers"), name)
-
-
-def _functional(name: str) -> Callable:
-    return getattr(importlib.import_module("liger_kernel.transformers.functional"), name)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Replacements that need the original they stand in for
-# ----------------------------------------------------------------------------------------------------
-
-
-def _rope(original: Callable) -> Callable:
-    """``apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1)`` computed by the Liger kernel.
-
-    Keeps Hugging Face's signature (Liger's function has ``position_ids`` in fifth place). Partial
-    rotary embeddings (cos narrower than the head, Phi-3 with ``partial_rotary_factor < 1``) go to
-    the original function.
-    """
-
-    liger_rotary_pos_emb = _liger("liger_rotary_pos_emb")
-
-    def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
-        if cos.shape[-1] != q.shape[-1]:
-            return original(q, k, cos, sin, unsqueeze_dim)
-        return liger_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=unsqueeze_dim)
-
-    apply_rotary_pos_emb.__doc__ = original.__doc__
-    if isinstance(original, nn.Module):
-        return _stand_in_for_kernelized(original, apply_rotary_pos_emb)
-    return apply_rotary_pos_emb
-
-
-class _KernelizedFunctionStandIn:
-    """Calls ``fn`` in place of a module-level function that the ``kernels`` package turned into an
-    ``nn.Module`` instance (transformers decorates ``apply_rotary_pos_emb`` with
-    ``use_kernel_forward_from_hub``; with ``kernels`` installed, as transformers >= 5.25 requires, the
-    decorated function becomes an instance of a generated ``Func`` module class).
-
-    Why not a plain function: every attention layer decorated with ``use_kernelized_func`` keeps a
-    private ``Func`` wrapper, and unpickling a model rebuilds each wrapper as
-    ``type(<the modeling module's global>)()``. With a plain function in that global this is
-    ``function()``, a TypeError, so ``torch.load`` of any whole-model pickle of that model type failed
-    while the patch was on. Called with no argument, this class returns a fresh wrapper of the
-    original ``Func`` class instead, so the rebuilt wrappers are exactly Hugging Face's.
-    """
-
-    wrapped_type: type = type(None)
-
-    def __new__(cls, fn: Callable | None = None) -> Any:
-        if fn is None:  # kernels rebuilding a layer's private wrapper after unpickling
-            return cls.wrapped_type()
-        return super().__new__(cls)
-
-    def __init__(self, fn: Callable) -> None:
-        self.fn = fn
-        functools.update_wrapper(self, fn)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.fn(*args, **kwargs)
-
-
-def _stand_in_for_kernelized(original: nn.Module, fn: Callable) -> _KernelizedFunctionStandIn:
-    stand_in_type = type(
-        f"Liger{type(original).__name__}StandIn",
-        (_KernelizedFunctionStandIn,),
-        {"wrapped_type": type(original), "__module__": __name__},
-    )
-    return stand_in_type(fn)
-
-
-def _act_of(config: Any, attr: str) -> Any:
-    return getattr(config, attr, None)
-
-
-def _fused_gate_up_mlp_forward(original: Callable) -> Callable:
-    """Phi-3's MLP (one ``gate_up_proj``, halves gate | up) with ``liger_swiglu`` on the two halves."""
-    liger_swiglu = _functional("liger_swiglu")
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        if _act_of(self.config, "hidden_act") not in _SILU:
-            return original(self, hidden_states)
-        gate, up = self.gate_up_proj(hidden_states).chunk(2, dim=-1)
-        return self.down_proj(liger_swiglu(gate, up))
-
-    return forward
-
-
-def _experts_apply_gate(original: Callable) -> Callable:
-    """Mixtral's experts gate ``act(gate) * up`` on the (tokens, 2 * intermediate) gate_up output.
-
-    transformers 5.x stores the experts as fused 3-D parameters (``gate_up_proj``, ``down_proj``) and
-    runs them through the implementation chosen by ``config._experts_implementation``; the grouped_mm
-    and batched_mm implementations (grouped_mm is the default) call ``self._apply_gate`` -- the one
-    place where SwiGLU is a drop-in. The "eager" implementation inlines ``act_fn(gate) * up`` in its
-    loop and is left as it is.
-    """
-    liger_swiglu = _functional("liger_swiglu")
-
-    def _apply_gate(self, gate_up_out: torch.Tensor) -> torch.Tensor:
-        if _act_of(getattr(self, "config", None), "hidden_act") not in _SILU:
-            return original(self, gate_up_out)
-        gate, up = gate_up_out.chunk(2, dim=-1)
-        return liger_swiglu(gate, up)
-
-    return _apply_gate
-
-
-# ----------------------------------------------------------------------------------------------------
-# Targets: what one option replaces
-# ----------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Function:
-    """A function of the modeling module, replaced by ``make(original)``."""
-
-    name: str
-    make: Callable[[Callable], Callable] = _rope
-    liger: str = "liger_rotary_pos_emb"
-
-    def describe(self) -> str:
-        return f"function {self.name} -> {self.liger}"
-
-
-@dataclass(frozen=True)
-class Norm:
-    """The modeling module's RMSNorm class, replaced by a ``LigerRMSNorm`` subclass."""
-
-    name: str
-    offset: float = 0.0
-    casting_mode: str = "llama"
-    init_fn: str = "ones"
-
-    def describe(self) -> str:
-        return (
-            f"class {self.name} -> LigerRMSNorm(offset={self.offset}, casting_mode={self.casting_mode!r}, "
-            f"init_fn={self.init_fn!r})"
-        )
-
-    def make(self, original: type) -> type:
-        liger_rms_norm = _liger("LigerRMSNorm")
-        spec = self
-
-        def __init__(self, hidden_size: int, eps: float = 1e-6) -> None:
-            liger_rms_norm.__init__(
-                self,
-                hidden_size,
-                eps=eps,
-                offset=spec.offset,
-                casting_mode=spec.casting_mode,
-                init_fn=spec.init_fn,
-            )
-
-        return _subclass(original, liger_rms_norm, {"__init__": __init__})
-
-    @staticmethod
-    def constructor_args(module: nn.Module) -> tuple[tuple, dict]:
-        eps = getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6))
-        return (module.weight.shape[0],), {"eps": eps}
-
-    @staticmethod
-    def supports(module: nn.Module) -> bool:
-        return True
-
-
-@dataclass(frozen=True)
-class GatedMLP:
-    """An MLP class with gate_proj/up_proj/down_proj, replaced by a subclass of a Liger MLP.
-
-    Used for a config only when the Liger MLP accepts it (its activation, read from ``config.act_attr``
-    like the Hugging Face class does, is one the kernel computes); otherwise the original class is built
-    (class patching) or the module is left alone (instance patching), with a warning.
-    """
-
-    name: str
-    liger: str
-    act_attr: str = "hidden_act"
-
-    def describe(self) -> str:
-        return f"class {self.name} -> {self.liger} (activation from config.{self.act_attr})"
-
-    def unsupported_reason(self, config: Any) -> str | None:
-        """None when the Liger MLP can stand in for this config, else why not."""
-        try:
-            with torch.device("meta"):  # builds no real weights; the Liger class validates the config
-                _liger(self.liger)(config)
-        except (ValueError, TypeError, AttributeError) as exc:
-            return str(exc)
-        return None
-
-    def make(self, original: type) -> type:
-        liger_mlp = _liger(self.liger)
-        spec = self
-
-        def __new__(cls, config=None, *args, **kwargs):
-            # copy.copy, copy.deepcopy and nn.DataParallel's replicas call cls.__new__(cls)
-            # without arguments and then fill in __dict__: nothing to decide then.
-            if config is None:
-                return nn.Module.__new__(cls)
-            reason = spec.unsupported_reason(config)
-            if reason is not None:
-                logger.warning("liger_kernel: %s keeps %s: %s", original.__name__, original.__name__, reason)
-                return original(config, *args, **kwargs)
-            return nn.Module.__new__(cls)
-
-        return _subclass(original, liger_mlp, {"__new__": __new__})
-
-    @staticmethod
-    def constructor_args(module: nn.Module) -> tuple[tuple, dict]:
-        return (module.config,), {}
-
-    def supports(self, module: nn.Module) -> bool:
-        return self.unsupported_reason(getattr(module, "config", None)) is None
-
-
-@dataclass(frozen=True)
-class Method:
-    """One method of a modeling class, replaced by ``make(original)`` (``description`` says with what)."""
-
-    cls: str
-    method: str
-    make: Callable[[Callable], Callable]
-    description: str
-
-    def describe(self) -> str:
-        return f"method {self.cls}.{self.method} -> {self.description}"
-
-
-@dataclass(frozen=True)
-class CausalLMForward:
-    """``XForCausalLM.forward`` -> the shared forward computing the fused linear cross entropy."""
-
-    logit_softcap_attr: str | None = None
-    load_balancing_loss: str | None = None  # name of the modeling module's MoE aux-loss function
-
-    def describe(self, spec: ModelSpec) -> str:
-        extras = []
-        if self.logit_softcap_attr:
-            extras.append(f"soft-cap from config.{self.logit_softcap_attr}")
-        if self.load_balancing_loss:
-            extras.append(f"plus {self.load_balancing_loss} aux loss")
-        suffix = f" ({', '.join(extras)})" if extras else ""
-        return f"method {spec.causal_lm}.forward -> liger_causal_lm_forward{suffix}"
-
-
-@dataclass(frozen=True)
-class LossFunction:
-    """The class's ``loss_function`` (through ``_loss_function``) -> ``liger_for_causal_lm_loss``."""
-
-    def describe(self, spec: ModelSpec) -> str:
-        return f"{spec.causal_lm}.loss_function -> liger_for_causal_lm_loss (liger_cross_entropy)"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Everything that differs between supported models."""
-
-    model_type: str
-    module: str
-    causal_lm: str
-    rms_norm: Norm
-    mlp_option: str  # "swiglu" or "geglu"
-    mlp: GatedMLP | Method
-    rope: Function = Function("apply_rotary_pos_emb")
-    forward: CausalLMForward = CausalLMForward()
-    doc_name: str = ""
-    loss: LossFunction = field(default_factory=LossFunction)
-
-    def option_defaults(self) -> dict[str, bool]:
-        return {
-            "rope": True,
-            "cross_entropy": False,
-            "fused_linear_cross_entropy": True,
-            "rms_norm": True,
-            self.mlp_option: True,
-        }
-
-    def targets(self, option: str) -> tuple:
-        return {
-            "rope": (self.rope,),
-            "rms_norm": (self.rms_norm,),
-            self.mlp_option: (self.mlp,),
-            "fused_linear_cross_entropy": (self.forward,),
-            "cross_entropy": (self.loss,),
-        }[option]
-
-    def modeling(self) -> types.ModuleType:
-        return importlib.import_module(self.module)
-
-
-def _tf(name: str) -> str:
-    return f"transformers.models.{name}.modeling_{name}"
-
-
-# ----------------------------------------------------------------------------------------------------
-# The table
-# ----------------------------------------------------------------------------------------------------
-
-_GEMMA_NORM = {"offset": 1.0, "casting_mode": "gemma", "init_fn": "zeros"}
-
-MODEL_SPECS: dict[str, ModelSpec] = {
-    spec.model_type: spec
-    for spec in (
-        ModelSpec(
-            "llama",
-            _tf("llama"),
-            "LlamaForCausalLM",
-            rms_norm=Norm("LlamaRMSNorm"),
-            mlp_option="swiglu",
-            mlp=GatedMLP("LlamaMLP", "LigerSwiGLUMLP"),
-            doc_name="Llama (2, 3, 3.x)",
-        ),
-        ModelSpec(
-            "mistral",
-            _tf("mistral"),
-            "MistralForCausalLM",
-            rms_norm=Norm("MistralRMSNorm"),
-            mlp_option="swiglu",
-            mlp=GatedMLP("MistralMLP", "LigerSwiGLUMLP"),
-            doc_name="Mistral",
-        ),
-        ModelSpec(
-            "mixtral",
-            _tf("mixtral"),
-            "MixtralForCausalLM",
-            rms_norm=Norm("MixtralRMSNorm"),
-            mlp_option="swiglu",
-            mlp=Method(
-                "MixtralExperts",
-                "_apply_gate",
-                _experts_apply_gate,
-                "liger_swiglu on the gate_up halves (grouped_mm / batched_mm experts; eager experts unchanged)",
-            ),
-            forward=CausalLMForward(load_balancing_loss="load_balancing_loss_func"),
-            doc_name="Mixtral",
-        ),
-        ModelSpec(
-            "gemma",
-            _tf("gemma"),
-            "GemmaForCausalLM",
-            rms_norm=Norm("GemmaRMSNorm", **_GEMMA_NORM),
-            mlp_option="geglu",
-            mlp=GatedMLP("GemmaMLP", "LigerGEGLUMLP", "hidden_act"),
-            doc_name="Gemma",
-        ),
-        ModelSpec(
-            "gemma2",
-            _tf("gemma2"),
-            "Gemma2ForCausalLM",
-            rms_norm=Norm("Gemma2RMSNorm", **_GEMMA_NORM),
-            mlp_option="geglu",
-            mlp=GatedMLP("Gemma2MLP", "LigerGEGLUMLP", "hidden_activation"),
-            forward=CausalLMForward(logit_softcap_attr="final_logit_softcapping"),
-            doc_name="Gemma 2",
-        ),
-        ModelSpec(
-            "qwen2",
-            _tf("qwen2"),
-            "Qwen2ForCausalLM",
-            rms_norm=Norm("Qwen2RMSNorm"),
-            mlp_option="swiglu",
-            mlp=GatedMLP("Qwen2MLP", "LigerSwiGLUMLP"),
-            doc_name="Qwen2 (and Qwen2.5)",
-        ),
-        ModelSpec(
-            "phi3",
-            _tf("phi3"),
-            "Phi3ForCausalLM",
-            rms_norm=Norm("Phi3RMSNorm"),
-            mlp_option="swiglu",
-            mlp=Method(
-                "Phi3MLP",
-                "forward",
-                _fused_gate_up_mlp_forward,
-                "liger_swiglu on the two halves of gate_up_proj (when config.hidden_act is silu)",
-            ),
-            doc_name="Phi-3 (and Phi-3.5)",
-        ),
-    )
-}
-
 
 def describe(model_type: str) -> dict[str, list[str]]:
-    """What each option of ``apply_liger_kernel_to_<model_type>`` replaces, in words."""
+    """What each option of ``apply_liger_kernel_to_<model_type>`` replaces, in words.
+
+    A type the installed transformers lacks is described all the same, each line saying so.
+    """
     spec = _spec(model_type)
+    prefix = "" if spec.available() else f"(unavailable: {spec.unavailable_reason()}) "
+    return _describe(spec, prefix)
+
+
+def _describe(spec: ModelSpec, prefix: str = "") -> dict[str, list[str]]:
     out = {}
     for option in spec.option_defaults():
         lines = []
@@ -462,7 +86,7 @@ def describe(model_type: str) -> dict[str, list[str]]:
                 if isinstance(target, (CausalLMForward, LossFunction))
                 else target.describe()
             )
-            lines.append(f"{spec.module.rsplit('.', 1)[-1]}: {text}")
+            lines.append(f"{prefix}{spec.module.rsplit('.', 1)[-1]}: {text}")
         out[option] = lines
     return out
 
@@ -507,20 +131,8 @@ _REPLACEMENTS: dict[tuple[int, str, int], Any] = {}
 _CLASS_HOLDER = "apply_liger_kernel_to_<model_type>()"
 
 
-def _pickle_name(original: type, method: str | None = None) -> str:
-    """The name under which ``patched_classes`` holds the replacement of ``original`` (one method of
-    it when ``method`` is given): its module path and name, "." as "__" and parts joined by "___"."""
-    parts = [original.__module__.replace(".", "__"), original.__qualname__]
-    return "___".join(parts + ([method] if method else []))
-
-
-def _subclass(original: type, base: type, namespace: dict, method: str | None = None) -> type:
-    """A replacement class for ``original``, registered in ``patched_classes`` so that pickle finds it."""
-    ref = _pickle_name(original, method)
-    namespace = {"__module__": patched_classes.__name__, "__qualname__": ref, **namespace}
-    cls = type(f"Liger{original.__name__}", (base,), namespace)
-    setattr(patched_classes, ref, cls)
-    return cls
+_pickle_name = patched_classes.pickle_name
+_subclass = patched_classes.make_patched_class
 
 
 def _method_subclass(original_cls: type, target: Method) -> type:
@@ -618,7 +230,7 @@ def _class_patches(spec: ModelSpec, option: str) -> Iterator[tuple[Any, str, Cal
             if not hasattr(modeling, target.name):
                 logger.warning("liger_kernel: %s has no %s; not patched", spec.module, target.name)
                 continue
-            yield modeling, target.name, target.make
+            yield modeling, target.name, target.replace if isinstance(target, Function) else target.make
         elif isinstance(target, Method):
             cls = getattr(modeling, target.cls, None)
             if cls is None or not hasattr(cls, target.method):
@@ -644,6 +256,8 @@ def _forward_maker(spec: ModelSpec) -> Callable[[Callable], Callable]:
             original,
             logit_softcap_attr=spec.forward.logit_softcap_attr,
             load_balancing_loss=getattr(spec.modeling(), aux) if aux else None,
+            logits_divisor_attr=spec.forward.logits_divisor_attr,
+            base_takes_labels=spec.forward.base_takes_labels,
         )
 
     return make
@@ -730,7 +344,24 @@ def _swap_class(module: nn.Module, new_cls: type, constructor_args: Callable | N
     return added
 
 
+def _check_model_type(spec: ModelSpec, model: nn.Module) -> None:
+    """A model of another type would get nothing patched on it but this type's module-level RoPE,
+    process-wide: refuse it before anything is changed."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type != spec.model_type:
+        hint = (
+            f"; use apply_liger_kernel_to_{model_type}(model=...)"
+            if model_type in MODEL_SPECS
+            else f" (supported model types: {', '.join(sorted(MODEL_SPECS))})"
+        )
+        raise ValueError(
+            f"apply_liger_kernel_to_{spec.model_type}(model=...) got a {type(model).__name__} whose "
+            f"config.model_type is {model_type!r}, not {spec.model_type!r}{hint}"
+        )
+
+
 def _apply_to_instance(spec: ModelSpec, model: nn.Module, options: dict[str, bool]) -> None:
+    _check_model_type(spec, model)
     modeling = spec.modeling()
     record = _instance_record(model, create=True)
     for option, enabled in options.items():
@@ -740,7 +371,7 @@ def _apply_to_instance(spec: ModelSpec, model: nn.Module, options: dict[str, boo
             if isinstance(target, Function):
                 # Called as a module global by the attention layers: there is no per-instance hook.
                 if hasattr(modeling, target.name):
-                    _hold(modeling, target.name, target.make, record.holder)
+                    _hold(modeling, target.name, target.replace, record.holder)
             elif isinstance(target, (Norm, GatedMLP, Method)):
                 _swap_submodules(spec, model, target, record)
             elif isinstance(target, CausalLMForward):
@@ -971,7 +602,7 @@ def _make_apply(model_type: str) -> Callable[..., None]:
         "with ``model=`` that model is patched in place. Undo with ``revert_liger_kernel_to_"
         f"{model_type}()`` / ``unpatch(model)``. Options:",
     ]
-    for option, replaced in describe(model_type).items():
+    for option, replaced in _describe(spec).items():  # (no availability check at import)
         lines.append(f"    {option} (default {spec.option_defaults()[option]}): " + "; ".join(replaced))
     lines.append("cross_entropy and fused_linear_cross_entropy cannot both be True.")
     apply.__signature__ = signature
@@ -1016,6 +647,12 @@ MODEL_TYPE_TO_APPLY_LIGER_FN: dict[str, Callable[..., None]] = {
     "qwen2": apply_liger_kernel_to_qwen2,
     "phi3": apply_liger_kernel_to_phi3,
 }
+# The model types added since: the same functions, made from the table under the same names. A type
+# the installed transformers lacks gets them too (calling one says it is unavailable).
+for _model_type in [t for t in MODEL_SPECS if t not in MODEL_TYPE_TO_APPLY_LIGER_FN]:
+    globals()[f"apply_liger_kernel_to_{_model_type}"] = _make_apply(_model_type)
+    globals()[f"revert_liger_kernel_to_{_model_type}"] = _make_revert(_model_type)
+    MODEL_TYPE_TO_APPLY_LIGER_FN[_model_type] = globals()[f"apply_liger_kernel_to_{_model_type}"]
 assert set(MODEL_TYPE_TO_APPLY_LIGER_FN) == set(MODEL_SPECS)
 
 
@@ -1027,11 +664,22 @@ def _apply_liger_kernel_to_instance(model: nn.Module, **kwargs: Any) -> None:
     level), since the Trainer passes one config for every model type.
     """
     model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type not in MODEL_TYPE_TO_APPLY_LIGER_FN:
-        raise ValueError(
-            f"Liger Kernel does not support model type {model_type!r} ({type(model).__name__}); "
-            f"supported model types: {', '.join(sorted(MODEL_TYPE_TO_APPLY_LIGER_FN))}"
+    spec = MODEL_SPECS.get(model_type)
+    if spec is None or not spec.available():
+        # As the reference library does: the Trainer goes on training the model as it is.
+        reason = (
+            spec.unavailable_reason()
+            if spec is not None
+            else f"Liger Kernel does not support model type {model_type!r}"
         )
+        supported = ", ".join(sorted(t for t, s in MODEL_SPECS.items() if s.available()))
+        logger.warning(
+            "liger_kernel: %s (%s); the model is not patched. Supported model types: %s",
+            reason,
+            type(model).__name__,
+            supported,
+        )
+        return
     apply_fn = MODEL_TYPE_TO_APPLY_LIGER_FN[model_type]
     accepted = set(inspect.signature(apply_fn).parameters) - {"model"}
     dropped = sorted(set(kwargs) - accepted)

@@ -7,7 +7,8 @@ restores every process-wide change the patch made). Patch and undo are given as 
 ``"package.module:function"`` strings that are imported only when a run uses them, so this module
 never imports ``liger_kernel``.
 
-The built-in specs (llama, mistral, mixtral, gemma, gemma2, qwen2, phi3) are 2-layer models with
+The built-in specs (llama, mistral, mixtral, gemma, gemma2, qwen2, phi3, and since issue 20 qwen3,
+qwen3_moe, gemma3_text, gemma3, olmo2, olmo3, glm4, granite, smollm3, ministral, deepseek_v3, gpt_oss) are 2-layer models with
 hidden size 64, 4 attention heads over 2 key/value heads, an intermediate size of 120 (not a power of
 two, so kernels take their masked paths) and eager attention in every arm; their patch is
 ``liger_kernel.transformers:apply_liger_kernel_to_<name>``. Downstream projects add their own with
@@ -77,6 +78,84 @@ TINY_EXTRA: Mapping[str, Mapping[str, Any]] = MappingProxyType(
         },
         "qwen2": {"tie_word_embeddings": False},
         "phi3": {"tie_word_embeddings": False},
+        "qwen3": {"tie_word_embeddings": False, "head_dim": 16},
+        # layer 0 sparse (4 experts, top 2, batched_mm as for Mixtral), layer 1 a dense MLP
+        "qwen3_moe": {
+            "tie_word_embeddings": False,
+            "head_dim": 16,
+            "num_experts": 4,
+            "num_experts_per_tok": 2,
+            "moe_intermediate_size": 56,
+            "mlp_only_layers": [1],
+            "output_router_logits": True,
+            "experts_implementation": "batched_mm",
+        },
+        "gemma3_text": {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 8},
+        "olmo2": {"tie_word_embeddings": False},
+        "olmo3": {"tie_word_embeddings": False, "sliding_window": 8},
+        "glm4": {"tie_word_embeddings": False, "head_dim": 16},
+        "granite": {
+            "tie_word_embeddings": False,
+            "embedding_multiplier": 2.0,
+            "residual_multiplier": 0.5,
+            "attention_multiplier": 0.25,
+            "logits_scaling": 4.0,
+        },
+        "smollm3": {"tie_word_embeddings": False, "no_rope_layer_interval": 2},
+        "ministral": {"tie_word_embeddings": False, "head_dim": 16, "sliding_window": 8},
+        # 4 experts top 2 (batched_mm), a sliding and a full layer (attention sinks), load-balancing loss
+        # on; swiglu_limit 0.2 so that the clamps bind in the tiny model (about one value in six at init:
+        # gate_up has std 0.02 * sqrt(64))
+        "gpt_oss": {
+            "tie_word_embeddings": False,
+            "head_dim": 16,
+            "num_local_experts": 4,
+            "num_experts_per_tok": 2,
+            "sliding_window": 8,
+            "swiglu_limit": 0.2,
+            "output_router_logits": True,
+            "experts_implementation": "batched_mm",
+        },
+        # layer 0 dense, layer 1 MoE (4 routed experts top 2, 1 shared, batched_mm); rotate-half RoPE
+        "deepseek_v3": {
+            "tie_word_embeddings": False,
+            "num_key_value_heads": 4,
+            "q_lora_rank": 32,
+            "kv_lora_rank": 32,
+            "qk_rope_head_dim": 8,
+            "qk_nope_head_dim": 8,
+            "v_head_dim": 16,
+            "n_routed_experts": 4,
+            "num_experts_per_tok": 2,
+            "n_group": 1,
+            "topk_group": 1,
+            "n_shared_experts": 1,
+            "moe_intermediate_size": 56,
+            "first_k_dense_replace": 1,
+            "rope_interleave": False,
+            "experts_implementation": "batched_mm",
+        },
+    }
+)
+
+# Image-text models: the tiny text model of another entry as ``text_config``, plus these (a one-layer
+# vision tower that the text-only runs never call).
+TINY_MULTIMODAL: Mapping[str, tuple[str, Mapping[str, Any]]] = MappingProxyType(
+    {
+        "gemma3": (
+            "gemma3_text",
+            {
+                "vision_config": {
+                    "hidden_size": 16,
+                    "intermediate_size": 24,
+                    "num_hidden_layers": 1,
+                    "num_attention_heads": 2,
+                    "image_size": 28,
+                    "patch_size": 14,
+                },
+                "mm_tokens_per_image": 4,
+            },
+        ),
     }
 )
 
@@ -85,6 +164,10 @@ def tiny_config(model_type: str, vocab_size: int, **overrides: Any) -> Any:
     """The Hugging Face config of a built-in tiny model (``AutoConfig.for_model``), ids 0/1/2 for pad/bos/eos."""
     from transformers import AutoConfig
 
+    if model_type in TINY_MULTIMODAL:
+        text_type, extra = TINY_MULTIMODAL[model_type]
+        text_config = tiny_config(text_type, vocab_size, **overrides).to_dict()
+        return AutoConfig.for_model(model_type, text_config=text_config, **extra)
     if model_type not in TINY_EXTRA:
         raise ValueError(
             f"no built-in tiny config for model type {model_type!r}; known: {sorted(TINY_EXTRA)}"
@@ -243,5 +326,20 @@ for _model_type, _description in (
     ("gemma2", "Gemma 2: four norms per layer, sliding window 8, logit soft-capping, tied embeddings"),
     ("qwen2", "Qwen2: q/k/v biases"),
     ("phi3", "Phi-3: fused gate_up projection"),
+    ("qwen3", "Qwen3: QK-norm (RMSNorm over head_dim)"),
+    ("qwen3_moe", "Qwen3-MoE: 4 experts (top 2, batched_mm) and a dense layer, load-balancing loss on"),
+    ("gemma3_text", "Gemma 3 text: offset RMSNorm incl. QK-norm, GEGLU, sliding window 8, tied embeddings"),
+    ("gemma3", "Gemma 3 image-text: its text decoder (no images in the data), tied embeddings"),
+    ("olmo2", "OLMo 2: norms after attention and MLP, QK-norm over all heads"),
+    ("olmo3", "OLMo 3: as OLMo 2, sliding window 8"),
+    ("glm4", "GLM-4: fused gate_up, its own partial interleaved RoPE"),
+    ("granite", "Granite: embedding/residual/attention multipliers, logits divided by 4"),
+    ("smollm3", "SmolLM3: RoPE on layer 0, none on layer 1"),
+    ("ministral", "Ministral: sliding window 8"),
+    (
+        "deepseek_v3",
+        "DeepSeek-V3: latent attention, a dense and an MoE layer (shared expert), rotate-half RoPE",
+    ),
+    ("gpt_oss", "gpt-oss: 4 experts (top 2, batched_mm), clamped GLU (limit 0.2), attention sinks"),
 ):
     _builtin(_model_type, _description)

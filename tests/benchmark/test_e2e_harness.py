@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -75,3 +76,26 @@ def test_fsdp2_harness_on_two_cpu_ranks(e2e, tmp_path, device):
     assert set(loss) == {"unpatched", "patched"}
     assert loss["patched"] == pytest.approx(loss["unpatched"], rel=1e-4)
     assert all(r["note"] == "ranks=2" for r in rows)
+
+
+@pytest.mark.parametrize("preset", ["tiny-qwen3", "tiny-qwen3-moe", "tiny-gemma3-text"])
+def test_issue20_presets_build_and_patch_the_model_type_they_name(e2e, preset, device):
+    """The tiny twins of qwen3-8b, qwen3-moe-30b-a3b-12l and gemma3-4b-text build the model type the
+    GPU presets use, and the liger arm's patch takes (the full run is the llama tiny test's harness)."""
+    from liger_kernel.transformers import unpatch
+    from liger_kernel.transformers.monkey_patch import apply_liger_kernel
+
+    spec = e2e.PRESETS[preset]
+    big = {
+        "tiny-qwen3": "qwen3-8b",
+        "tiny-qwen3-moe": "qwen3-moe-30b-a3b-12l",
+        "tiny-gemma3-text": "gemma3-4b-text",
+    }
+    assert e2e.PRESETS[big[preset]].model_type == spec.model_type
+    model = e2e.build_model(spec, torch.device(device), "eager")
+    assert model.config.model_type == spec.model_type
+    apply_liger_kernel(spec.model_type, model=model)
+    try:
+        assert sum(type(m).__module__.startswith("liger_kernel") for m in model.modules()) > 0
+    finally:
+        unpatch(model)

@@ -16,6 +16,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from liger_kernel.ops import cross_entropy as ce_ops
 from liger_kernel.ops import fused_linear_cross_entropy as flce_ops
 from liger_kernel.ops import glu as glu_ops
+from liger_kernel.ops import gpt_oss_glu as gpt_oss_glu_ops
 from liger_kernel.ops import layer_norm as ln_ops
 from liger_kernel.ops import rms_norm as rms_ops
 from liger_kernel.ops import rope as rope_ops
@@ -84,6 +85,8 @@ def _samples(device):
             flce_ops.fused_linear_cross_entropy_backward,
             (randn(6), x, fw, target, None, None, *flce_opts, False, True, True, False, 4),
         ),
+        "gpt_oss_glu_forward": (gpt_oss_glu_ops.gpt_oss_glu_forward, (a * 4, 1.702, 7.0)),
+        "gpt_oss_glu_backward": (gpt_oss_glu_ops.gpt_oss_glu_backward, (randn(6, 12), a * 4, 1.702, 7.0)),
     }
 
 
@@ -137,7 +140,7 @@ def test_compile_dynamic_shapes(device):
 
 
 def test_every_liger_op_is_covered():
-    modules = (rms_ops, ln_ops, rope_ops, glu_ops, ce_ops, flce_ops)
+    modules = (rms_ops, ln_ops, rope_ops, glu_ops, ce_ops, flce_ops, gpt_oss_glu_ops)
     registered = {n for m in modules for n, v in vars(m).items() if isinstance(v, LigerOp)}
     assert registered == set(OP_NAMES)
 

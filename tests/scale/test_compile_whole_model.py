@@ -47,7 +47,18 @@ def _xfail_if_hugging_face_fails_alone(model_type: str, backend_name: str, exc: 
             pytest.xfail(f"the unpatched {model_type} model fails to compile too: {type(exc).__name__}")
 
 
-@pytest.mark.parametrize("model_type", T.MODEL_TYPES)
+# The types added with issue 20 compile in the GPU run (inductor); on CPU only Qwen3 (QK-norm inside
+# the graph; Mixtral already has the experts' gate there), to keep the interpreter's time in CI down.
+# (Each new type passed here on CPU by hand, except Gemma 3's two, whose q_norm/k_norm run on transposed
+# q/k: RMSNorm's backward fake gives dx x's strides while the kernel returns it contiguous -- the
+# RMSNorm strides fix in ops/rms_norm.py.)
+_COMPILED_ON_CPU = (*T.FIRST_TYPES, "qwen3")
+
+
+@pytest.mark.parametrize(
+    "model_type",
+    [t if t in _COMPILED_ON_CPU else pytest.param(t, marks=pytest.mark.gpu) for t in T.MODEL_TYPES],
+)
 def test_compiled_patched_model_trains_like_eager(model_type, device):
     torch._dynamo.reset()
     ids, mask, labels = T.batch()

@@ -8,6 +8,7 @@ original module attributes by identity and bit-identical outputs.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import inspect
@@ -33,21 +34,29 @@ from liger_kernel.transformers import (
 )
 from liger_kernel.transformers.model.causal_lm import is_liger_forward
 from liger_kernel.transformers.model.loss_utils import liger_for_causal_lm_loss
-from liger_kernel.transformers.monkey_patch import MODEL_SPECS, apply_liger_kernel
-from liger_testing import assert_close
+from liger_kernel.transformers.monkey_patch import MODEL_SPECS, apply_liger_kernel, describe
+from liger_testing import assert_close, assert_close_to_reference
 
-SUPPORTED = "gemma, gemma2, llama, mistral, mixtral, phi3, qwen2"
+SUPPORTED = ", ".join(sorted(t for t, spec in MODEL_SPECS.items() if spec.available()))
 
 
 @functools.cache
 def _reference(model_type: str) -> SimpleNamespace:
-    """The unpatched model's weights, loss, gradients and eval logits on the test batch (computed once)."""
+    """The unpatched model's weights, loss, gradients and eval logits on the test batch (computed once),
+    and the same in float64 (the golden values of liger_testing's reference-error mode)."""
     assert not _patched_attributes(model_type), "reference computed while patched"
     model = T.build(model_type)
     ids, mask, labels = T.batch()
     out, grads = T.train_step(model, ids, mask, labels)
     logits = T.eval_logits(model, ids, mask)
+    # (grouped_mm experts have no float64 kernel; batched_mm computes the same in float64)
+    golden_config = T.tiny_config(model_type, experts_implementation="batched_mm")
+    golden_model = T.build(model_type, model.state_dict(), config=golden_config, dtype=torch.float64)
+    golden_out, golden_grads = T.train_step(golden_model, ids, mask, labels)
     return SimpleNamespace(
+        golden_loss=golden_out.loss.detach(),
+        golden_grads=golden_grads,
+        golden_logits=T.eval_logits(golden_model, ids, mask),
         state_dict={k: v.clone() for k, v in model.state_dict().items()},
         keys=list(model.state_dict()),
         batch=(ids, mask, labels),
@@ -87,11 +96,16 @@ def _assert_same_snapshot(after: dict, before: dict) -> None:
 
 
 def _assert_matches_reference(model_type: str, out, grads, logits=None) -> None:
+    """Reference-error mode for every gradient and the eval logits: the patched model's error against the
+    float64 model is at most twice the unpatched model's (plus one rounding). The loss, one scalar, is
+    compared within fp32 tolerances instead: the unpatched loss's error is a single sample, exactly 0
+    when its rounding happens to land on the float64 value (seen for Qwen3 and SmolLM3), which would
+    leave the fused loss, summed in another order, one rounding of room."""
     ref = _reference(model_type)
     assert_close(out.loss.detach(), ref.loss, msg=f"{model_type} loss")
-    assert_close(grads, ref.grads, msg=f"{model_type} grads")
+    assert_close_to_reference(grads, ref.grads, ref.golden_grads, msg=f"{model_type} grads")
     if logits is not None:
-        assert_close(logits, ref.logits, msg=f"{model_type} eval logits")
+        assert_close_to_reference(logits, ref.logits, ref.golden_logits, msg=f"{model_type} eval logits")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -140,7 +154,10 @@ def test_instance_patching_matches_hugging_face_and_unpatch_restores_exactly(mod
     else:
         model.train()
         with torch.no_grad():
-            out, grads = model(*ref.batch[:2], labels=ref.batch[2]), ref.grads
+            out, grads = (
+                model(input_ids=ref.batch[0], attention_mask=ref.batch[1], labels=ref.batch[2]),
+                ref.grads,
+            )
     assert out.logits is None
     _assert_matches_reference(model_type, out, grads, T.eval_logits(model, *ref.batch[:2]))
 
@@ -243,16 +260,62 @@ def test_only_requested_options_are_patched():
     assert "forward" not in vars(model)
 
 
-def test_unsupported_model_type_lists_the_supported_ones():
+def test_unsupported_model_type_lists_the_supported_ones(caplog):
     class Other(nn.Module):
         config = SimpleNamespace(model_type="gpt2")
 
-    with pytest.raises(ValueError, match=f"model type 'gpt2'.*supported model types: {SUPPORTED}"):
-        _apply_liger_kernel_to_instance(model=Other())
+    # The Trainer path: one warning naming the type and the supported ones; the model trains unpatched.
+    other = Other()
+    with caplog.at_level(logging.WARNING, logger="liger_kernel"):
+        _apply_liger_kernel_to_instance(model=other)
+    assert len(caplog.records) == 1, caplog.text
+    assert "model type 'gpt2'" in caplog.text and f"Supported model types: {SUPPORTED}" in caplog.text
+    assert "forward" not in vars(other) and "_liger_instance_patch" not in vars(other)
     with pytest.raises(ValueError, match=f"supported model types: {SUPPORTED}"):
         apply_liger_kernel("gpt2")
     with pytest.raises(ValueError, match=f"supported model types: {SUPPORTED}"):
         liger_patched("gpt2").__enter__()
+
+
+def test_a_model_of_another_type_is_refused_before_anything_is_patched():
+    before = _snapshot("llama")
+    qwen2 = T.build("qwen2")
+    with pytest.raises(ValueError, match=r"apply_liger_kernel_to_llama.*'qwen2', not 'llama'.*_to_qwen2\("):
+        lt.apply_liger_kernel_to_llama(model=qwen2)
+
+    class Other(nn.Module):
+        config = SimpleNamespace(model_type="gpt2")
+
+    with pytest.raises(ValueError, match=f"'gpt2', not 'llama' \\(supported model types: {SUPPORTED}"):
+        lt.apply_liger_kernel_to_llama(model=Other())
+    with pytest.raises(ValueError, match="None, not 'llama'"):
+        lt.apply_liger_kernel_to_llama(model=nn.Linear(2, 2))  # no config at all
+    _assert_same_snapshot(_snapshot("llama"), before)  # llama's RoPE untouched
+    assert not any(type(m).__module__.startswith("liger_kernel") for m in qwen2.modules())
+
+
+def test_a_model_type_missing_from_transformers_is_unavailable_not_an_error(monkeypatch, caplog):
+    """The table may hold a type that the installed transformers lacks (the GPU machine's is older)."""
+    spec = dataclasses.replace(
+        MODEL_SPECS["llama"], model_type="future", module="transformers.models.future.x"
+    )
+    monkeypatch.setitem(MODEL_SPECS, "future", spec)
+    assert not spec.available()
+    lines = [line for option in describe("future").values() for line in option]
+    assert lines and all("unavailable" in line and "transformers.models.future.x" in line for line in lines)
+
+    class Future(nn.Module):
+        config = SimpleNamespace(model_type="future")
+
+    with caplog.at_level(logging.WARNING, logger="liger_kernel"):
+        _apply_liger_kernel_to_instance(model=Future())
+    assert (
+        len(caplog.records) == 1 and "'future' is not available in the installed transformers" in caplog.text
+    )
+    assert "Supported model types: " in caplog.text and "future" not in caplog.text.split("Supported")[-1]
+    with pytest.raises(ValueError, match="cannot patch model type 'future'.*not available"):
+        apply_liger_kernel("future")
+    assert all(MODEL_SPECS[t].available() for t in T.MODEL_TYPES)
 
 
 def test_both_cross_entropy_options_is_an_error():
@@ -576,3 +639,26 @@ assert type(model.model.norm).__name__ == "LlamaRMSNorm", type(model.model.norm)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert float(out.stdout.strip().splitlines()[-1]) == expected
+
+
+@pytest.mark.parametrize("model_type", [t for t in ("olmo2", "olmo3", "gpt_oss") if t in T.MODEL_TYPES])
+def test_rope_replacements_that_adapt_the_tables_match_the_model(model_type):
+    """OLMo's RoPE gets fp32 cos/sin with bf16 q/k and returns q's dtype; gpt-oss's tables hold half a
+    head. Each replacement returns what the model's own function returns, in its dtype."""
+    mod = T.modeling(model_type)
+    original = mod.apply_rotary_pos_emb
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 4, 5, 8, generator=g).to(T.DEVICE, torch.bfloat16)
+    k = torch.randn(2, 2, 5, 8, generator=g).to(T.DEVICE, torch.bfloat16)
+    width = 4 if model_type == "gpt_oss" else 8
+    angles = torch.rand(1, 5, width, generator=g).to(T.DEVICE) * 3
+    cos, sin = angles.cos(), angles.sin()
+    if model_type == "gpt_oss":
+        cos, sin = cos.to(torch.bfloat16), sin.to(torch.bfloat16)
+    with liger_patched(model_type, rms_norm=False, swiglu=False, fused_linear_cross_entropy=False):
+        assert mod.apply_rotary_pos_emb is not original
+        ours = mod.apply_rotary_pos_emb(q, k, cos, sin)
+    expected = original(q, k, cos, sin)
+    assert [t.dtype for t in ours] == [t.dtype for t in expected]
+    golden = original(q.double(), k.double(), cos.double(), sin.double())
+    assert_close_to_reference(ours, expected, golden, msg=model_type)

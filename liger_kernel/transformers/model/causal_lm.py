@@ -14,8 +14,11 @@ labels (``labels`` or ``shift_labels``). In eval mode a forward with labels ther
 and Hugging Face's loss; pass ``skip_logits=True`` to get the fused loss without logits there too.
 
 Model-specific parts are parameters, read from the patch table: the config attribute holding the
-final-logit soft-cap (Gemma 2's ``final_logit_softcapping``) and, for mixture-of-experts models, the
-modeling module's load-balancing loss (added as ``router_aux_loss_coef * aux_loss`` like the original).
+final-logit soft-cap (Gemma 2's ``final_logit_softcapping``), the one the logits are divided by
+(Granite's ``logits_scaling``: the hidden states are divided instead, the same logits before rounding),
+whether the base model takes the labels too (Gemma 3's multimodal model) and, for mixture-of-experts
+models, the modeling module's load-balancing loss (added as ``router_aux_loss_coef * aux_loss`` like
+the original).
 The argument names of the original forward (``cache`` in newer 5.x, ``past_key_values`` in older)
 are read from its signature, so the wrapper follows whichever version is installed.
 """
@@ -52,11 +55,15 @@ def liger_causal_lm_forward(
     *,
     logit_softcap_attr: str | None = None,
     load_balancing_loss: Callable | None = None,
+    logits_divisor_attr: str | None = None,
+    base_takes_labels: bool = False,
 ) -> Callable:
     """Wrap ``original`` (an ``XForCausalLM.forward``) so that training with labels uses the fused loss.
 
     logit_softcap_attr: config attribute with the final-logit soft-cap (None: the model has none).
     load_balancing_loss: the modeling module's ``load_balancing_loss_func`` for MoE models (None: dense).
+    logits_divisor_attr: config attribute the original divides the logits by (None: no division).
+    base_takes_labels: pass ``labels`` to the base model as well, as the original does.
     """
     signature = inspect.signature(original)
     params = list(signature.parameters.values())[1:]  # drop self
@@ -76,11 +83,15 @@ def liger_causal_lm_forward(
             arguments["output_router_logits"] = self.config.output_router_logits
 
         # The base model gets every other argument, the loss kwargs included, as the original passes them.
-        outputs = getattr(self, self.base_model_prefix)(**arguments)
+        base_arguments = {**arguments, "labels": labels} if base_takes_labels else arguments
+        outputs = getattr(self, self.base_model_prefix)(**base_arguments)
         head = self.get_output_embeddings()
         softcap = getattr(self.config, logit_softcap_attr, None) if logit_softcap_attr else None
+        hidden_states = outputs.last_hidden_state
+        if logits_divisor_attr is not None:
+            hidden_states = hidden_states / getattr(self.config, logits_divisor_attr)
         loss = liger_fused_linear_causal_lm_loss(
-            outputs.last_hidden_state,
+            hidden_states,
             head.weight,
             labels,
             lm_head_bias=head.bias,

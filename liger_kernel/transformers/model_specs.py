@@ -1,0 +1,655 @@
+"""The patch table: for each supported ``config.model_type``, what each option replaces.
+
+``MODEL_SPECS`` has one ``ModelSpec`` per model type. An entry names the modeling module and, for each
+option of ``apply_liger_kernel_to_<model_type>``, the targets that option replaces:
+
+* ``Function(name)``: a function of the modeling module (``apply_rotary_pos_emb`` -> Liger RoPE);
+* ``Norm(name, ...)``: the module's RMSNorm class -> a ``LigerRMSNorm`` subclass with the entry's
+  ``offset`` / ``casting_mode`` / ``init_fn``. Every instance of the class is replaced, so models whose
+  attention normalizes q and k with the same class (QK-norm: Qwen3, Gemma 3, OLMo 2/3) get Liger there
+  too, in the same casting mode;
+* ``GatedMLP(name, liger)``: an MLP class with gate_proj/up_proj/down_proj -> a subclass of
+  ``LigerSwiGLUMLP`` / ``LigerGEGLUMLP``, used only when the config's activation is the one the
+  kernel computes (otherwise the original class is built, with a warning);
+* ``Method(cls, method, make)``: one method of a modeling class, replaced by ``make(original)``
+  (Phi-3's fused gate_up MLP forward, the MoE experts' gate).
+The loss options are the same for every model: ``fused_linear_cross_entropy`` wraps
+``XForCausalLM.forward`` (``model/causal_lm.py``), ``cross_entropy`` sets the class's loss function to
+``liger_for_causal_lm_loss`` (Hugging Face's ``loss_function`` property returns ``_loss_function``).
+
+A model type whose modeling module the installed transformers lacks stays in the table and is reported
+as unavailable (``ModelSpec.available()``); nothing here imports a modeling module until a patch is
+applied. How the table is applied (class and instance patching, undo) is ``monkey_patch``'s business.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import logging
+import types
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from liger_kernel.transformers.patched_classes import make_patched_class as _subclass
+
+logger = logging.getLogger(__name__)
+
+_SILU = ("silu", "swish")
+
+
+def _liger(name: str) -> Any:
+    """A public object of ``liger_kernel.transformers`` (imported when a patch is applied, not before)."""
+    return getattr(importlib.import_module("liger_kernel.transformers"), name)
+
+
+def _functional(name: str) -> Callable:
+    return getattr(importlib.import_module("liger_kernel.transformers.functional"), name)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Replacements that need the original they stand in for
+# ----------------------------------------------------------------------------------------------------
+
+
+def _rope(original: Callable) -> Callable:
+    """``apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1)`` computed by the Liger kernel.
+
+    Keeps Hugging Face's signature (Liger's function has ``position_ids`` in fifth place). Partial
+    rotary embeddings (cos narrower than the head, Phi-3 with ``partial_rotary_factor < 1``) go to
+    the original function.
+    """
+
+    liger_rotary_pos_emb = _liger("liger_rotary_pos_emb")
+
+    def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
+        if cos.shape[-1] != q.shape[-1]:
+            return original(q, k, cos, sin, unsqueeze_dim)
+        return liger_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=unsqueeze_dim)
+
+    apply_rotary_pos_emb.__doc__ = original.__doc__
+    return apply_rotary_pos_emb
+
+
+def _rope_in_input_dtype(original: Callable) -> Callable:
+    """OLMo 2/3's ``apply_rotary_pos_emb``: fp32 cos/sin tables, result cast back to q's and k's dtypes
+    (the kernel's output has the promoted dtype, fp32, and is rounded once more, as the model does)."""
+    rope = _rope(original)
+
+    def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
+        q_embed, k_embed = rope(q, k, cos, sin, unsqueeze_dim)
+        return q_embed.to(q.dtype), k_embed.to(k.dtype)
+
+    apply_rotary_pos_emb.__doc__ = original.__doc__
+    return apply_rotary_pos_emb
+
+
+def _half_table_rope(original: Callable) -> Callable:
+    """gpt-oss's ``apply_rotary_pos_emb``: rotate-half RoPE whose cos/sin tables hold one half (the
+    model rotates ``first * cos - second * sin``, ``second * cos + first * sin``); the Liger kernel
+    gets the tables repeated to the full head, which is the same rotation."""
+    liger_rotary_pos_emb = _liger("liger_rotary_pos_emb")
+
+    def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
+        if 2 * cos.shape[-1] != q.shape[-1]:
+            return original(q, k, cos, sin, unsqueeze_dim)
+        cos, sin = torch.cat((cos, cos), dim=-1), torch.cat((sin, sin), dim=-1)
+        return liger_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=unsqueeze_dim)
+
+    apply_rotary_pos_emb.__doc__ = original.__doc__
+    return apply_rotary_pos_emb
+
+
+def _gpt_oss_apply_gate(original: Callable) -> Callable:
+    """gpt-oss's experts gate (clamped, interleaved gate_up) computed by ``gpt_oss_glu``."""
+    gpt_oss_glu = importlib.import_module("liger_kernel.ops.gpt_oss_glu").gpt_oss_glu
+
+    def _apply_gate(self, gate_up: torch.Tensor) -> torch.Tensor:
+        return gpt_oss_glu(gate_up, self.alpha, self.limit)
+
+    return _apply_gate
+
+
+def _act_of(config: Any, attr: str) -> Any:
+    return getattr(config, attr, None)
+
+
+def _fused_gate_up_mlp_forward(original: Callable) -> Callable:
+    """An MLP with one ``gate_up_proj`` (halves gate | up: Phi-3, GLM-4) with ``liger_swiglu`` on the halves."""
+    liger_swiglu = _functional("liger_swiglu")
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if _act_of(self.config, "hidden_act") not in _SILU:
+            return original(self, hidden_states)
+        gate, up = self.gate_up_proj(hidden_states).chunk(2, dim=-1)
+        return self.down_proj(liger_swiglu(gate, up))
+
+    return forward
+
+
+def _experts_apply_gate(original: Callable) -> Callable:
+    """MoE experts' gate ``act(gate) * up`` on the (tokens, 2 * intermediate) gate_up output (Mixtral,
+    Qwen3-MoE: every experts class that transformers' ``use_experts_implementation`` decorates).
+
+    transformers 5.x stores the experts as fused 3-D parameters (``gate_up_proj``, ``down_proj``) and
+    runs them through the implementation chosen by ``config._experts_implementation``; the grouped_mm
+    and batched_mm implementations (grouped_mm is the default) call ``self._apply_gate`` -- the one
+    place where SwiGLU is a drop-in. The "eager" implementation inlines ``act_fn(gate) * up`` in its
+    loop and is left as it is.
+    """
+    liger_swiglu = _functional("liger_swiglu")
+
+    def _apply_gate(self, gate_up_out: torch.Tensor) -> torch.Tensor:
+        if _act_of(getattr(self, "config", None), "hidden_act") not in _SILU:
+            return original(self, gate_up_out)
+        gate, up = gate_up_out.chunk(2, dim=-1)
+        return liger_swiglu(gate, up)
+
+    return _apply_gate
+
+
+# ----------------------------------------------------------------------------------------------------
+# Targets: what one option replaces
+# ----------------------------------------------------------------------------------------------------
+
+
+class _KernelizedFunctionStandIn:
+    """Calls ``fn`` in place of a module-level function that the ``kernels`` package turned into an
+    ``nn.Module`` instance (transformers decorates ``apply_rotary_pos_emb`` with
+    ``use_kernel_forward_from_hub``; with ``kernels`` installed, as transformers >= 5.25 requires, the
+    decorated function becomes an instance of a generated ``Func`` module class).
+
+    Why not a plain function: every attention layer decorated with ``use_kernelized_func`` keeps a
+    private ``Func`` wrapper, and unpickling a model rebuilds each wrapper as
+    ``type(<the modeling module's global>)()``. With a plain function in that global this is
+    ``function()``, a TypeError, so ``torch.load`` of any whole-model pickle of that model type failed
+    while the patch was on. Called with no argument, this class returns a fresh wrapper of the
+    original ``Func`` class instead, so the rebuilt wrappers are exactly Hugging Face's.
+    """
+
+    wrapped_type: type = type(None)
+
+    def __new__(cls, fn: Callable | None = None) -> Any:
+        if fn is None:  # kernels rebuilding a layer's private wrapper after unpickling
+            return cls.wrapped_type()
+        return super().__new__(cls)
+
+    def __init__(self, fn: Callable) -> None:
+        self.fn = fn
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+
+def _stand_in_for_kernelized(original: nn.Module, fn: Callable) -> _KernelizedFunctionStandIn:
+    stand_in_type = type(
+        f"Liger{type(original).__name__}StandIn",
+        (_KernelizedFunctionStandIn,),
+        {"wrapped_type": type(original), "__module__": __name__},
+    )
+    return stand_in_type(fn)
+
+
+@dataclass(frozen=True)
+class Function:
+    """A function of the modeling module, replaced by ``make(original)`` (see :meth:`replace`)."""
+
+    name: str
+    make: Callable[[Callable], Callable] = _rope
+    liger: str = "liger_rotary_pos_emb"
+
+    def describe(self) -> str:
+        return f"function {self.name} -> {self.liger}"
+
+    def replace(self, original: Any) -> Any:
+        """``make(original)``; behind a :class:`_KernelizedFunctionStandIn` when transformers' ``kernels``
+        integration made the original an ``nn.Module`` instance."""
+        replacement = self.make(original)
+        if isinstance(original, nn.Module):
+            return _stand_in_for_kernelized(original, replacement)
+        return replacement
+
+
+@dataclass(frozen=True)
+class Norm:
+    """The modeling module's RMSNorm class, replaced by a ``LigerRMSNorm`` subclass."""
+
+    name: str
+    offset: float = 0.0
+    casting_mode: str = "llama"
+    init_fn: str = "ones"
+    # "input": the original rounds its output to the input's dtype even when the weight's dtype is wider
+    # (OLMo 2/3: ``(w * n).to(input_dtype)``), so the replacement casts its result to x's dtype too.
+    output_dtype: str = "promoted"
+
+    def describe(self) -> str:
+        cast = ", output in x's dtype" if self.output_dtype == "input" else ""
+        return (
+            f"class {self.name} -> LigerRMSNorm(offset={self.offset}, casting_mode={self.casting_mode!r}, "
+            f"init_fn={self.init_fn!r}{cast})"
+        )
+
+    def make(self, original: type) -> type:
+        liger_rms_norm = _liger("LigerRMSNorm")
+        spec = self
+
+        def __init__(self, hidden_size: int, eps: float = 1e-6) -> None:
+            liger_rms_norm.__init__(
+                self,
+                hidden_size,
+                eps=eps,
+                offset=spec.offset,
+                casting_mode=spec.casting_mode,
+                init_fn=spec.init_fn,
+            )
+
+        namespace: dict[str, Any] = {"__init__": __init__}
+        if self.output_dtype == "input":
+
+            def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+                return liger_rms_norm.forward(self, hidden_states).to(hidden_states.dtype)
+
+            namespace["forward"] = forward
+        return _subclass(original, liger_rms_norm, namespace)
+
+    @staticmethod
+    def constructor_args(module: nn.Module) -> tuple[tuple, dict]:
+        eps = getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6))
+        return (module.weight.shape[0],), {"eps": eps}
+
+    @staticmethod
+    def supports(module: nn.Module) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class GatedMLP:
+    """An MLP class with gate_proj/up_proj/down_proj, replaced by a subclass of a Liger MLP.
+
+    Used for a config only when the Liger MLP accepts it (its activation, read from ``config.act_attr``
+    like the Hugging Face class does, is one the kernel computes); otherwise the original class is built
+    (class patching) or the module is left alone (instance patching), with a warning.
+    """
+
+    name: str
+    liger: str
+    act_attr: str = "hidden_act"
+
+    def describe(self) -> str:
+        return f"class {self.name} -> {self.liger} (activation from config.{self.act_attr})"
+
+    def unsupported_reason(self, config: Any) -> str | None:
+        """None when the Liger MLP can stand in for this config, else why not."""
+        try:
+            with torch.device("meta"):  # builds no real weights; the Liger class validates the config
+                _liger(self.liger)(config)
+        except (ValueError, TypeError, AttributeError) as exc:
+            return str(exc)
+        return None
+
+    def make(self, original: type) -> type:
+        liger_mlp = _liger(self.liger)
+        spec = self
+
+        def __new__(cls, config=None, *args, **kwargs):
+            # copy.copy, copy.deepcopy and nn.DataParallel's replicas call cls.__new__(cls)
+            # without arguments and then fill in __dict__: nothing to decide then.
+            if config is None:
+                return nn.Module.__new__(cls)
+            reason = spec.unsupported_reason(config)
+            if reason is not None:
+                logger.warning("liger_kernel: %s keeps %s: %s", original.__name__, original.__name__, reason)
+                return original(config, *args, **kwargs)
+            return nn.Module.__new__(cls)
+
+        return _subclass(original, liger_mlp, {"__new__": __new__})
+
+    @staticmethod
+    def constructor_args(module: nn.Module) -> tuple[tuple, dict]:
+        # MLPs built with their own width (MoE models' dense or shared-expert MLPs) keep it
+        return (module.config,), {"intermediate_size": getattr(module, "intermediate_size", None)}
+
+    def supports(self, module: nn.Module) -> bool:
+        return self.unsupported_reason(getattr(module, "config", None)) is None
+
+
+@dataclass(frozen=True)
+class Method:
+    """One method of a modeling class, replaced by ``make(original)`` (``description`` says with what)."""
+
+    cls: str
+    method: str
+    make: Callable[[Callable], Callable]
+    description: str
+
+    def describe(self) -> str:
+        return f"method {self.cls}.{self.method} -> {self.description}"
+
+
+@dataclass(frozen=True)
+class CausalLMForward:
+    """``XForCausalLM.forward`` -> the shared forward computing the fused linear cross entropy."""
+
+    logit_softcap_attr: str | None = None
+    load_balancing_loss: str | None = None  # name of the modeling module's MoE aux-loss function
+    logits_divisor_attr: str | None = None  # config attribute the logits are divided by (Granite)
+    base_takes_labels: bool = False  # the base model's forward takes ``labels`` (Gemma 3's multimodal mask)
+
+    def describe(self, spec: ModelSpec) -> str:
+        extras = []
+        if self.logit_softcap_attr:
+            extras.append(f"soft-cap from config.{self.logit_softcap_attr}")
+        if self.logits_divisor_attr:
+            extras.append(f"logits divided by config.{self.logits_divisor_attr}")
+        if self.load_balancing_loss:
+            extras.append(f"plus {self.load_balancing_loss} aux loss")
+        suffix = f" ({', '.join(extras)})" if extras else ""
+        return f"method {spec.causal_lm}.forward -> liger_causal_lm_forward{suffix}"
+
+
+@dataclass(frozen=True)
+class LossFunction:
+    """The class's ``loss_function`` (through ``_loss_function``) -> ``liger_for_causal_lm_loss``."""
+
+    def describe(self, spec: ModelSpec) -> str:
+        return f"{spec.causal_lm}.loss_function -> liger_for_causal_lm_loss (liger_cross_entropy)"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything that differs between supported models.
+
+    ``rope=None``: the model's rotary embedding is not one the Liger kernel computes (GLM-4 rotates
+    interleaved pairs of a partial rotary dim), so there is no ``rope`` option and the model's own code
+    runs. ``mlp`` may be several targets (Qwen3-MoE: the dense MLP class and the experts' gate).
+    """
+
+    model_type: str
+    module: str
+    causal_lm: str
+    rms_norm: Norm
+    mlp_option: str  # "swiglu" or "geglu"
+    mlp: GatedMLP | Method | tuple[GatedMLP | Method, ...]
+    rope: Function | None = Function("apply_rotary_pos_emb")
+    forward: CausalLMForward = CausalLMForward()
+    doc_name: str = ""
+    loss: LossFunction = field(default_factory=LossFunction)
+
+    def option_defaults(self) -> dict[str, bool]:
+        options = {"rope": True} if self.rope is not None else {}
+        return {
+            **options,
+            "cross_entropy": False,
+            "fused_linear_cross_entropy": True,
+            "rms_norm": True,
+            self.mlp_option: True,
+        }
+
+    def targets(self, option: str) -> tuple:
+        return {
+            "rope": (self.rope,),
+            "rms_norm": (self.rms_norm,),
+            self.mlp_option: self.mlp if isinstance(self.mlp, tuple) else (self.mlp,),
+            "fused_linear_cross_entropy": (self.forward,),
+            "cross_entropy": (self.loss,),
+        }[option]
+
+    def available(self) -> bool:
+        """Whether the installed transformers has this model type's modeling module."""
+        try:
+            return importlib.util.find_spec(self.module) is not None
+        except ModuleNotFoundError:  # the parent package (transformers.models.<type>) is missing
+            return False
+
+    def unavailable_reason(self) -> str:
+        import transformers
+
+        return (
+            f"model type {self.model_type!r} is not available in the installed transformers "
+            f"{transformers.__version__} (it has no {self.module})"
+        )
+
+    def modeling(self) -> types.ModuleType:
+        if not self.available():
+            raise ValueError(f"Liger Kernel cannot patch {self.unavailable_reason()}")
+        return importlib.import_module(self.module)
+
+
+def _tf(name: str) -> str:
+    return f"transformers.models.{name}.modeling_{name}"
+
+
+# ----------------------------------------------------------------------------------------------------
+# The table
+# ----------------------------------------------------------------------------------------------------
+
+_GEMMA_NORM = {"offset": 1.0, "casting_mode": "gemma", "init_fn": "zeros"}
+# OLMo 2/3: fp32 (w * n), rounded once to the input's dtype
+_OLMO_NORM = {"casting_mode": "none", "output_dtype": "input"}
+
+
+def _experts_gate(cls: str) -> Method:
+    return Method(
+        cls,
+        "_apply_gate",
+        _experts_apply_gate,
+        "liger_swiglu on the gate_up halves (grouped_mm / batched_mm experts; eager experts unchanged)",
+    )
+
+
+MODEL_SPECS: dict[str, ModelSpec] = {
+    spec.model_type: spec
+    for spec in (
+        ModelSpec(
+            "llama",
+            _tf("llama"),
+            "LlamaForCausalLM",
+            rms_norm=Norm("LlamaRMSNorm"),
+            mlp_option="swiglu",
+            mlp=GatedMLP("LlamaMLP", "LigerSwiGLUMLP"),
+            doc_name="Llama (2, 3, 3.x)",
+        ),
+        ModelSpec(
+            "mistral",
+            _tf("mistral"),
+            "MistralForCausalLM",
+            rms_norm=Norm("MistralRMSNorm"),
+            mlp_option="swiglu",
+            mlp=GatedMLP("MistralMLP", "LigerSwiGLUMLP"),
+            doc_name="Mistral",
+        ),
+        ModelSpec(
+            "mixtral",
+            _tf("mixtral"),
+            "MixtralForCausalLM",
+            rms_norm=Norm("MixtralRMSNorm"),
+            mlp_option="swiglu",
+            mlp=_experts_gate("MixtralExperts"),
+            forward=CausalLMForward(load_balancing_loss="load_balancing_loss_func"),
+            doc_name="Mixtral",
+        ),
+        ModelSpec(
+            "gemma",
+            _tf("gemma"),
+            "GemmaForCausalLM",
+            rms_norm=Norm("GemmaRMSNorm", **_GEMMA_NORM),
+            mlp_option="geglu",
+            mlp=GatedMLP("GemmaMLP", "LigerGEGLUMLP", "hidden_act"),
+            doc_name="Gemma",
+        ),
+        ModelSpec(
+            "gemma2",
+            _tf("gemma2"),
+            "Gemma2ForCausalLM",
+            rms_norm=Norm("Gemma2RMSNorm", **_GEMMA_NORM),
+            mlp_option="geglu",
+            mlp=GatedMLP("Gemma2MLP", "LigerGEGLUMLP", "hidden_activation"),
+            forward=CausalLMForward(logit_softcap_attr="final_logit_softcapping"),
+            doc_name="Gemma 2",
+        ),
+        ModelSpec(
+            "qwen2",
+            _tf("qwen2"),
+            "Qwen2ForCausalLM",
+            rms_norm=Norm("Qwen2RMSNorm"),
+            mlp_option="swiglu",
+            mlp=GatedMLP("Qwen2MLP", "LigerSwiGLUMLP"),
+            doc_name="Qwen2 (and Qwen2.5)",
+        ),
+        ModelSpec(
+            "phi3",
+            _tf("phi3"),
+            "Phi3ForCausalLM",
+            rms_norm=Norm("Phi3RMSNorm"),
+            mlp_option="swiglu",
+            mlp=Method(
+                "Phi3MLP",
+                "forward",
+                _fused_gate_up_mlp_forward,
+                "liger_swiglu on the two halves of gate_up_proj (when config.hidden_act is silu)",
+            ),
+            doc_name="Phi-3 (and Phi-3.5)",
+        ),
+        ModelSpec(
+            "qwen3",
+            _tf("qwen3"),
+            "Qwen3ForCausalLM",
+            rms_norm=Norm("Qwen3RMSNorm"),
+            mlp_option="swiglu",
+            mlp=GatedMLP("Qwen3MLP", "LigerSwiGLUMLP"),
+            doc_name="Qwen3 (dense; QK-norm over head_dim)",
+        ),
+        ModelSpec(
+            "qwen3_moe",
+            _tf("qwen3_moe"),
+            "Qwen3MoeForCausalLM",
+            rms_norm=Norm("Qwen3MoeRMSNorm"),
+            mlp_option="swiglu",
+            mlp=(GatedMLP("Qwen3MoeMLP", "LigerSwiGLUMLP"), _experts_gate("Qwen3MoeExperts")),
+            forward=CausalLMForward(load_balancing_loss="load_balancing_loss_func"),
+            doc_name="Qwen3-MoE",
+        ),
+        ModelSpec(
+            "gemma3_text",
+            _tf("gemma3"),
+            "Gemma3ForCausalLM",
+            rms_norm=Norm("Gemma3RMSNorm", **_GEMMA_NORM),
+            mlp_option="geglu",
+            mlp=GatedMLP("Gemma3MLP", "LigerGEGLUMLP", "hidden_activation"),
+            forward=CausalLMForward(logit_softcap_attr="final_logit_softcapping"),
+            doc_name="Gemma 3 (text-only causal LM)",
+        ),
+        # The text decoder of Gemma3ForConditionalGeneration: the same modeling module and classes (its
+        # multimodal projector's Gemma3RMSNorm too); the SigLIP vision tower is another module, untouched.
+        ModelSpec(
+            "gemma3",
+            _tf("gemma3"),
+            "Gemma3ForConditionalGeneration",
+            rms_norm=Norm("Gemma3RMSNorm", **_GEMMA_NORM),
+            mlp_option="geglu",
+            mlp=GatedMLP("Gemma3MLP", "LigerGEGLUMLP", "hidden_activation"),
+            forward=CausalLMForward(base_takes_labels=True),  # this forward has no final soft-cap
+            doc_name="Gemma 3 (image-text; the text decoder)",
+        ),
+        ModelSpec(
+            "olmo2",
+            _tf("olmo2"),
+            "Olmo2ForCausalLM",
+            rms_norm=Norm("Olmo2RMSNorm", **_OLMO_NORM),
+            mlp_option="swiglu",
+            mlp=GatedMLP("Olmo2MLP", "LigerSwiGLUMLP"),
+            rope=Function("apply_rotary_pos_emb", make=_rope_in_input_dtype),
+            doc_name="OLMo 2 (norms after attention and MLP; QK-norm over all heads)",
+        ),
+        ModelSpec(
+            "olmo3",
+            _tf("olmo3"),
+            "Olmo3ForCausalLM",
+            rms_norm=Norm("Olmo3RMSNorm", **_OLMO_NORM),
+            mlp_option="swiglu",
+            mlp=GatedMLP("Olmo3MLP", "LigerSwiGLUMLP"),
+            rope=Function("apply_rotary_pos_emb", make=_rope_in_input_dtype),
+            doc_name="OLMo 3",
+        ),
+        ModelSpec(
+            "glm4",
+            _tf("glm4"),
+            "Glm4ForCausalLM",
+            rms_norm=Norm("Glm4RMSNorm"),
+            mlp_option="swiglu",
+            mlp=Method(
+                "Glm4MLP",
+                "forward",
+                _fused_gate_up_mlp_forward,
+                "liger_swiglu on the two halves of gate_up_proj (when config.hidden_act is silu)",
+            ),
+            rope=None,  # interleaved pairs over a partial rotary dim: the model's own code
+            doc_name="GLM-4",
+        ),
+        ModelSpec(
+            "granite",
+            _tf("granite"),
+            "GraniteForCausalLM",
+            rms_norm=Norm("GraniteRMSNorm"),
+            mlp_option="swiglu",
+            mlp=GatedMLP("GraniteMLP", "LigerSwiGLUMLP"),
+            # embedding and residual multipliers live in the base model, which runs unchanged
+            forward=CausalLMForward(logits_divisor_attr="logits_scaling"),
+            doc_name="Granite (3.x)",
+        ),
+        ModelSpec(
+            "smollm3",
+            _tf("smollm3"),
+            "SmolLM3ForCausalLM",
+            rms_norm=Norm("SmolLM3RMSNorm"),
+            mlp_option="swiglu",
+            mlp=GatedMLP("SmolLM3MLP", "LigerSwiGLUMLP"),
+            doc_name="SmolLM3 (RoPE skipped on its NoPE layers, as the model does)",
+        ),
+        # Multi-head latent attention: its q_a/kv_a norms are DeepseekV3RMSNorm too. The rotary embedding is
+        # patched where the model rotates halves (config.rope_interleave=False); the default interleaved
+        # path (apply_rotary_pos_emb_interleave) keeps the model's code.
+        ModelSpec(
+            "deepseek_v3",
+            _tf("deepseek_v3"),
+            "DeepseekV3ForCausalLM",
+            rms_norm=Norm("DeepseekV3RMSNorm"),
+            mlp_option="swiglu",
+            # dense layers and the shared experts are DeepseekV3MLP (the latter with their own width)
+            mlp=(GatedMLP("DeepseekV3MLP", "LigerSwiGLUMLP"), _experts_gate("DeepseekV3Experts")),
+            doc_name="DeepSeek-V3",
+        ),
+        ModelSpec(
+            "gpt_oss",
+            _tf("gpt_oss"),
+            "GptOssForCausalLM",
+            rms_norm=Norm("GptOssRMSNorm", **_OLMO_NORM),
+            mlp_option="swiglu",
+            mlp=Method(
+                "GptOssExperts",
+                "_apply_gate",
+                _gpt_oss_apply_gate,
+                "gpt_oss_glu (clamped gate and up, gate * sigmoid(alpha * gate) * (up + 1); "
+                "grouped_mm / batched_mm experts)",
+            ),
+            rope=Function("apply_rotary_pos_emb", make=_half_table_rope),
+            forward=CausalLMForward(load_balancing_loss="load_balancing_loss_func"),
+            doc_name="gpt-oss (attention sinks run in the model's attention)",
+        ),
+        ModelSpec(
+            "ministral",
+            _tf("ministral"),
+            "MinistralForCausalLM",
+            rms_norm=Norm("MinistralRMSNorm"),
+            mlp_option="swiglu",
+            mlp=GatedMLP("MinistralMLP", "LigerSwiGLUMLP"),
+            doc_name="Ministral",
+        ),
+    )
+}
