@@ -250,7 +250,9 @@ def rms_norm_backward(
 
 @rms_norm_backward.register_fake
 def _(dy, x, weight, rstd, offset, casting_mode, compute_dw):
-    return torch.empty_like(x), weight.new_empty(weight.shape if compute_dw else (0,))
+    # dx is always contiguous (the kernel writes rows); empty_like would keep a transposed x's strides,
+    # and a compiled graph that views dx by those strides then fails (Gemma 3's q/k norms).
+    return x.new_empty(x.shape), weight.new_empty(weight.shape if compute_dw else (0,))
 
 
 def _setup_context(ctx, inputs, output):
