@@ -239,10 +239,16 @@ class Norm:
         liger_rms_norm = _liger("LigerRMSNorm")
         spec = self
 
-        def __init__(self, hidden_size: int, eps: float = 1e-6) -> None:
+        def __init__(
+            self, hidden_size: int | None = None, eps: float = 1e-6, *, dim: int | None = None
+        ) -> None:
+            # Some releases build the norm by keyword under another name (Gemma 3 in transformers
+            # 5.17: Gemma3RMSNorm(dim=..., eps=...)).
+            if (hidden_size is None) == (dim is None):
+                raise TypeError(f"{type(self).__name__}() takes the size as hidden_size or dim (exactly one)")
             liger_rms_norm.__init__(
                 self,
-                hidden_size,
+                hidden_size if dim is None else dim,
                 eps=eps,
                 offset=spec.offset,
                 casting_mode=spec.casting_mode,

@@ -44,7 +44,7 @@ def test_planted_bug_fails_the_run(device, patch, where):
     first = result.first_divergence()
     assert first["step"] == 0, first  # wrong from the first step on, so caught at once
     assert first["ratio"] > 10, first  # and by far, not at the edge of the band
-    with pytest.raises(AssertionError, match="RESULT: DIVERGED at step 0"):
+    with pytest.raises(AssertionError, match="RESULT: DIVERGED at step 1:"):
         result.assert_converged()
 
 

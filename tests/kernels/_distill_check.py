@@ -93,7 +93,16 @@ def check(
             except AssertionError:
                 assert_close_to_reference(actual[key], reference[key], golden[key], msg=key)
     else:
-        assert_close_to_reference(actual, reference, golden)
+        for key in golden:
+            if bool((torch.isfinite(golden[key]) & ~torch.isfinite(reference[key])).any()):
+                # Eager in fp16/bf16 underflows to 0 * log 0 = NaN where the math is finite: its error
+                # says nothing there, so the kernel is held to one rounding of the input dtype instead.
+                tol = tolerances(dtype)
+                assert_close(
+                    actual[key], golden[key].to(actual[key].dtype), atol=tol.atol, rtol=tol.rtol, msg=key
+                )
+            else:
+                assert_close_to_reference(actual[key], reference[key], golden[key], msg=key)
     return actual
 
 

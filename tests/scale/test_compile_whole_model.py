@@ -85,5 +85,5 @@ def test_compiled_patched_model_trains_like_eager(model_type, device):
         "fused_linear_cross_entropy" in t for t in liger_ops
     )
     assert_close(out.loss.detach(), expected.loss.detach())
-    assert set(grads) == {n for n, _ in eager.named_parameters()}
+    assert set(grads) == set(expected_grads)  # (a multimodal model's vision tower gets none from text)
     assert_close(grads, expected_grads)
