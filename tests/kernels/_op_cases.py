@@ -44,6 +44,72 @@ class OpCase:
     # fused loss's weight gradient sums cancelling terms, where torch's CPU matmul (the float32
     # reference) is almost exact (as in test_fused_linear_cross_entropy).
     fp32_tolerances: bool = False
+    # The magnitude of the terms each result sums, for floors of sums that cancel (see terms_scales):
+    # a float64 stand-in for the op whose outputs hold the outputs' term scale and whose vector-Jacobian
+    # product with |cotangent| gives, up to sign, each gradient's term scale. None: the result itself.
+    terms: Callable[..., tuple[torch.Tensor, ...]] | None = None
+
+
+def terms_scales(case: OpCase, leaves: dict, args: dict, cotangents) -> tuple[list, dict] | None:
+    """Term scales (outputs, then gradients by leaf name) of ``case`` at float64 ``args`` (views of the
+    float64 ``leaves``), for ``assert_close_to_reference(terms_scale=...)``: a gradient that sums over
+    tokens (a bias or weight gradient) rounds like its terms, eps * sum_t |term_t|, however much they
+    cancel; gradients of leaves that are expanded sum the copies' scales, as autograd sums the copies."""
+    if case.terms is None:
+        return None
+    outs = case.terms(**args)
+    grads = torch.autograd.grad(outs, list(leaves.values()), [c.abs() for c in cotangents], allow_unused=True)
+    # abs: the stand-in takes |arg|, whose derivative sign(arg) is the same for every copy of an element.
+    return [o.detach().abs() for o in outs], {
+        k: None if g is None else g.abs() for k, g in zip(leaves, grads)
+    }
+
+
+def _mlp_terms(act: Callable[[torch.Tensor], torch.Tensor]):
+    """y = down(act(g) * u), g = x Wg^T + bg, u = x Wu^T + bu: the same products on absolute values, with
+    the elementwise factors |act'(g) u| and |act(g)| of the true values (detached), so that the stand-in's
+    gradients are |dy|^T |h| for the down weight, sum_t |dg_t| for the gate bias, and so on."""
+
+    def terms(x, gate_weight, up_weight, down_weight, gate_bias, up_bias, down_bias):
+        with torch.enable_grad():
+            g = F.linear(x, gate_weight, gate_bias).detach().requires_grad_(True)
+            a = act(g)
+            (da,) = torch.autograd.grad(a.sum(), g)
+        u = F.linear(x, up_weight, up_bias).detach()
+        a = a.detach()
+        g_abs = F.linear(x.abs(), gate_weight.abs(), gate_bias.abs())
+        u_abs = F.linear(x.abs(), up_weight.abs(), up_bias.abs())
+        h_abs = (a * u).abs() + (g_abs - g_abs.detach()) * (da * u).abs() + (u_abs - u_abs.detach()) * a.abs()
+        return (F.linear(h_abs, down_weight.abs(), down_bias.abs()),)
+
+    return terms
+
+
+def _fused_linear_cross_entropy_terms(reduction: str):
+    """Logits z = x W^T + b, loss_t = (1 - s) w_y (-log p_y) + s / V sum_v w_v (-log p_v): dz_tv =
+    (1 - s) w_y (p_v - [v = y]) + s / V (sum_u w_u p_v - w_v), whose terms are taken in absolute value;
+    dx, dW and db are then sums of |dz| times |W|, |x| and 1 (a difference of larger terms: the
+    result may cancel to far below one rounding of its terms)."""
+
+    def terms(input, weight, target, bias, ce_weight):
+        z = F.linear(input, weight, bias).detach()
+        p = z.softmax(-1)
+        kept = target != IGNORE
+        y = torch.where(kept, target, 0)
+        onehot = F.one_hot(y, z.shape[-1]).to(z.dtype)
+        w_y = ce_weight[y].unsqueeze(-1)
+        dz_terms = (1 - SMOOTHING) * w_y * (p + onehot) + SMOOTHING / z.shape[-1] * (
+            ce_weight.sum() * p + ce_weight
+        )
+        dz_terms = dz_terms * kept.unsqueeze(-1)
+        if reduction == "mean":
+            dz_terms = dz_terms / ce_weight[y][kept].sum()
+        z_abs = F.linear(input.abs(), weight.abs(), bias.abs())
+        per_row = ((z_abs - z_abs.detach()) * dz_terms).sum(-1)
+        loss = F.cross_entropy(z, target, ce_weight, reduction=reduction, label_smoothing=SMOOTHING)
+        return (loss + (per_row.sum() if reduction == "mean" else per_row),)
+
+    return terms
 
 
 def _rotate(x, cos, sin):
@@ -137,6 +203,7 @@ def op_cases(rows: int = 5, seed: int = 0) -> list[OpCase]:
                         down_bias,
                     ),
                 ),
+                terms=_mlp_terms(act),
             )
         )
     for reduction in ("mean", "none"):
@@ -191,6 +258,7 @@ def op_cases(rows: int = 5, seed: int = 0) -> list[OpCase]:
                 ),
                 zero_rows_comparable=reduction != "mean",
                 fp32_tolerances=True,
+                terms=_fused_linear_cross_entropy_terms(reduction),
             )
         )
     return cases

@@ -14,6 +14,7 @@ import gc
 import inspect
 import io
 import logging
+import math
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -103,7 +104,16 @@ def _assert_matches_reference(model_type: str, out, grads, logits=None) -> None:
     leave the fused loss, summed in another order, one rounding of room."""
     ref = _reference(model_type)
     assert_close(out.loss.detach(), ref.loss, msg=f"{model_type} loss")
-    assert_close_to_reference(grads, ref.grads, ref.golden_grads, msg=f"{model_type} grads")
+    # Every parameter gradient is a sum over the batch's tokens (a norm weight's: sum_t dy_t * n_t), which
+    # rounds like its terms, not like the (partly cancelled) sum: the default floor, one eps of
+    # max|golden|, is a few ulps of a small gradient, where the patched and HF models summing in other
+    # orders land 3-4x apart by chance (seen on the H200: Qwen2's layer-1 norm weight, 3 ulps). The
+    # model-level term scale would need a second, absolute-valued backward; instead the floor is the
+    # typical accumulated rounding of a sum of n_tokens terms, sqrt(n_tokens) * eps (random-walk
+    # growth; 4 eps here, still ~2e4 times below a 1% error of the largest gradient).
+    n_tokens = ref.batch[0].numel()
+    floor = math.sqrt(n_tokens) * torch.finfo(torch.float32).eps
+    assert_close_to_reference(grads, ref.grads, ref.golden_grads, floor=floor, msg=f"{model_type} grads")
     if logits is not None:
         assert_close_to_reference(logits, ref.logits, ref.golden_logits, msg=f"{model_type} eval logits")
 
