@@ -330,8 +330,8 @@ def _setup_context(ctx, inputs, output):
 def _scaled_kept_grads(ctx, grad_loss: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """The gradients kept by the forward ("mean"/"sum") times the incoming scalar ``grad_loss``: scaled in
     place (no memory beyond them) unless the graph is kept for another backward (``retain_graph=True``,
-    which then gets them unscaled; or traced, see ``graph_retained``) or a torch.func transform runs (vmap has no rule for the in-place op);
-    then new tensors."""
+    which then gets them unscaled; or traced, see ``graph_retained``) or a torch.func transform runs
+    (vmap has no rule for the in-place op); then new tensors."""
     kept = ctx.saved_tensors
     under_func = not torch.compiler.is_compiling() and torch._C._are_functorch_transforms_active()
     if under_func or graph_retained():
