@@ -30,7 +30,8 @@ inplace=False. After an overwrite the logits hold the gradient; an op that had s
 backward (tanh, exp, softmax...) makes backward raise autograd's "modified by an inplace operation"
 error (use inplace=False there). The backward scales the stored gradient in place, unless the graph is
 retained for another backward (retain_graph=True): then each backward gets a new, scaled copy. Under
-torch.compile AOTAutograd copies the stored gradient before the backward scales it (one more pass).
+torch.compile the backward always scales a copy: a compiled backward cannot know whether the graph is
+retained, and an in-place scale Inductor may apply to the kept buffer itself breaks a second backward.
 
 Bad targets (outside [0, V) and not ignore_index) raise IndexError, and the logits are left untouched:
 the tiny kernel that computes the denominators also counts them. On a GPU the host waits for that count
@@ -760,7 +761,7 @@ class _CrossEntropyFunction(torch.autograd.Function):
     @first_derivative_only("liger::cross_entropy")
     def backward(ctx, grad_loss, _grad_z):
         (grad,) = ctx.saved_tensors
-        if graph_retained():  # another backward will need the kept gradient unscaled
+        if graph_retained():  # another backward may read the kept gradient (retained graph, or traced)
             scale = grad_loss.reshape(-1, 1) if grad_loss.dim() else grad_loss
             return (grad * scale).to(grad.dtype), None, None, None, None, None, None, None, None
         cross_entropy_scale_grad_(grad, grad_loss)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from liger_kernel.ops.cross_entropy import cross_entropy_scale_grad_
-from liger_kernel.ops.utils import next_power_of_2, warps_for_row
+from liger_kernel.ops.utils import graph_retained, next_power_of_2, warps_for_row
 
 REDUCTIONS = ("batchmean", "sum", "mean", "none")
 
@@ -76,11 +76,13 @@ def token_scale(
 def scale_grad(grad: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
     """Backward of a loss whose gradient ``grad`` (rows, V) was made in the forward: ``grad`` times the
     incoming gradient -- in place for a scalar (a no-op launch when it is exactly 1), a new tensor for
-    one value per element (reduction="none")."""
-    if grad_output.dim() == 0:
+    one value per element (reduction="none") or when another backward will read ``grad`` again
+    (``graph_retained``: retain_graph=True, or traced)."""
+    if grad_output.dim() == 0 and not graph_retained():
         cross_entropy_scale_grad_(grad, grad_output)
         return grad
-    return (grad.float() * grad_output.reshape(grad.shape).float()).to(grad.dtype)
+    scale = grad_output.reshape(grad.shape) if grad_output.dim() else grad_output
+    return (grad.float() * scale.float()).to(grad.dtype)
 
 
 def saved_grads_fake(

@@ -14,7 +14,8 @@ the first chunk, so the gradients come out already divided by them).
 
 Reductions "mean" and "sum": all gradients are made in the forward and kept; backward multiplies them by
 the incoming scalar in place (a no-op launch when it is exactly 1), or into new tensors when the graph
-is retained for another backward (retain_graph=True: each backward then gets its own exact result).
+is retained for another backward (retain_graph=True: each backward then gets its own exact result) or
+the backward is traced (torch.compile: a compiled backward cannot tell whether the graph is retained).
 Reduction "none": the incoming gradient is one value per row, which the kept dW cannot absorb, so the
 forward only computes the losses and the backward recomputes the chunks with each row's gradient
 scaled by its incoming value (one more x @ W^T matmul).
@@ -329,8 +330,8 @@ def _setup_context(ctx, inputs, output):
 def _scaled_kept_grads(ctx, grad_loss: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """The gradients kept by the forward ("mean"/"sum") times the incoming scalar ``grad_loss``: scaled in
     place (no memory beyond them) unless the graph is kept for another backward (``retain_graph=True``,
-    which then gets them unscaled) or a torch.func transform runs (vmap has no rule for the in-place op);
-    then new tensors."""
+    which then gets them unscaled; or traced, see ``graph_retained``) or a torch.func transform runs
+    (vmap has no rule for the in-place op); then new tensors."""
     kept = ctx.saved_tensors
     under_func = not torch.compiler.is_compiling() and torch._C._are_functorch_transforms_active()
     if under_func or graph_retained():

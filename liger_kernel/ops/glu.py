@@ -27,8 +27,8 @@ Two levels are exposed, each a ``torch.library`` custom op with its autograd:
     the mutation (``mutates_args``) so torch.compile knows. The (tokens x intermediate) memory at the
     backward's peak is then 3 buffers (a, b, dc) instead of the 4-5 of an unfused MLP, and the
     elementwise traffic is 6 passes over one such buffer (3 reads + 3 writes).
-    When the graph is retained for another backward (retain_graph=True), the backward overwrites
-    copies of a and b instead (two more buffers, only then).
+    When the graph is retained for another backward (retain_graph=True), or under torch.compile (which
+    cannot tell), the backward overwrites copies of a and b instead (two more buffers, only then).
 """
 
 from __future__ import annotations

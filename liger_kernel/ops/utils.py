@@ -184,11 +184,17 @@ _keep_graph = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", 
 
 
 def graph_retained() -> bool:
-    """Inside a backward: whether autograd keeps the graph for another backward (retain_graph=True, or
+    """Inside a backward: whether autograd may run this backward again (retain_graph=True, or
     create_graph). A backward that would scale what its forward kept in place must then leave it alone.
+    Traced (torch.compile, make_fx): True. The compiled backward is one graph for every later call, and
+    the mutation of a kept tensor it declares is kept in it: Inductor may write it (or reuse the kept
+    buffer) in place, and a second backward through a retained graph then reads a clobbered gradient.
+    Out of place costs one gradient-sized buffer, in compiled graphs only.
     (False on a torch without the query: the in-place path, whose second backward autograd refuses.)"""
-    if _keep_graph is None or torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack():
-        return False  # traced: AOTAutograd copies what the backward mutates
+    if torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack():
+        return True
+    if _keep_graph is None:
+        return False
     return _keep_graph()
 
 

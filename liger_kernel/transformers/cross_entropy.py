@@ -57,7 +57,8 @@ class LigerCrossEntropyLoss(_CrossEntropyOptions):
     a target outside [0, C) that is not ``ignore_index`` raises IndexError. The gradient is written over
     ``logits`` when they are an intermediate of autograd (``inplace=None``; see
     ``liger_kernel.ops.cross_entropy.cross_entropy`` for ``inplace=True/False``): read them before the
-    loss if you need them afterwards. Backward through one forward twice (``retain_graph=True``) raises.
+    loss if you need them afterwards. Backward through one forward twice (``retain_graph=True``) is exact:
+    each backward then scales a copy of the kept gradient (as every compiled backward does).
     """
 
     def __init__(

@@ -175,3 +175,24 @@ def test_backward_through_one_graph_several_times(op, path, device):
         # tolerances relative to the gradient's scale.
         scale = g.abs().max().item()
         assert_close(leaf.grad, 4.5 * g, atol=1e-6 * scale, rtol=1e-5)
+
+
+@pytest.mark.parametrize("op", ["fused_linear_cross_entropy_mean", "swiglu_mlp"])
+def test_compiled_backward_through_one_graph_twice(op, device):
+    """The same under torch.compile (Inductor, C++ on CPU): a compiled backward cannot tell whether the
+    graph is retained, so it scales (or overwrites) copies of what the forward kept."""
+    case = op_case(op)
+    inputs = _inputs(case, device)
+    leaves = [inputs[n] for n in case.differentiable]
+
+    def loss_of(**kwargs):
+        outs = case.liger(**kwargs)
+        return _loss(outs) if op == "swiglu_mlp" else outs[0].sum() * 3
+
+    loss = torch.compile(loss_of, fullgraph=True, backend="inductor")(**inputs)
+    first = torch.autograd.grad(loss, leaves, retain_graph=True)
+    second = torch.autograd.grad(loss, leaves)
+    expected = torch.autograd.grad(loss_of(**inputs), leaves)
+    for f, s, e in zip(first, second, expected):
+        scale = e.abs().max().item()
+        assert_close((f, s), (e, e), atol=1e-6 * scale, rtol=1e-5)

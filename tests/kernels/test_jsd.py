@@ -56,6 +56,26 @@ def test_all_ignored_gives_zero(device, beta):
     assert loss.item() == 0.0 and torch.equal(x.grad, torch.zeros_like(x))
 
 
+@pytest.mark.parametrize("backend", [None, "inductor"])
+def test_backward_through_retained_graph_twice(device, backend):
+    # The kept gradient is scaled into a copy when the graph is retained (eager) or traced (compiled).
+    gen = torch.Generator().manual_seed(3)
+    x0 = torch.randn(3, 7, generator=gen).log_softmax(-1).to(device)
+    y = torch.randn(3, 7, generator=gen).log_softmax(-1).to(device)
+
+    def loss_of(x):
+        return liger_jsd(x, y, None, 0.3) * 3
+
+    fn = loss_of if backend is None else torch.compile(loss_of, fullgraph=True, backend=backend)
+    x = x0.clone().requires_grad_()
+    loss = fn(x)
+    (first,) = torch.autograd.grad(loss, x, retain_graph=True)
+    (second,) = torch.autograd.grad(loss, x)
+    xr = x0.clone().requires_grad_()
+    (expected,) = torch.autograd.grad(loss_of(xr), xr)
+    torch.testing.assert_close((first, second), (expected, expected), atol=1e-6, rtol=1e-5)
+
+
 def test_module_matches_functional_and_takes_leading_dims(device):
     x = torch.randn(2, 3, 17, device=device).log_softmax(-1)
     y = torch.randn(2, 3, 17, device=device).log_softmax(-1)
