@@ -21,11 +21,18 @@ forward only computes the losses and the backward recomputes the chunks with eac
 scaled by its incoming value (one more x @ W^T matmul).
 
 Memory beyond the inputs: dx (N x H), dW (V x H; fp32 with fp32 accumulation), one chunk of logits and
-two fp32 values per row. ``chunk_size`` (rows per chunk) defaults to the largest multiple of 64 rows whose
-logits fit CHUNK_LOGITS_BYTES, spread evenly over the chunks.
+two fp32 values per row. ``chunk_size`` (rows per chunk) defaults to ``flce_chunk_rows``: a cost model of
+the chunk loop on the device (every chunk after the first re-reads and re-writes all of dW, a fixed cost
+per chunk, against the chunk's three matmuls) picks the most chunks that keep the loop within
+CHUNK_OVERHEAD_TARGET of one chunk's time, and a memory budget for the chunk's logits caps the rows
+(``chunk_budget_bytes``, else $LIGER_FLCE_CHUNK_BUDGET_MIB, else the size of dW or 256 MiB, the larger).
 """
 
 from __future__ import annotations
+
+import functools
+import math
+import os
 
 import torch
 import triton
@@ -56,6 +63,25 @@ from liger_kernel.ops.utils import (
 CHUNK_LOGITS_BYTES = 256 * 2**20
 _SCALE_BLOCK = 4096
 
+# The chunk rule (``flce_chunk_rows``). Tuning knob: how much slower than a single chunk the chunk loop
+# may be predicted to run (dW traffic, weight re-reads) in exchange for the memory that more chunks save.
+CHUNK_OVERHEAD_TARGET = 0.05
+# Environment variable: the memory budget (MiB) for one chunk of logits when the call gives none.
+CHUNK_BUDGET_ENV = "LIGER_FLCE_CHUNK_BUDGET_MIB"
+# Rates of the reference device, measured on one H200 (benchmark/NOTES.md, ANCHORS.md): bf16 matmul
+# 8192^3 at 701 TFLOP/s and a device copy at 4.25 TB/s. For another GPU these are scaled by its SM count,
+# SM clock and memory clock and bus (``device_rates``); the two efficiencies are the H200's measured
+# rates over its datasheet peaks (989 TFLOP/s dense bf16, 4.8 TB/s).
+REFERENCE_RATES = (701e12, 4.25e12)  # (matmul FLOP/s, HBM bytes/s)
+MATMUL_EFFICIENCY = 701 / 989
+COPY_EFFICIENCY = 4.25 / 4.8
+# Dense bf16 tensor-core FLOP per SM per clock, by compute capability major (Ampere 8, Hopper 9,
+# Blackwell 10); unknown majors use Hopper's.
+_TENSOR_FLOP_PER_SM_CLOCK = {8: 2048, 9: 4096, 10: 8192}
+# CPU (and any device without CUDA properties): a nominal machine of 1 TFLOP/s and 100 GB/s. Only the
+# ratio of the two matters to the rule, and on a CPU the chunk is a memory choice more than a speed one.
+CPU_RATES = (1e12, 1e11)
+
 
 @triton.jit
 def _scale_kernel(X, n, GO, BLOCK: tl.constexpr):
@@ -82,6 +108,153 @@ def default_chunk_size(
     if rows > 64:
         rows = min(budget_rows, cdiv(rows, 64) * 64)
     return max(1, min(rows, n_rows))
+
+
+def device_rates(device: torch.device | str | None) -> tuple[float, float]:
+    """(matmul FLOP/s, memory bytes/s) the chunk rule assumes for ``device``.
+
+    CUDA: REFERENCE_RATES scaled from the device's properties (SMs x SM clock x tensor FLOP per SM clock,
+    memory clock x bus width), times the H200's measured efficiencies; when the properties cannot be read,
+    REFERENCE_RATES. Other devices: CPU_RATES.
+    """
+    device = torch.device(device if device is not None else "cpu")
+    if device.type != "cuda":
+        return CPU_RATES
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return _cuda_rates(index)
+
+
+@functools.cache
+def _cuda_rates(index: int) -> tuple[float, float]:
+    try:
+        from triton.runtime import driver
+
+        props = driver.active.utils.get_device_properties(index)
+        major = torch.cuda.get_device_capability(index)[0]
+        sms = props["multiprocessor_count"]
+        peak_flops = sms * props["sm_clock_rate"] * 1e3 * _TENSOR_FLOP_PER_SM_CLOCK.get(major, 4096)
+        peak_bytes = props["mem_clock_rate"] * 1e3 * 2 * props["mem_bus_width"] / 8  # double data rate
+    except Exception:  # noqa: BLE001 - a driver without these properties: the reference device's rates
+        return REFERENCE_RATES
+    if not (peak_flops > 0 and peak_bytes > 0):
+        return REFERENCE_RATES
+    return peak_flops * MATMUL_EFFICIENCY, peak_bytes * COPY_EFFICIENCY
+
+
+def resolve_chunk_budget(budget_bytes: int | None = None) -> int | None:
+    """The memory budget for one chunk of logits: ``budget_bytes`` if given, else the environment
+    variable LIGER_FLCE_CHUNK_BUDGET_MIB (MiB, a positive number), else None (the rule's default)."""
+    if budget_bytes is not None:
+        if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, int) or budget_bytes < 1:
+            raise ValueError(f"chunk_budget_bytes must be a positive int (bytes), got {budget_bytes!r}")
+        return budget_bytes
+    text = os.environ.get(CHUNK_BUDGET_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        mib = float(text)
+    except ValueError:
+        mib = math.nan
+    if not (math.isfinite(mib) and mib > 0):
+        raise ValueError(f"{CHUNK_BUDGET_ENV} must be a positive number of MiB, got {text!r}")
+    return max(1, int(mib * 2**20))
+
+
+def chunk_loop_seconds(
+    n_rows: int,
+    hidden: int,
+    vocab: int,
+    chunk_rows: int,
+    element_size: int,
+    accum_size: int,
+    rates: tuple[float, float] = REFERENCE_RATES,
+) -> float:
+    """Predicted seconds of the chunk loop over ``n_rows`` rows in chunks of ``chunk_rows``.
+
+    Per chunk of r rows (e = ``element_size``, a = ``accum_size`` bytes, F, B = ``rates``), each matmul at
+    its roofline max(FLOP / F, bytes / B):
+        logits = x_c W^T         2rHV FLOP, reads W (VH e) and x_c, writes the logits (rV e)
+        cross entropy kernel     reads and writes the logits: 2 rV e / B
+        dx_c = dlogits W         2rHV FLOP, reads dlogits and W (VH e) again, writes dx_c
+        dW (+)= dlogits^T x_c    2rHV FLOP, reads dlogits and x_c; then its epilogue writes dW (VH a),
+                                 and after the first chunk also reads it: 2 VH a / B, not overlapped
+                                 with the main loop (NOTES.md: the measured chunk sweeps agree)
+    So each chunk costs a fixed VH (2e + 2a) bytes besides work proportional to its rows: more chunks,
+    less memory (rV e of logits), more time. The bias gradient (V per chunk) is left out."""
+    flops, bandwidth = rates
+    e, a = element_size, accum_size
+
+    def chunk(r: int, first: bool) -> float:
+        mm = 2.0 * r * hidden * vocab / flops
+        logits = max(mm, (vocab * hidden + r * hidden + r * vocab) * e / bandwidth)
+        ce = 2.0 * r * vocab * e / bandwidth
+        dx = max(mm, (r * vocab + vocab * hidden + r * hidden) * e / bandwidth)
+        dw = max(mm, (r * vocab + r * hidden) * e / bandwidth)
+        dw += (1 if first else 2) * vocab * hidden * a / bandwidth
+        return logits + ce + dx + dw
+
+    if n_rows <= 0:
+        return 0.0
+    rows = max(1, min(chunk_rows, n_rows))
+    full, last = divmod(n_rows, rows)
+    total = chunk(rows, True) + (full - 1) * chunk(rows, False) if full else 0.0
+    if last:
+        total += chunk(last, full == 0)
+    return total
+
+
+def flce_chunk_rows(
+    n_rows: int,
+    hidden: int,
+    vocab: int,
+    element_size: int,
+    accum_size: int,
+    device: torch.device | str | None = None,
+    budget_bytes: int | None = None,
+) -> int:
+    """Rows per chunk of the fused loss: the cost rule, capped by the memory budget.
+
+    The cost rule takes the most chunks k (rows: N / k rounded up to a multiple of 64, as even as that
+    allows) whose ``chunk_loop_seconds`` on ``device``'s rates stays within CHUNK_OVERHEAD_TARGET of a
+    single chunk's. The fixed cost of a chunk (dW read and written, W read twice) against its matmuls is
+    (2e + 2a) F / (6 r B) of them: it depends on the rows r and the device's FLOP-to-byte ratio F / B,
+    not on H or V, so on an H200 (F / B = 165) with bf16 dW the rule settles near 2000 rows for any
+    vocabulary (fewer below hidden ~2048, where the cross entropy kernel's traffic is a larger share). What a row costs in memory does depend on V: ``budget_bytes`` (see ``resolve_chunk_budget``;
+    default: the size of dW, V H a, or CHUNK_LOGITS_BYTES if larger) caps one chunk's logits, through
+    ``default_chunk_size``. Always at least one row; non-decreasing in the budget.
+    """
+    budget = resolve_chunk_budget(budget_bytes)
+    if budget is None:
+        budget = max(CHUNK_LOGITS_BYTES, vocab * hidden * accum_size)
+    return min(
+        _cost_rule_rows(n_rows, hidden, vocab, element_size, accum_size, device_rates(device)),
+        default_chunk_size(n_rows, vocab, element_size, budget),
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _cost_rule_rows(
+    n_rows: int, hidden: int, vocab: int, element_size: int, accum_size: int, rates: tuple[float, float]
+) -> int:
+    n = max(n_rows, 1)
+
+    def rows_of(k: int) -> int:
+        rows = cdiv(n, k)
+        return min(n, cdiv(rows, 64) * 64) if rows > 64 else rows
+
+    def seconds(rows: int) -> float:
+        return chunk_loop_seconds(n, hidden, vocab, rows, element_size, accum_size, rates)
+
+    allowed = (1 + CHUNK_OVERHEAD_TARGET) * seconds(n)
+    rows = n
+    for k in range(2, n + 1):  # stops long before n: a chunk of r rows costs ~(2e + 2a) F / (6 r B)
+        rows_k = rows_of(k)
+        if rows_k >= rows:  # the same chunk after rounding to 64 rows
+            continue
+        if seconds(rows_k) > allowed:
+            break
+        rows = rows_k
+    return rows
 
 
 def _addmm_into(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor, first: bool) -> None:
@@ -124,10 +297,12 @@ def _chunked(
     need_w: bool,
     need_b: bool,
     chunk_size: int,
+    chunk_budget: int,
 ):
-    """Runs the chunks (``chunk_size`` rows each, 0: ``default_chunk_size``); returns per-row ce and
-    z-loss (fp32) and the gradients asked for (or None)."""
-    n_rows, _hidden = x.shape
+    """Runs the chunks (``chunk_size`` rows each, 0: ``flce_chunk_rows`` with a logits budget of
+    ``chunk_budget`` bytes, 0: its default); returns per-row ce and z-loss (fp32) and the gradients asked
+    for (or None)."""
+    n_rows, hidden = x.shape
     vocab = weight.shape[0]
     device = x.device
     ce = torch.empty(n_rows, dtype=torch.float32, device=device)
@@ -143,7 +318,10 @@ def _chunked(
     grad_b = torch.zeros(vocab, dtype=torch.float32, device=device) if need_b else None
 
     if chunk_size <= 0:  # auto; resolved here, where n_rows is concrete even under torch.compile
-        chunk_size = default_chunk_size(n_rows, vocab, x.element_size())
+        accum_size = 4 if accum_fp32 else weight.element_size()
+        chunk_size = flce_chunk_rows(
+            n_rows, hidden, vocab, x.element_size(), accum_size, device, chunk_budget or None
+        )
     rows = max(1, min(chunk_size, n_rows))
     buf = torch.empty((rows, vocab), dtype=x.dtype, device=device)
     w_t = weight.t()
@@ -210,6 +388,7 @@ def fused_linear_cross_entropy_forward(
     need_w: bool,
     need_b: bool,
     chunk_size: int,
+    chunk_budget: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, z-loss, dx, dW, db) -- each gradient empty when not asked for or reduction="none"."""
     if reduction == "none":
@@ -220,7 +399,7 @@ def fused_linear_cross_entropy_forward(
     check = TargetCheck(scales, weight.shape[0], ignore_index)
     ce, zl, gx, gw, gb = _chunked(
         x, weight, target, bias, ce_weight, scales, None, ignore_index, lse_square_scale, label_smoothing,
-        softcap, accum_fp32, need_x, need_w, need_b, chunk_size,
+        softcap, accum_fp32, need_x, need_w, need_b, chunk_size, chunk_budget,
     )  # fmt: skip
     check.finish()
     loss, z = reduce_loss(ce, zl, scales, reduction, torch.float32)
@@ -235,7 +414,7 @@ def fused_linear_cross_entropy_forward(
 
 @fused_linear_cross_entropy_forward.register_fake
 def _(x, weight, target, bias, ce_weight, ignore_index, lse_square_scale, label_smoothing, softcap,
-      reduction, accum_fp32, need_x, need_w, need_b, chunk_size):  # fmt: skip
+      reduction, accum_fp32, need_x, need_w, need_b, chunk_size, chunk_budget):  # fmt: skip
     loss = x.new_empty((x.shape[0],) if reduction == "none" else (), dtype=torch.float32)
     grads = reduction != "none"
     return (
@@ -278,6 +457,7 @@ def fused_linear_cross_entropy_backward(
     need_w: bool,
     need_b: bool,
     chunk_size: int,
+    chunk_budget: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Backward of reduction="none": recomputes the chunks with row i's gradient times grad_output[i]."""
     triton_ok = use_triton("fused_linear_cross_entropy", x)
@@ -285,7 +465,7 @@ def fused_linear_cross_entropy_backward(
     check = TargetCheck(scales, weight.shape[0], ignore_index)
     _ce, _zl, gx, gw, gb = _chunked(
         x, weight, target, bias, ce_weight, scales, grad_output, ignore_index, lse_square_scale,
-        label_smoothing, softcap, accum_fp32, need_x, need_w, need_b, chunk_size,
+        label_smoothing, softcap, accum_fp32, need_x, need_w, need_b, chunk_size, chunk_budget,
     )  # fmt: skip
     check.finish()
     return (
@@ -297,7 +477,7 @@ def fused_linear_cross_entropy_backward(
 
 @fused_linear_cross_entropy_backward.register_fake
 def _(grad_output, x, weight, target, bias, ce_weight, ignore_index, lse_square_scale, label_smoothing,
-      softcap, accum_fp32, need_x, need_w, need_b, chunk_size):  # fmt: skip
+      softcap, accum_fp32, need_x, need_w, need_b, chunk_size, chunk_budget):  # fmt: skip
     return (
         x.new_empty(x.shape) if need_x else _empty(x),
         weight.new_empty(weight.shape) if need_w else _empty(weight),
@@ -308,7 +488,7 @@ def _(grad_output, x, weight, target, bias, ce_weight, ignore_index, lse_square_
 def _setup_context(ctx, inputs, output):
     x, weight, target, bias, ce_weight = inputs[:5]
     (ignore_index, lse_square_scale, label_smoothing, softcap, reduction, accum_fp32,
-     need_x, need_w, need_b, chunk_size) = inputs[5:]  # fmt: skip
+     need_x, need_w, need_b, chunk_size, chunk_budget) = inputs[5:]  # fmt: skip
     _loss, z, gx, gw, gb = output
     ctx.mark_non_differentiable(z, gx, gw, gb)
     # Autograd would otherwise hand backward zero-filled gradients for these outputs: for dW a
@@ -318,6 +498,7 @@ def _setup_context(ctx, inputs, output):
     ctx.options = (ignore_index, lse_square_scale, label_smoothing, softcap, accum_fp32)
     ctx.needs = (need_x, need_w, need_b)
     ctx.chunk_size = chunk_size
+    ctx.chunk_budget = chunk_budget
     ctx.has_bias = bias is not None
     if reduction == "none":
         ctx.save_for_backward(x, weight, target, bias, ce_weight)
@@ -356,6 +537,7 @@ def _backward(ctx, grad_loss, _grad_z, _gx, _gw, _gb):
             need_w,
             need_b,
             ctx.chunk_size,
+            ctx.chunk_budget,
         )
     else:
         gx, gw, gb = _scaled_kept_grads(ctx, grad_loss)
@@ -364,7 +546,7 @@ def _backward(ctx, grad_loss, _grad_z, _gx, _gw, _gb):
         gw if need_w else None,
         None,
         gb if need_b and ctx.has_bias else None,
-        *([None] * 11),
+        *([None] * 12),
     )
 
 
@@ -386,6 +568,7 @@ def fused_linear_cross_entropy(
     *,
     ce_weight: torch.Tensor | None = None,
     chunk_size: int | None = None,
+    chunk_budget_bytes: int | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Cross entropy of ``input @ weight.T + bias`` against ``target``, never materializing the logits.
 
@@ -394,7 +577,8 @@ def fused_linear_cross_entropy(
     ``cross_entropy``; the loss (shape of ``target`` for reduction="none", else a scalar) is fp32
     (as Hugging Face's loss over upcast logits), and ``return_z_loss`` also returns the z-loss (included in the loss; detached).
     ``accum_dtype=torch.float32`` accumulates the weight (and bias) gradient in fp32 across chunks;
-    ``chunk_size`` is the number of rows per chunk (default: see ``default_chunk_size``).
+    ``chunk_size`` is the number of rows per chunk (default: ``flce_chunk_rows``, the cost rule, whose
+    memory budget for one chunk of logits is ``chunk_budget_bytes``, else $LIGER_FLCE_CHUNK_BUDGET_MIB).
     """
     check_floating("input", input)
     check_floating("weight", weight)
@@ -440,6 +624,7 @@ def fused_linear_cross_entropy(
         raise ValueError(f"accum_dtype must be None, torch.float32 or weight's dtype, got {accum_dtype}")
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    budget = resolve_chunk_budget(chunk_budget_bytes)  # validated here, before any work
 
     x = input.reshape(-1, hidden)
     flat_target = target.reshape(-1)
@@ -449,7 +634,7 @@ def fused_linear_cross_entropy(
         int(ignore_index), float(lse_square_scale), float(label_smoothing), float(softcap or 0.0), reduction,
         accum_dtype == torch.float32 or weight.dtype == torch.float32,
         grad_on and input.requires_grad, grad_on and weight.requires_grad,
-        grad_on and bias is not None and bias.requires_grad, int(chunk_size or 0),
+        grad_on and bias is not None and bias.requires_grad, int(chunk_size or 0), int(budget or 0),
     )  # fmt: skip
     if reduction == "none":
         loss, z = loss.view(target.shape), z.view(target.shape)
@@ -477,17 +662,24 @@ def fused_linear_cross_entropy_with_stats(
     chunk_mem_const: int = 1,
     *,
     chunk_size: int | None = None,
+    chunk_budget_bytes: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """``fused_linear_cross_entropy`` with Liger Kernel 0.8's options and its 4-tuple result
     (loss, z_loss, token_accuracy, predicted_tokens), each of the last three None unless asked for.
     ``ce_impl``, ``ce_mode`` and ``chunk_mem_const`` (kernel choices there) are accepted and ignored;
-    ``chunk_size`` is the rows per chunk (see ``fused_linear_cross_entropy``).
+    ``chunk_size`` is the rows per chunk and ``chunk_budget_bytes`` the memory budget of the default chunk
+    (see ``fused_linear_cross_entropy``).
 
     ``use_token_scaling`` multiplies each token's loss (and z-loss) by its predicted probability of
     the target (detached), at the cost of one more chunked pass without gradients; token accuracy and
     predicted tokens cost one chunked matmul more (see ``liger_kernel.ops.token_stats``).
     """
-    opts = dict(accum_dtype=accum_dtype, ce_weight=ce_weight, chunk_size=chunk_size)
+    opts = dict(
+        accum_dtype=accum_dtype,
+        ce_weight=ce_weight,
+        chunk_size=chunk_size,
+        chunk_budget_bytes=chunk_budget_bytes,
+    )
     if use_token_scaling:
         with torch.no_grad():  # -log p(target): the loss without smoothing, z-loss or class weights
             nll = fused_linear_cross_entropy(
@@ -499,6 +691,7 @@ def fused_linear_cross_entropy_with_stats(
                 softcap=softcap,
                 reduction="none",
                 chunk_size=chunk_size,
+                chunk_budget_bytes=chunk_budget_bytes,
             )
             p_target = torch.exp(-nll.float())
         loss, z_loss = fused_linear_cross_entropy(

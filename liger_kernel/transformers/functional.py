@@ -117,19 +117,20 @@ def liger_fused_linear_cross_entropy(
     chunk_mem_const: int = 1,
     *,
     chunk_size: int | None = None,
+    chunk_budget_bytes: int | None = None,
 ) -> torch.Tensor | CrossEntropyOutput:
     """Cross entropy of ``input @ weight.T + bias`` against ``target`` without materializing the logits.
 
     See ``LigerFusedLinearCrossEntropyLoss`` and
     ``liger_kernel.ops.fused_linear_cross_entropy.fused_linear_cross_entropy_with_stats`` for the options;
     ``chunk_mem_const`` (a chunking knob of Liger Kernel 0.8) is accepted and ignored, ``chunk_size``
-    sets the rows per chunk. Returns the loss, or a ``CrossEntropyOutput`` when any ``return_*`` is set.
+    sets the rows per chunk (``chunk_budget_bytes``: the memory budget of the default chunk). Returns the loss, or a ``CrossEntropyOutput`` when any ``return_*`` is set.
     """
     return cross_entropy_output(
         fused_linear_cross_entropy_with_stats(
             input, weight, target, bias, ce_weight, ignore_index, lse_square_scale, label_smoothing, reduction,
             softcap, return_z_loss, accum_dtype, use_token_scaling, return_token_accuracy, return_predicted_tokens,
-            chunk_size=chunk_size,
+            chunk_size=chunk_size, chunk_budget_bytes=chunk_budget_bytes,
         )
     )  # fmt: skip
 

@@ -75,7 +75,7 @@ def _samples(device):
         "cross_entropy_scale_grad_": (ce_ops.cross_entropy_scale_grad_, (randn(6, 40), randn(6))),
         "fused_linear_cross_entropy_forward": (
             flce_ops.fused_linear_cross_entropy_forward,
-            (x, fw, target, None, None, *flce_opts, "mean", False, True, True, False, 4),
+            (x, fw, target, None, None, *flce_opts, "mean", False, True, True, False, 4, 0),
         ),
         "fused_linear_cross_entropy_scale_grads_": (
             flce_ops.fused_linear_cross_entropy_scale_grads_,
@@ -83,7 +83,7 @@ def _samples(device):
         ),
         "fused_linear_cross_entropy_backward": (
             flce_ops.fused_linear_cross_entropy_backward,
-            (randn(6), x, fw, target, None, None, *flce_opts, False, True, True, False, 4),
+            (randn(6), x, fw, target, None, None, *flce_opts, False, True, True, False, 4, 0),
         ),
         "gpt_oss_glu_forward": (gpt_oss_glu_ops.gpt_oss_glu_forward, (a * 4, 1.702, 7.0)),
         "gpt_oss_glu_backward": (gpt_oss_glu_ops.gpt_oss_glu_backward, (randn(6, 12), a * 4, 1.702, 7.0)),
