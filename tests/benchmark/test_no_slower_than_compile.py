@@ -113,12 +113,12 @@ def structural_cost_ms(op: str, dims: dict[str, int], dtype: torch.dtype, device
     """
     if op != "fused_linear_cross_entropy":
         return 0.0, ""
-    from liger_kernel.ops.fused_linear_cross_entropy import default_chunk_size
+    from liger_kernel.ops.fused_linear_cross_entropy import flce_chunk_rows
     from liger_kernel.ops.utils import cdiv
 
     tokens, hidden, vocab = dims["tokens"], dims["hidden"], dims["vocab"]
     elem = torch.finfo(dtype).bits // 8
-    rows = default_chunk_size(tokens, vocab, elem)
+    rows = flce_chunk_rows(tokens, hidden, vocab, elem, elem, device)
     chunks = cdiv(tokens, rows)
     dw_bytes = vocab * hidden * elem
     ms = (chunks - 1) * 2 * dw_bytes / copy_bandwidth(device, timer) * 1e3
