@@ -33,9 +33,9 @@ full pass beyond what was allocated before it; the gradients count, inputs and w
 and peer arms are checked once per shape against eager (relative L2 error of outputs and gradients <
 --check-tol): the note says check=ok or check=FAIL.
 
-Time: each arm gets a share of --time-budget (default 450 s; compile's share is three times the
+Time: each arm gets a share of --time-budget (default 420 s; compile's share is three times the
 others', it compiles every shape); shapes not started within it are recorded as skipped, so one
-invocation ends in about 8 minutes. ``--list`` prints the plan with its shape count; ``--part I/N``
+invocation ends in about 8 minutes (a worker still busy a minute past its share is stopped). ``--list`` prints the plan with its shape count; ``--part I/N``
 runs the I-th of N contiguous slices of it (so a family can be split over several invocations).
 Writes ``sweep_<family>_<date>[_<tag>].csv`` (GPU name, versions, date, commit on every row) to --out
 (default $OUT, else benchmark/results) after each arm, and prints a table. ``--smoke``: tiny shapes, on
@@ -52,6 +52,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -350,7 +351,7 @@ def _emit(result: dict[str, Any]) -> None:
 
 def _peer_version(peer_path: str) -> str:
     metas = sorted(Path(peer_path).glob("liger_kernel-*.dist-info"))
-    return metas[0].name.split("-")[1] if metas else "unknown"
+    return metas[0].name.removeprefix("liger_kernel-").removesuffix(".dist-info") if metas else "unknown"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,6 +375,10 @@ def run_arm(arm: str, args: argparse.Namespace, deadline: float, n_cases: int) -
         cmd, env=env, cwd=str(_REPO), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     tail: list[str] = []
+    # A worker still busy a minute past its deadline (a case that hangs or compiles for minutes) is
+    # stopped; the cases it did not report are recorded as errors.
+    watchdog = threading.Timer(max(30.0, deadline + 60 - time.time()), proc.kill)
+    watchdog.start()
     try:
         for line in proc.stdout:  # type: ignore[union-attr]
             if line.startswith("RESULT "):
@@ -382,10 +387,9 @@ def run_arm(arm: str, args: argparse.Namespace, deadline: float, n_cases: int) -
                 print(f"  {arm:8s} {_one_line(r)}", flush=True)
             else:
                 tail = (tail + [line.rstrip()])[-5:]
-        proc.wait(timeout=max(30.0, deadline + 120 - time.time()))
-    except subprocess.TimeoutExpired:
-        proc.kill()
         proc.wait()
+    finally:
+        watchdog.cancel()
     if proc.returncode:
         print(f"  {arm}: worker exited with {proc.returncode}: {' | '.join(tail)[-400:]}", flush=True)
     done = {r["index"] for r in results}
@@ -551,7 +555,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rep", type=int, default=50, help="do_bench rep ms")
     parser.add_argument("--cpu-reps", type=int, default=1, help="timed repetitions per metric on CPU")
     parser.add_argument("--check-tol", type=float, default=2e-2, help="max relative L2 error against eager")
-    parser.add_argument("--time-budget", type=float, default=450.0, help="seconds for all arms together")
+    parser.add_argument("--time-budget", type=float, default=420.0, help="seconds for all arms together")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--deadline", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
