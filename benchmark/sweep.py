@@ -33,10 +33,12 @@ full pass beyond what was allocated before it; the gradients count, inputs and w
 and peer arms are checked once per shape against eager (relative L2 error of outputs and gradients <
 --check-tol): the note says check=ok or check=FAIL.
 
-Time: each arm gets a share of --time-budget (default 420 s; compile's share is three times the
-others', it compiles every shape); shapes not started within it are recorded as skipped, so one
-invocation ends in about 8 minutes (a worker still busy a minute past its share is stopped). ``--list`` prints the plan with its shape count; ``--part I/N``
-runs the I-th of N contiguous slices of it (so a family can be split over several invocations).
+Time: each arm gets a share of --time-budget (default 420 s; compile's share is three times eager's,
+ours' and peer's 1.5 times: see ARM_WEIGHT; an arm that finishes early leaves its rest to the next);
+shapes not started within it are recorded as skipped, so one invocation ends in about 8 minutes (a
+worker still busy a minute past its share is stopped). ``--list`` prints the plan, its shape count and a
+rough H200 estimate; ``--part I/N`` runs the I-th of N contiguous slices of it (a family split over
+several invocations).
 Writes ``sweep_<family>_<date>[_<tag>].csv`` (GPU name, versions, date, commit on every row) to --out
 (default $OUT, else benchmark/results) after each arm, and prints a table. ``--smoke``: tiny shapes, on
 the CPU through Triton's interpreter when there is no GPU: it checks the script, not the speed.
@@ -65,8 +67,9 @@ if not torch.cuda.is_available():
 
 _REPO = Path(__file__).resolve().parent.parent
 ARMS = ("eager", "compile", "ours", "peer")
-# Share of the time budget per arm: compile compiles every shape (several seconds each).
-ARM_WEIGHT = {"eager": 1.0, "compile": 3.0, "ours": 1.0, "peer": 1.0}
+# Share of the time budget per arm: compile compiles every shape (several seconds each); ours and peer
+# are checked against eager first (two more passes) and JIT-compile their kernels at each new width.
+ARM_WEIGHT = {"eager": 1.0, "compile": 3.0, "ours": 1.5, "peer": 1.5}
 FAMILIES = {
     "norm": ("rms_norm", "layer_norm"),
     "ce": ("cross_entropy",),
@@ -521,8 +524,8 @@ def estimate_seconds(family: str, cases: list[Case], arms: list[str], smoke: boo
     loss, whose passes take 10-75 ms), compile's compilation per shape, ~15 s to start each worker."""
     if smoke:
         return 0.0
-    per_shape = {"norm": 1.0, "ce": 1.5, "flce": 4.0, "rope": 1.0, "flce_curve": 3.0}[family]
-    compile_per_shape = {"norm": 5.0, "ce": 8.0, "flce": 20.0, "rope": 5.0, "flce_curve": 0.0}[family]
+    per_shape = {"norm": 2.0, "ce": 2.0, "flce": 4.0, "rope": 2.0, "flce_curve": 3.0}[family]
+    compile_per_shape = {"norm": 6.0, "ce": 8.0, "flce": 25.0, "rope": 6.0, "flce_curve": 0.0}[family]
     total = 15.0 * len(arms)
     for arm in arms:
         total += len(cases) * (per_shape + (compile_per_shape if arm == "compile" else 0.0))
