@@ -179,8 +179,9 @@ def chunk_loop_seconds(
         dW (+)= dlogits^T x_c    2rHV FLOP, reads dlogits and x_c; then its epilogue writes dW (VH a),
                                  and after the first chunk also reads it: 2 VH a / B, not overlapped
                                  with the main loop (NOTES.md: the measured chunk sweeps agree)
-    So each chunk costs a fixed VH (2e + 2a) bytes besides work proportional to its rows: more chunks,
-    less memory (rV e of logits), more time. The bias gradient (V per chunk) is left out."""
+    So each chunk after the first costs a fixed 2 VH a bytes besides work proportional to its rows (and
+    the W reads, hidden under the matmuls once r > F / B): more chunks, less memory (rV e of logits),
+    more time. The bias gradient (V per chunk) is left out."""
     flops, bandwidth = rates
     e, a = element_size, accum_size
 
@@ -216,12 +217,13 @@ def flce_chunk_rows(
 
     The cost rule takes the most chunks k (rows: N / k rounded up to a multiple of 64, as even as that
     allows) whose ``chunk_loop_seconds`` on ``device``'s rates stays within CHUNK_OVERHEAD_TARGET of a
-    single chunk's. The fixed cost of a chunk (dW read and written, W read twice) against its matmuls is
-    (2e + 2a) F / (6 r B) of them: it depends on the rows r and the device's FLOP-to-byte ratio F / B,
-    not on H or V, so on an H200 (F / B = 165) with bf16 dW the rule settles near 2000 rows for any
-    vocabulary (fewer below hidden ~2048, where the cross entropy kernel's traffic is a larger share). What a row costs in memory does depend on V: ``budget_bytes`` (see ``resolve_chunk_budget``;
-    default: the size of dW, V H a, or CHUNK_LOGITS_BYTES if larger) caps one chunk's logits, through
-    ``default_chunk_size``. Always at least one row; non-decreasing in the budget.
+    single chunk's. The fixed cost of a chunk (dW read and written) against its matmuls is a F / (3 r B)
+    of them: it depends on the rows r, dW's bytes a and the device's FLOP-to-byte ratio F / B, not on H
+    or V, so on an H200 (F / B = 165) with bf16 dW the rule settles near 2000 rows for any vocabulary
+    (fewer below hidden ~2048, where the cross entropy kernel's traffic makes a single chunk slower and
+    its 5 % larger). What a row costs in memory does depend on V: ``budget_bytes`` (see
+    ``resolve_chunk_budget``; default: the size of dW, V H a, or CHUNK_LOGITS_BYTES if larger) caps one
+    chunk's logits, through ``default_chunk_size``. Always at least one row; non-decreasing in the budget.
     """
     budget = resolve_chunk_budget(budget_bytes)
     if budget is None:
@@ -247,7 +249,7 @@ def _cost_rule_rows(
 
     allowed = (1 + CHUNK_OVERHEAD_TARGET) * seconds(n)
     rows = n
-    for k in range(2, n + 1):  # stops long before n: a chunk of r rows costs ~(2e + 2a) F / (6 r B)
+    for k in range(2, n + 1):  # stops long before n: a chunk of r rows costs ~a F / (3 r B) more
         rows_k = rows_of(k)
         if rows_k >= rows:  # the same chunk after rounding to 64 rows
             continue

@@ -72,8 +72,8 @@ def test_cost_rule_meets_its_criterion(hidden, vocab, accum):
 
 
 def test_cost_rule_does_not_depend_on_vocab_or_hidden():
-    """The fixed cost of a chunk (dW read and written, W read twice) against its matmuls depends on the
-    rows and the device's FLOP-to-byte ratio only (see ``flce_chunk_rows``): one chunk size for every
+    """The fixed cost of a chunk (dW read and written) against its matmuls depends on the rows, dW's
+    element size and the device's FLOP-to-byte ratio only (see ``flce_chunk_rows``): one chunk size for every
     (hidden, vocab) of the models, until the budget caps it. (At small hidden sizes the cross entropy
     kernel's share of one chunk's time, 2e F / (6 H B), grows, and with it the time the 5 % is of.)"""
     rows = {flce._cost_rule_rows(8192, h, v, 2, 2, REFERENCE_RATES) for h, v in MODEL_SHAPES if h >= 2048}
