@@ -25,7 +25,8 @@ two fp32 values per row. ``chunk_size`` (rows per chunk) defaults to ``flce_chun
 the chunk loop on the device (every chunk after the first re-reads and re-writes all of dW, a fixed cost
 per chunk, against the chunk's three matmuls) picks the most chunks that keep the loop within
 CHUNK_OVERHEAD_TARGET of one chunk's time, and a memory budget for the chunk's logits caps the rows
-(``chunk_budget_bytes``, else $LIGER_FLCE_CHUNK_BUDGET_MIB, else the size of dW or 256 MiB, the larger).
+(``chunk_budget_bytes``, else $LIGER_FLCE_CHUNK_BUDGET_MIB, else ``default_chunk_budget``: half the
+unchunked computation's memory, less dW and dx, and at least 256 MiB).
 """
 
 from __future__ import annotations
@@ -222,16 +223,25 @@ def flce_chunk_rows(
     or V, so on an H200 (F / B = 165) with bf16 dW the rule settles near 2000 rows for any vocabulary
     (fewer below hidden ~2048, where the cross entropy kernel's traffic makes a single chunk slower and
     its 5 % larger). What a row costs in memory does depend on V: ``budget_bytes`` (see
-    ``resolve_chunk_budget``; default: the size of dW, V H a, or CHUNK_LOGITS_BYTES if larger) caps one
-    chunk's logits, through ``default_chunk_size``. Always at least one row; non-decreasing in the budget.
+    ``resolve_chunk_budget``; default ``default_chunk_budget``) caps one chunk's logits, through
+    ``default_chunk_size``. Always at least one row; non-decreasing in the budget.
     """
     budget = resolve_chunk_budget(budget_bytes)
     if budget is None:
-        budget = max(CHUNK_LOGITS_BYTES, vocab * hidden * accum_size)
+        budget = default_chunk_budget(n_rows, hidden, vocab, element_size, accum_size)
     return min(
         _cost_rule_rows(n_rows, hidden, vocab, element_size, accum_size, device_rates(device)),
         default_chunk_size(n_rows, vocab, element_size, budget),
     )
+
+
+def default_chunk_budget(n_rows: int, hidden: int, vocab: int, element_size: int, accum_size: int) -> int:
+    """Bytes one chunk of logits may take by default: what keeps the op's peak (dW, dx and the chunk) at
+    half the unchunked computation's (all N x V logits, dW and dx in the input's dtype: torch.compile's
+    measured peak at 8192 x 4096 -> 128256), and never less than CHUNK_LOGITS_BYTES."""
+    unchunked = (n_rows * vocab + vocab * hidden + n_rows * hidden) * element_size
+    held = vocab * hidden * accum_size + n_rows * hidden * element_size
+    return max(CHUNK_LOGITS_BYTES, unchunked // 2 - held)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -88,6 +88,18 @@ def test_chunk_loop_seconds_grows_with_the_number_of_chunks():
     assert times[0] > 3 * 2 * n * hidden * vocab / REFERENCE_RATES[0]
 
 
+@pytest.mark.parametrize("hidden, vocab", MODEL_SHAPES)
+@pytest.mark.parametrize("n_rows", [512, 8192, 65536])
+def test_default_budget_keeps_half_the_unchunked_memory(hidden, vocab, n_rows):
+    """By default the peak (dW, dx, one chunk) is at most half of the unchunked computation's (logits, dW,
+    dx), unless the chunk is no larger than the CHUNK_LOGITS_BYTES floor."""
+    e = 2
+    rows = flce_chunk_rows(n_rows, hidden, vocab, e, e, "cuda:0" if torch.cuda.is_available() else "cpu")
+    peak = (vocab * hidden + n_rows * hidden + rows * vocab) * e
+    unchunked = (n_rows * vocab + vocab * hidden + n_rows * hidden) * e
+    assert peak <= unchunked / 2 or rows * vocab * e <= flce.CHUNK_LOGITS_BYTES
+
+
 def test_budget_from_argument_and_environment(monkeypatch):
     args = (8192, 4096, 128256, 2, 2, "cpu")
     row = 128256 * 2
