@@ -45,6 +45,8 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before anything imports triton or liger_kernel
 
+from benchmark.peer import add_peer_path_argument, child_env, import_peer  # noqa: E402
+
 _REPO = Path(__file__).resolve().parent.parent
 ARMS = ("eager", "compile", "ours", "peer")
 BETA = 0.5
@@ -161,11 +163,7 @@ def worker(op: str, arm: str, dims: dict[str, int], args: argparse.Namespace) ->
     result: dict[str, Any] = {"op": op, "arm": arm, "metrics": {}, "note": ""}
     if arm == "peer":
         try:
-            import liger_kernel
-
-            if not Path(liger_kernel.__file__).resolve().is_relative_to(Path(args.peer_path).resolve()):
-                raise ImportError(f"liger_kernel came from {liger_kernel.__file__}, not the peer path")
-            result["liger_kernel"] = getattr(liger_kernel, "__version__", "") or _peer_version(args.peer_path)
+            result["liger_kernel"] = import_peer(args.peer_path)
         except Exception as exc:  # the peer's own imports failing: n/a
             result["note"] = f"n/a: {type(exc).__name__}: {exc}"[:200]
             return result
@@ -217,20 +215,10 @@ def _is_float(t: Any) -> bool:
     return isinstance(t, torch.Tensor) and t.is_floating_point()
 
 
-def _peer_version(peer_path: str) -> str:
-    metas = sorted(Path(peer_path).glob("liger_kernel-*.dist-info"))
-    return metas[0].name.split("-")[1] if metas else "peer"
-
-
 def run_arm(op: str, arm: str, tiny: bool, args: argparse.Namespace) -> dict[str, Any]:
-    env = dict(os.environ)
-    path = [str(_REPO)]
-    if arm == "peer":
-        peer = Path(args.peer_path).resolve()
-        if not (peer / "liger_kernel" / "__init__.py").is_file():
-            return {"op": op, "arm": arm, "metrics": {}, "note": f"n/a: no liger_kernel package in {peer}"}
-        path.insert(0, str(peer))  # ahead of the repository: `import liger_kernel` finds the peer
-    env["PYTHONPATH"] = os.pathsep.join(path + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env, why = child_env(args.peer_path if arm == "peer" else None)
+    if env is None:
+        return {"op": op, "arm": arm, "metrics": {}, "note": why}
     cmd = [sys.executable, "-m", "benchmark.distill", "--worker", op, arm, "--peer-path", args.peer_path]
     cmd += ["--warmup", str(args.warmup), "--rep", str(args.rep), "--cpu-reps", str(args.cpu_reps)]
     cmd += ["--check-tol", str(args.check_tol)] + (["--tiny"] if tiny else [])
@@ -298,11 +286,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmark.distill", description=__doc__.split("\n\n")[0])
     parser.add_argument("--ops", default=",".join(SHAPES), help="comma-separated, from " + ",".join(SHAPES))
     parser.add_argument("--arms", default=",".join(ARMS), help="comma-separated, from " + ",".join(ARMS))
-    parser.add_argument(
-        "--peer-path",
-        default=os.environ.get("LIGER_PEER_PATH", str(_REPO / ".peer" / "liger085")),
-        help="folder holding liger-kernel 0.8.5's liger_kernel package (default $LIGER_PEER_PATH or .peer/liger085)",
-    )
+    add_peer_path_argument(parser)
     parser.add_argument("--out", default=os.environ.get("OUT") or str(_REPO / "benchmark" / "results"))
     parser.add_argument("--tag", default="", help="CSV name distill_<date>_<tag>.csv (one per subset of ops)")
     parser.add_argument("--tiny", action="store_true", help="small shapes (CPU + interpreter without CUDA)")

@@ -65,6 +65,8 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before anything imports triton or liger_kernel
 
+from benchmark.peer import add_peer_path_argument, child_env, import_peer  # noqa: E402
+
 _REPO = Path(__file__).resolve().parent.parent
 ARMS = ("eager", "compile", "ours", "peer")
 # Share of the time budget per arm: compile compiles every shape (several seconds each); ours and peer
@@ -326,11 +328,7 @@ def worker(args: argparse.Namespace) -> int:
     header: dict[str, Any] = {"arm": arm}
     if arm == "peer":
         try:
-            import liger_kernel
-
-            if not Path(liger_kernel.__file__).resolve().is_relative_to(Path(args.peer_path).resolve()):
-                raise ImportError(f"liger_kernel came from {liger_kernel.__file__}, not the peer path")
-            header["liger_kernel"] = "peer " + _peer_version(args.peer_path)
+            header["liger_kernel"] = "peer " + import_peer(args.peer_path)
         except Exception as exc:  # the peer's own imports failing: every case n/a
             for i in range(len(cases)):
                 _emit(
@@ -352,25 +350,14 @@ def _emit(result: dict[str, Any]) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def _peer_version(peer_path: str) -> str:
-    metas = sorted(Path(peer_path).glob("liger_kernel-*.dist-info"))
-    return metas[0].name.removeprefix("liger_kernel-").removesuffix(".dist-info") if metas else "unknown"
-
-
 # ---------------------------------------------------------------------------------------------
 # the parent: one subprocess per arm, table, CSV
 
 
 def run_arm(arm: str, args: argparse.Namespace, deadline: float, n_cases: int) -> list[dict[str, Any]]:
-    env = dict(os.environ)
-    path = [str(_REPO)]
-    if arm == "peer":
-        peer = Path(args.peer_path).resolve()
-        if not (peer / "liger_kernel" / "__init__.py").is_file():
-            note = f"n/a: no liger_kernel package in {peer}"
-            return [{"index": i, "arm": arm, "metrics": {}, "note": note} for i in range(n_cases)]
-        path.insert(0, str(peer))  # ahead of the repository: `import liger_kernel` finds the peer
-    env["PYTHONPATH"] = os.pathsep.join(path + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env, why = child_env(args.peer_path if arm == "peer" else None)
+    if env is None:
+        return [{"index": i, "arm": arm, "metrics": {}, "note": why} for i in range(n_cases)]
     cmd = [sys.executable, "-m", "benchmark.sweep", "--worker", arm, "--deadline", f"{deadline:.0f}"]
     cmd += _forwarded(args)
     results: list[dict[str, Any]] = []
@@ -543,11 +530,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--all-sizes", action="store_true", help="every configuration in MODELS, not one per type"
     )
-    parser.add_argument(
-        "--peer-path",
-        default=os.environ.get("LIGER_PEER_PATH", str(_REPO / ".peer" / "liger085")),
-        help="folder holding liger-kernel 0.8.5's liger_kernel package (default $LIGER_PEER_PATH or .peer/liger085)",
-    )
+    add_peer_path_argument(parser)
     parser.add_argument("--out", default=os.environ.get("OUT") or str(_REPO / "benchmark" / "results"))
     parser.add_argument("--tag", default="", help="CSV name sweep_<family>_<date>_<tag>.csv")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes (CPU + interpreter without CUDA)")
