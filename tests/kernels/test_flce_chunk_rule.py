@@ -163,3 +163,17 @@ def test_bf16_chunked_by_budget_matches_reference(device):
     t = torch.randint(0, vocab, (n,), generator=gen).to(device)
     liger_opts = dict(chunk_budget_bytes=3 * vocab * 2, accum_dtype=torch.float32)
     check(x, w, None, t, None, ("x", "weight"), "random", dict(reduction="mean"), liger_opts, seed=1)
+
+
+def test_cpu_rates():
+    assert flce.device_rates("cpu") == flce.CPU_RATES
+    assert flce.device_rates(None) == flce.CPU_RATES
+
+
+@pytest.mark.gpu
+def test_cuda_rates_are_plausible(device):
+    """The rates read from the driver: a matmul rate of 10-5000 TFLOP/s, a bandwidth of 0.1-20 TB/s, and a
+    machine balance F / B of 20-1000 FLOP per byte (an H200: about 165)."""
+    flops, bandwidth = flce.device_rates(torch.device(device))
+    assert 10e12 <= flops <= 5000e12 and 0.1e12 <= bandwidth <= 20e12
+    assert 20 <= flops / bandwidth <= 1000
