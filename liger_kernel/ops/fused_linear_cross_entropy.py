@@ -70,9 +70,9 @@ CHUNK_OVERHEAD_TARGET = 0.05
 # Environment variable: the memory budget (MiB) for one chunk of logits when the call gives none.
 CHUNK_BUDGET_ENV = "LIGER_FLCE_CHUNK_BUDGET_MIB"
 # Rates of the reference device, measured on one H200 (benchmark/NOTES.md, ANCHORS.md): bf16 matmul
-# 8192^3 at 701 TFLOP/s and a device copy at 4.25 TB/s. For another GPU these are scaled by its SM count,
-# SM clock and memory clock and bus (``device_rates``); the two efficiencies are the H200's measured
-# rates over its datasheet peaks (989 TFLOP/s dense bf16, 4.8 TB/s).
+# 8192^3 at 701 TFLOP/s and a device copy at 4.25 TB/s. Other GPUs: their peaks from the driver's
+# properties (``device_rates``) times the H200's measured rates over its datasheet peaks (989 TFLOP/s
+# dense bf16, 4.8 TB/s).
 REFERENCE_RATES = (701e12, 4.25e12)  # (matmul FLOP/s, HBM bytes/s)
 MATMUL_EFFICIENCY = 701 / 989
 COPY_EFFICIENCY = 4.25 / 4.8
@@ -114,9 +114,11 @@ def default_chunk_size(
 def device_rates(device: torch.device | str | None) -> tuple[float, float]:
     """(matmul FLOP/s, memory bytes/s) the chunk rule assumes for ``device``.
 
-    CUDA: REFERENCE_RATES scaled from the device's properties (SMs x SM clock x tensor FLOP per SM clock,
-    memory clock x bus width), times the H200's measured efficiencies; when the properties cannot be read,
-    REFERENCE_RATES. Other devices: CPU_RATES.
+    CUDA: the device's peaks from its properties (SMs x SM clock x dense bf16 FLOP per SM clock, memory
+    clock x 2 x bus width), times the H200's measured-over-peak efficiencies (MATMUL_EFFICIENCY,
+    COPY_EFFICIENCY); REFERENCE_RATES (the H200's measured rates) when the properties cannot be read.
+    Approximate for GPUs whose per-SM rate differs from their architecture's data-center part (the
+    table is by compute capability major). Other devices: CPU_RATES.
     """
     device = torch.device(device if device is not None else "cpu")
     if device.type != "cuda":
