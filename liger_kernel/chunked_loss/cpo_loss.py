@@ -58,13 +58,14 @@ class LigerFusedLinearCPOFunction(FusedLinearChunkedFunction):
         average_log_prob: bool = False,
         chunk_size: int = 1,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """Arguments as liger-kernel 0.8.5's; ``compiled`` compiles the per-chunk gradient step on CUDA."""
+        """Arguments as liger-kernel 0.8.5's; ``compiled`` is accepted for compatibility (the per-chunk
+        gradient step is a Triton kernel either way)."""
         check_beta(beta)
         check_smoothing(label_smoothing)
         loss, outputs, grads = paired_preference_forward(
             needs_grads(ctx, _SLOTS), _input, weight, target, bias, margin_pair_loss(beta, label_smoothing),
             ignore_index=ignore_index, alpha=alpha, compute_nll_loss=compute_nll_loss, chunk_size=chunk_size,
-            average_log_prob=average_log_prob, compiled=compiled,
+            average_log_prob=average_log_prob,
         )  # fmt: skip
         finish_forward(ctx, _SLOTS, 12, (_input, weight, bias), grads, outputs)
         return loss, outputs
@@ -87,13 +88,14 @@ class LigerFusedLinearSimPOFunction(FusedLinearChunkedFunction):
         gamma: float = 0.5,
         chunk_size: int = 1,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """Arguments as liger-kernel 0.8.5's; ``compiled`` compiles the per-chunk gradient step on CUDA."""
+        """Arguments as liger-kernel 0.8.5's; ``compiled`` is accepted for compatibility (the per-chunk
+        gradient step is a Triton kernel either way)."""
         check_beta(beta)
         check_smoothing(label_smoothing)
         loss, outputs, grads = paired_preference_forward(
             needs_grads(ctx, _SLOTS), _input, weight, target, bias, margin_pair_loss(beta, label_smoothing, gamma),
             ignore_index=ignore_index, alpha=alpha, compute_nll_loss=compute_nll_loss, chunk_size=chunk_size,
-            average_log_prob=True, compiled=compiled,
+            average_log_prob=True,
         )  # fmt: skip
         finish_forward(ctx, _SLOTS, 12, (_input, weight, bias), grads, outputs)
         return loss, outputs

@@ -130,7 +130,8 @@ class LigerFusedLinearDPOFunction(FusedLinearChunkedFunction):
         ref_rejected_logps: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """Arguments as liger-kernel 0.8.5's, plus precomputed ``ref_chosen_logps``/``ref_rejected_logps``
-        (B,) that replace ref_input. ``compiled`` compiles the per-chunk gradient step on CUDA."""
+        (B,) that replace ref_input.
+        ``compiled`` is accepted for compatibility (the per-chunk gradient step is a Triton kernel)."""
         check_dpo_options(beta, loss_type, label_smoothing, discopop_tau)
         loss, outputs, grads = paired_preference_forward(
             needs_grads(ctx, _DPO_SLOTS), _input, weight, target, bias,
@@ -138,7 +139,7 @@ class LigerFusedLinearDPOFunction(FusedLinearChunkedFunction):
             ignore_index=ignore_index, alpha=alpha, compute_nll_loss=compute_nll_loss, chunk_size=chunk_size,
             average_log_prob=average_log_prob, use_ref_model=use_ref_model, ref_input=ref_input,
             ref_weight=ref_weight, ref_bias=ref_bias, ref_chosen_logps=ref_chosen_logps,
-            ref_rejected_logps=ref_rejected_logps, compiled=compiled,
+            ref_rejected_logps=ref_rejected_logps,
         )  # fmt: skip
         finish_forward(ctx, _DPO_SLOTS, 20, (_input, weight, bias), grads, outputs)
         return loss, outputs

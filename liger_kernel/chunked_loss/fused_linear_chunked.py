@@ -8,8 +8,11 @@ over chunks of rows, given batch-level constants (token counts, pair counts) com
 For each chunk the forward computes z_k, L_k with plain torch and G_k = dL_k/dz_k, then the gradients by hand.
 G_k comes one of two ways. A loss of per-token log-probs lp = log softmax(z/T)[y] (preference, KTO, GRPO) is
 handed lp (r x T values) only; autograd gives c = dL_k/dlp, and G_k = (c onehot(y) - c softmax(z/T)) / T is
-written over the chunk's one fp32 logits buffer in place. Any other loss (distillation) is handed the fp32
-logits and autograd gives G_k on the chunk's small graph (from z_k on, never through the matmul). Then
+written over the chunk's logits in place. Those logits stay in x's dtype (as the lm_head rounds them): their
+logsumexp and G_k are Triton kernels that compute in fp32 (``liger_kernel.ops.token_logprobs``), one read for
+the logsumexp and one read and write for G_k, never an fp32 copy of the chunk. Any other loss (distillation)
+is handed the fp32 logits and autograd gives G_k on the chunk's small graph (from z_k on, never through the
+matmul). Then
 
     dx_k  = G_k W            written into the chunk's rows of dx
     dW   += G_k^T x_k        fp32 accumulator when W is in a lower precision
@@ -17,7 +20,8 @@ logits and autograd gives G_k on the chunk's small graph (from z_k on, never thr
 
 So the forward makes all gradients; backward only multiplies them by the incoming scalar. A frozen second model
 (reference or teacher) is evaluated by the loss, chunk by chunk under ``no_grad``, with the helpers below.
-Kept for backward: dx, dW, db. Memory beyond the inputs: those, plus one chunk's logits and their gradient.
+Kept for backward: dx, dW, db. Memory beyond the inputs: those, plus one chunk's logits (in x's dtype for the
+log-prob losses, whose gradient overwrites them; fp32 and a gradient for distillation).
 
 A chunk is a set of rows of x along dim 0: sequences for the preference and RL losses (a loss that is
 non-linear in a sequence's log-prob sum needs the whole sequence in one chunk), tokens for distillation.
@@ -25,13 +29,13 @@ non-linear in a sequence's log-prob sum needs the whole sequence in one chunk), 
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from liger_kernel.ops.fused_linear_cross_entropy import _addmm_into
+from liger_kernel.ops.token_logprobs import gather_logprobs, logprob_grad_, row_logsumexp
 
 # A chunk's loss: (fp32 logits of the chunk's rows (r, ..., V), the rows' indices) -> (scalar loss, aux).
 # aux is anything detached (per-row values, partial sums); the caller assembles it from the list of chunks.
@@ -49,13 +53,16 @@ def token_logprobs(
     target: torch.Tensor,
     ignore_index: int | None = -100,
     lse: torch.Tensor | None = None,
+    temperature: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """(log softmax(logits)[target], mask, target with ignored tokens set to 0) per token; the log-prob is 0
-    where target == ignore_index (no mask when ignore_index is None). ``lse``: logsumexp(logits) if known."""
-    lse = torch.logsumexp(logits, dim=-1) if lse is None else lse
+    """(log softmax(logits / temperature)[target], mask, target with ignored tokens set to 0) per token, in
+    fp32 (float64 for float64 logits) whatever the logits' dtype; the log-prob is 0 where target ==
+    ignore_index (no mask when ignore_index is None). ``lse``: the rows' logsumexp (flattened) if known."""
+    flat = logits.reshape(-1, logits.shape[-1])
+    lse = row_logsumexp(flat, temperature) if lse is None else lse
     mask = None if ignore_index is None else target != ignore_index
     safe_target = target if mask is None else target.masked_fill(~mask, 0)
-    logprobs = logits.gather(-1, safe_target.unsqueeze(-1)).squeeze(-1) - lse
+    logprobs = gather_logprobs(flat, lse, safe_target.reshape(-1), temperature).view(target.shape)
     return (logprobs if mask is None else logprobs.masked_fill(~mask, 0.0)), mask, safe_target
 
 
@@ -69,10 +76,13 @@ def frozen_token_logprobs(
     temperature: float = 1.0,
 ) -> torch.Tensor:
     """Per-token log-probs of a frozen model (reference policy) for one chunk; 0 at ignored tokens."""
-    logits = chunk_logits(x, weight, bias)
-    if temperature != 1.0:
-        logits.div_(temperature)
-    return token_logprobs(logits, target, ignore_index)[0]
+    logits = torch.nn.functional.linear(x, weight, bias)  # x's dtype: no fp32 copy of the chunk
+    return token_logprobs(logits, target, ignore_index, temperature=temperature)[0]
+
+
+def float_sum(t: torch.Tensor, dim: int | tuple[int, ...] | None = None) -> torch.Tensor:
+    """Sum accumulated and returned in fp32 (float64 stays), without an fp32 copy of a bf16 ``t``."""
+    return t.sum(dim=dim, dtype=torch.promote_types(t.dtype, torch.float32))
 
 
 def row_chunks(num_rows: int, rows_per_chunk: int, device: torch.device) -> list[torch.Tensor]:
@@ -85,7 +95,8 @@ def row_chunks(num_rows: int, rows_per_chunk: int, device: torch.device) -> list
 
 
 # A log-prob chunk loss: (per-token log-probs of each target set (r, ...), the rows' indices, the chunk's logits
-# for metrics, not differentiable) -> (scalar loss, aux).
+# for metrics: x's dtype, not divided by the temperature, not differentiable; sum them with ``float_sum``)
+# -> (scalar loss, aux).
 LogprobChunkLoss = Callable[[list[torch.Tensor], torch.Tensor, torch.Tensor], tuple[torch.Tensor, Any]]
 # The target sets of a chunk's rows: [(token ids (r, ...), ignore_index or None)].
 ChunkTargets = Callable[[torch.Tensor], list[tuple[torch.Tensor, int | None]]]
@@ -101,7 +112,6 @@ def chunked_value_and_grads(
     *,
     chunk_targets: ChunkTargets | None = None,
     temperature: float = 1.0,
-    compiled: bool = False,
 ) -> tuple[torch.Tensor, list[Any], torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """Loop over ``chunks`` (row indices of x along dim 0): returns (loss, [aux of each chunk], dx, dW, db).
 
@@ -112,9 +122,7 @@ def chunked_value_and_grads(
     the target sets (ignored tokens give 0), ``chunk_loss`` takes those, autograd gives only c_k = dL/dlp_k
     (r x T values), and G is written over the logits buffer in place:
         G = (sum_k c_k onehot(y_k) - (sum_k c_k) softmax(z/T)) / T
-    so a chunk holds one (r, V) fp32 buffer instead of autograd's several. With ``compiled`` on CUDA that
-    step is one torch.compile'd kernel (``logprob_logits_grad``: one read of the logits, one write of G in x's
-    dtype, plus its fp32 column sums for the bias) instead of five passes.
+    so a chunk holds one (r, V) buffer in x's dtype instead of autograd's several in fp32.
     """
     need_x, need_w, need_b = needs_grad
     need_b = need_b and bias is not None
@@ -130,21 +138,19 @@ def chunked_value_and_grads(
     hidden = x.shape[-1]
     for rows in chunks:
         x_chunk = x.index_select(0, rows)
-        grad_bias_part = None
         if chunk_targets is None:
             chunk_value, aux, grad_logits = _autograd_chunk(x_chunk, weight, bias, rows, chunk_loss, any_grad)
         else:
-            chunk_value, aux, grad_logits, grad_bias_part = _logprob_chunk(
-                x_chunk, weight, bias, rows, chunk_loss, chunk_targets(rows), temperature, any_grad,
-                compiled=compiled and x.device.type in COMPILE_DEVICES, need_bias=need_b,
-            )  # fmt: skip
+            chunk_value, aux, grad_logits = _logprob_chunk(
+                x_chunk, weight, bias, rows, chunk_loss, chunk_targets(rows), temperature, any_grad
+            )
         loss += chunk_value.detach()
         auxes.append(aux)
         if not any_grad:
             continue
         grad_logits = grad_logits.reshape(-1, grad_logits.shape[-1])
         if need_b:
-            grad_b += grad_bias_part if grad_bias_part is not None else grad_logits.sum(0)
+            grad_b += float_sum(grad_logits, 0)
         grad_logits = grad_logits.to(x.dtype)
         if need_x:
             grad_x.index_copy_(0, rows, (grad_logits @ weight).reshape(x_chunk.shape))
@@ -168,97 +174,33 @@ def _autograd_chunk(x_chunk, weight, bias, rows, chunk_loss, any_grad):
     return value, aux, grad_logits
 
 
-def logprob_logits_grad(
-    logits: torch.Tensor,
-    lse: torch.Tensor,
-    safe_targets: Sequence[torch.Tensor],
-    coeffs: Sequence[torch.Tensor],
-    inv_temperature: float,
-    out_dtype: torch.dtype,
-    need_bias: bool,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """G = (sum_k c_k onehot(y_k) - (sum_k c_k) exp(logits - lse)) / T as rows x V in ``out_dtype``, and its fp32
-    sum over rows when ``need_bias``: the out-of-place form of the in-place step, for torch.compile to fuse."""
-    vocab_ids = torch.arange(logits.shape[-1], device=logits.device)
-    total = torch.stack(list(coeffs)).sum(0)
-    grad = torch.exp(logits - lse.unsqueeze(-1)) * -total.unsqueeze(-1)
-    for safe, c in zip(safe_targets, coeffs):
-        grad = grad + torch.where(vocab_ids == safe.unsqueeze(-1), c.unsqueeze(-1), 0.0)
-    grad = (grad * inv_temperature).reshape(-1, logits.shape[-1])
-    return grad.to(out_dtype), (grad.sum(0) if need_bias else None)
-
-
-# Devices where ``compiled=True`` compiles the gradient step (on a CPU, inductor's C++ build costs more than it saves).
-COMPILE_DEVICES = ("cuda",)
-_compiled_logprob_logits_grad = None
-
-
-def _logprob_logits_grad_compiled(*args: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-    global _compiled_logprob_logits_grad
-    if _compiled_logprob_logits_grad is None:  # compiled on first use, not at import
-        _compiled_logprob_logits_grad = torch.compile(logprob_logits_grad, dynamic=True)
-    return _compiled_logprob_logits_grad(*args)
-
-
-_COMPILE_FAILED = False
-
-
-def _note_compile_failure(exc: Exception) -> None:
-    global _COMPILE_FAILED
-    _COMPILE_FAILED = True
-    warnings.warn(
-        f"liger_kernel.chunked_loss: torch.compile of the gradient step failed ({type(exc).__name__}: {exc}); "
-        "using the uncompiled steps (same result, slower)",
-        RuntimeWarning,
-        stacklevel=3,
-    )
-
-
-def _logprob_chunk(
-    x_chunk, weight, bias, rows, chunk_loss, targets, temperature, any_grad, compiled, need_bias
-):
+def _logprob_chunk(x_chunk, weight, bias, rows, chunk_loss, targets, temperature, any_grad):
     with torch.no_grad():
-        logits = chunk_logits(x_chunk, weight, bias)
-        if temperature != 1.0:
-            logits.div_(temperature)
-        lse = torch.logsumexp(logits, dim=-1)
+        logits = torch.nn.functional.linear(
+            x_chunk, weight, bias
+        )  # x's dtype, rounded once as the lm_head does
+        flat = logits.view(-1, logits.shape[-1])
+        lse = row_logsumexp(flat, temperature)
         logprobs, masks, safe_targets = zip(
-            *(token_logprobs(logits, t, ignore, lse) for t, ignore in targets)
+            *(token_logprobs(logits, t, ignore, lse, temperature) for t, ignore in targets)
         )
     with torch.enable_grad():
         logprobs = [lp.requires_grad_(any_grad) for lp in logprobs]
         value, aux = chunk_loss(logprobs, rows, logits)
         if not any_grad:
-            return value, aux, None, None
+            return value, aux, None
         coeffs = [None] * len(logprobs)
         if value.requires_grad:
             coeffs = list(torch.autograd.grad(value, logprobs, allow_unused=True))
     with torch.no_grad():
         coeffs = [
-            torch.zeros_like(lse) if c is None else (c if m is None else c.masked_fill(~m, 0.0))
-            for c, m in zip(coeffs, masks)
+            torch.zeros_like(lp) if c is None else (c if m is None else c.masked_fill(~m, 0.0))
+            for c, lp, m in zip(coeffs, logprobs, masks)
         ]
-        if compiled and not _COMPILE_FAILED:
-            try:
-                grad_logits, grad_bias_part = _logprob_logits_grad_compiled(
-                    logits,
-                    lse,
-                    tuple(safe_targets),
-                    tuple(coeffs),
-                    1.0 / temperature,
-                    x_chunk.dtype,
-                    need_bias,
-                )
-                return value, aux, grad_logits, grad_bias_part
-            except Exception as exc:  # a broken compiler stack: say so once, then the in-place steps
-                _note_compile_failure(exc)
-        total = torch.stack(coeffs).sum(0)
-        grad_logits = logits.sub_(lse.unsqueeze(-1)).exp_().mul_(-total.unsqueeze(-1))
-        for safe, c in zip(safe_targets, coeffs):
-            grad_logits.scatter_add_(-1, safe.unsqueeze(-1), c.unsqueeze(-1))
-        if temperature != 1.0:
-            grad_logits.div_(temperature)
-    return value, aux, grad_logits, None
+        grad_logits = logprob_grad_(
+            flat, lse, [t.reshape(-1) for t in safe_targets], [c.reshape(-1) for c in coeffs], temperature
+        )
+    return value, aux, grad_logits
 
 
 class FusedLinearChunkedFunction(torch.autograd.Function):

@@ -26,6 +26,7 @@ from liger_kernel.chunked_loss.fused_linear_chunked import (
     check_shape,
     check_targets,
     chunked_value_and_grads,
+    float_sum,
     frozen_token_logprobs,
 )
 
@@ -66,7 +67,6 @@ def paired_preference_forward(
     ref_bias: torch.Tensor | None = None,
     ref_chosen_logps: torch.Tensor | None = None,
     ref_rejected_logps: torch.Tensor | None = None,
-    compiled: bool = True,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], tuple[torch.Tensor | None, ...]]:
     """Returns (loss, outputs, (d_input, d_weight, d_bias)) for a Function's forward."""
     n_pairs = check_pairs(_input, target)
@@ -141,12 +141,12 @@ def paired_preference_forward(
             nll = -nll_lp.sum() / chosen_tokens
             loss = loss + alpha * nll
         with torch.no_grad():
-            sums = torch.stack([logits[:r].sum(), logits[r:].sum(), nll.detach()])
+            sums = torch.stack([float_sum(logits[:r]), float_sum(logits[r:]), nll.detach()])
             aux = (seq_lp[:r].detach(), seq_lp[r:].detach(), sums, [a.detach() for a in row_aux], mean_aux)
         return loss, aux
 
     loss, auxes, *grads = chunked_value_and_grads(
-        _input, weight, bias, chunks, chunk_loss, needs_grad, chunk_targets=chunk_targets, compiled=compiled
+        _input, weight, bias, chunks, chunk_loss, needs_grad, chunk_targets=chunk_targets
     )
     sums = torch.stack([a[2] for a in auxes]).sum(0)
     outputs = (

@@ -123,8 +123,8 @@ class LigerFusedLinearGRPOFunction(FusedLinearChunkedFunction):
         num_items_in_batch: int | torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """Arguments as liger-kernel 0.8.5's, in its order.
-        Returns (loss, (mean k3 if beta != 0, clip_ratio)). ``compiled`` compiles the per-chunk gradient step
-        on CUDA."""
+        Returns (loss, (mean k3 if beta != 0, clip_ratio)). ``compiled`` is accepted for compatibility
+        (the per-chunk gradient step is a Triton kernel either way)."""
         check_grpo_options(
             beta, loss_type, importance_sampling_level, max_completion_length, temperature,
             sapo_temperature_pos, sapo_temperature_neg, delta,
@@ -242,7 +242,7 @@ class LigerFusedLinearGRPOFunction(FusedLinearChunkedFunction):
 
         loss, auxes, *grads = chunked_value_and_grads(
             _input, weight, bias, row_chunks(n_seq, chunk_size, _input.device), chunk_loss,
-            needs_grads(ctx, _GRPO_SLOTS), chunk_targets=chunk_targets, temperature=temperature, compiled=compiled,
+            needs_grads(ctx, _GRPO_SLOTS), chunk_targets=chunk_targets, temperature=temperature,
         )  # fmt: skip
         metrics = []
         if beta != 0:

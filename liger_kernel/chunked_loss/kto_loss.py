@@ -26,6 +26,7 @@ from liger_kernel.chunked_loss.fused_linear_chunked import (
     check_targets,
     chunked_value_and_grads,
     finish_forward,
+    float_sum,
     frozen_token_logprobs,
     needs_grads,
     row_chunks,
@@ -54,7 +55,8 @@ class LigerFusedLinearKTOFunction(FusedLinearChunkedFunction):
         average_log_prob: bool = False,
         chunk_size: int = 1,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """Arguments as liger-kernel 0.8.5's; ``compiled`` compiles the per-chunk gradient step on CUDA."""
+        """Arguments as liger-kernel 0.8.5's; ``compiled`` is accepted for compatibility (the per-chunk
+        gradient step is a Triton kernel either way)."""
         check_beta(beta)
         check_sequences(_input)
         n_seq = _input.shape[0]
@@ -106,7 +108,7 @@ class LigerFusedLinearKTOFunction(FusedLinearChunkedFunction):
             loss = (1 - torch.sigmoid(beta * shift * sign)).sum() / n_seq
             with torch.no_grad():
                 rewards = beta * ratio
-                logit_sums = logits.sum(dim=(1, 2))
+                logit_sums = float_sum(logits, (1, 2))
                 sums = torch.stack([
                     logps[good].sum(), logps[~good].sum(), logit_sums[good].sum(), logit_sums[~good].sum(),
                     rewards[good].sum(), rewards[~good].sum(),
@@ -121,7 +123,6 @@ class LigerFusedLinearKTOFunction(FusedLinearChunkedFunction):
             chunk_loss,
             needs_grads(ctx, _SLOTS),
             chunk_targets=chunk_targets,
-            compiled=compiled,
         )
         outputs = tuple(torch.stack(auxes).sum(0).unbind(0))
         finish_forward(ctx, _SLOTS, 15, (_input, weight, bias), grads, outputs)

@@ -56,11 +56,12 @@ class LigerFusedLinearORPOFunction(FusedLinearChunkedFunction):
         compiled: bool = True,
         chunk_size: int = 1,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """Arguments as liger-kernel 0.8.5's; ``compiled`` compiles the per-chunk gradient step on CUDA."""
+        """Arguments as liger-kernel 0.8.5's; ``compiled`` is accepted for compatibility (the per-chunk
+        gradient step is a Triton kernel either way)."""
         check_beta(beta)
         loss, outputs, grads = paired_preference_forward(
             needs_grads(ctx, _SLOTS), _input, weight, target, bias, orpo_pair_loss(beta), ignore_index=ignore_index,
-            compute_nll_loss=compute_nll_loss, nll_target=nll_target, chunk_size=chunk_size, average_log_prob=True, compiled=compiled,
+            compute_nll_loss=compute_nll_loss, nll_target=nll_target, chunk_size=chunk_size, average_log_prob=True,
         )  # fmt: skip
         finish_forward(ctx, _SLOTS, 10, (_input, weight, bias), grads, outputs)
         return loss, outputs

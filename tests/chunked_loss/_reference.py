@@ -259,13 +259,35 @@ def value_and_grads(fn, tensors, n_grad):
     return [o.detach() if isinstance(o, torch.Tensor) else o for o in out] + list(grads)
 
 
+def _bias_terms(reference, tensors, n_grad):
+    """{index of a bias among tensors[:n_grad]: sum over rows of |dL/dlogits| in float64}: the magnitude of
+    the terms its gradient adds up (one per row, each rounded to the dtype where the kernel or PyTorch
+    rounds the logits gradient), found by giving each row its own copy of the bias."""
+    rows = tensors[0].shape[:-1]
+    terms = {}
+    for i, t in enumerate(tensors[:n_grad]):
+        if t is None or t.dim() != 1 or not t.requires_grad or not t.is_floating_point():
+            continue
+        per_row = [f64(u) for u in tensors]
+        per_row[i] = f64(t).detach().expand(*rows, t.shape[0]).clone().requires_grad_()
+        out = reference(*per_row)
+        (grad,) = torch.autograd.grad(out[0] if isinstance(out, tuple) else out, per_row[i])
+        terms[i] = grad.abs().reshape(-1, t.shape[0]).sum(0)
+    return terms
+
+
 def check_against_reference(ours, reference, tensors, n_grad, msg=""):
     """Loss, extra outputs and the grads of tensors[:n_grad]: ours (in the tensors' dtype) against the
-    reference in the same dtype and in float64."""
+    reference in the same dtype and in float64. A bias gradient (a sum over rows of the logits gradient,
+    rounded to the dtype per element) gets its floor from the magnitude of those terms, where the sum
+    cancels, instead of from its own size."""
     dtype = next(t.dtype for t in tensors if t is not None and t.is_floating_point())
     actual = value_and_grads(ours, [same(t) for t in tensors], n_grad)
     ref = value_and_grads(reference, [same(t) for t in tensors], n_grad)
     golden = value_and_grads(reference, [f64(t) for t in tensors], n_grad)
+    wrt = [i for i, t in enumerate(tensors[:n_grad]) if t is not None and t.requires_grad]
+    n_out = len(golden) - len(wrt)
+    bias_terms = _bias_terms(reference, tensors, n_grad) if dtype != torch.float32 else {}
     for i, (a, r, g) in enumerate(zip(actual, ref, golden)):
         if g is None:
             assert a is None, f"output {i}: expected None"
@@ -278,5 +300,6 @@ def check_against_reference(ours, reference, tensors, n_grad, msg=""):
             tol = tolerances(torch.float32)
             assert_close(a, g.to(a.dtype), atol=tol.atol, rtol=tol.rtol, msg=f"{msg} output {i}")
         else:
-            assert_close_to_reference(a, r.to(a.dtype), g, msg=f"{msg} output {i}")
+            terms = bias_terms.get(wrt[i - n_out]) if i >= n_out else None
+            assert_close_to_reference(a, r.to(a.dtype), g, msg=f"{msg} output {i}", terms_scale=terms)
     return actual

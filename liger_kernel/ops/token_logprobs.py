@@ -1,0 +1,131 @@
+"""Per-token log-probs of rows of logits and their logits gradient in place, in Triton.
+
+The chunked losses (``liger_kernel.chunked_loss``) need, for each row z (V logits in the lm_head's dtype,
+e.g. bf16) and temperature T, the log-probs of a few target ids y_k and, once the loss has given their
+coefficients c_k = dL/dlp_k, the gradient over the whole row:
+
+    lse = log sum_j exp(z_j / T)                                  (fp32, one read of the row)
+    lp_k = z_{y_k} / T - lse
+    G_j = (sum_k c_k [j = y_k] - (sum_k c_k) exp(z_j / T - lse)) / T    (one read, one write, in place)
+
+All arithmetic is fp32 (1/T is applied as a multiplication everywhere); the row is never copied to fp32, so a chunk of logits costs its own dtype's
+bytes, and G overwrites z in z's dtype (it is rounded once, where the matmuls that take it would round it
+anyway). Nothing is kept: the callers hold the logits buffer and lse.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from liger_kernel.ops.distill_utils import row_launch
+from liger_kernel.ops.utils import use_triton
+
+
+@triton.jit
+def _row_lse_kernel(Z, stride_z, LSE, inv_temperature, n_cols, BLOCK: tl.constexpr):
+    # One program per row: an online max and sum of exp over the row, block by block.
+    row = tl.program_id(0).to(tl.int64)
+    z_row = Z + row * stride_z
+    running_max = tl.full((BLOCK,), float("-inf"), dtype=tl.float32)
+    running_sum = tl.zeros((BLOCK,), dtype=tl.float32)
+    for start in range(0, n_cols, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        z = tl.load(z_row + cols, mask=cols < n_cols, other=float("-inf")).to(tl.float32) * inv_temperature
+        new_max = tl.maximum(running_max, z)
+        # lanes still at -inf (nothing seen yet) keep a zero sum instead of exp(nan)
+        safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)
+        running_sum = running_sum * tl.exp(running_max - safe_max) + tl.exp(z - safe_max)
+        running_max = new_max
+    row_max = tl.max(running_max, axis=0)
+    safe_row_max = tl.where(row_max == float("-inf"), 0.0, row_max)
+    total = tl.sum(running_sum * tl.exp(running_max - safe_row_max), axis=0)
+    tl.store(LSE + row, safe_row_max + tl.log(total))
+
+
+@triton.jit
+def _logprob_grad_kernel(
+    Z, stride_z, LSE, Y1, C1, Y2, C2, inv_temperature, n_cols, TWO_TARGETS: tl.constexpr, BLOCK: tl.constexpr
+):
+    # One program per row: G over z in place (see the module docstring).
+    row = tl.program_id(0).to(tl.int64)
+    z_row = Z + row * stride_z
+    lse = tl.load(LSE + row)
+    y1 = tl.load(Y1 + row)
+    c1 = tl.load(C1 + row).to(tl.float32)
+    total = c1
+    if TWO_TARGETS:
+        y2 = tl.load(Y2 + row)
+        c2 = tl.load(C2 + row).to(tl.float32)
+        total += c2
+    for start in range(0, n_cols, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        mask = cols < n_cols
+        z = tl.load(z_row + cols, mask=mask, other=0.0).to(tl.float32)
+        g = tl.where(cols == y1, c1, 0.0) - total * tl.exp(z * inv_temperature - lse)
+        if TWO_TARGETS:
+            g += tl.where(cols == y2, c2, 0.0)
+        tl.store(z_row + cols, (g * inv_temperature).to(Z.dtype.element_ty), mask=mask)
+
+
+def _uses_kernel(logits: torch.Tensor) -> bool:
+    # float64 stays in PyTorch: the kernels accumulate in fp32, the float64 path is the exact one
+    return logits.dtype != torch.float64 and use_triton("token_logprobs", logits)
+
+
+def row_logsumexp(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """logsumexp(logits / temperature) over the last dim of a (rows, V) tensor, fp32 (float64 for float64)."""
+    if not _uses_kernel(logits):
+        scaled = logits.float() if logits.dtype != torch.float64 else logits
+        return torch.logsumexp(scaled * (1.0 / temperature) if temperature != 1.0 else scaled, dim=-1)
+    lse = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
+    if logits.shape[0]:
+        block, warps = row_launch(logits.shape[1])
+        _row_lse_kernel[(logits.shape[0],)](
+            logits, logits.stride(0), lse, 1.0 / temperature, logits.shape[1], BLOCK=block, num_warps=warps
+        )
+    return lse
+
+
+def gather_logprobs(
+    logits: torch.Tensor, lse: torch.Tensor, target: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """logits[row, target[row]] / temperature - lse[row], in lse's dtype; ``target`` holds valid ids."""
+    picked = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1).to(lse.dtype)
+    return (picked * (1.0 / temperature) if temperature != 1.0 else picked) - lse
+
+
+def logprob_grad_(
+    logits: torch.Tensor,
+    lse: torch.Tensor,
+    targets: list[torch.Tensor],
+    coeffs: list[torch.Tensor],
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Overwrites the (rows, V) ``logits`` (unit stride along V) with G (module docstring) and returns it.
+
+    ``targets``: one or two (rows,) tensors of valid ids; ``coeffs``: their dL/dlp, fp32 (rows,)."""
+    if not 1 <= len(targets) <= 2 or len(coeffs) != len(targets):
+        raise ValueError(
+            f"one or two target sets with one coefficient each, got {len(targets)} and {len(coeffs)}"
+        )
+    if not _uses_kernel(logits):
+        work = logits if logits.dtype == torch.float64 else logits.float()
+        if temperature != 1.0:
+            work = work * (1.0 / temperature)
+        grad = work.sub_(lse.unsqueeze(-1)).exp_().mul_(-torch.stack(coeffs).sum(0).unsqueeze(-1))
+        for target, coeff in zip(targets, coeffs):
+            grad.scatter_add_(-1, target.unsqueeze(-1), coeff.to(grad.dtype).unsqueeze(-1))
+        if temperature != 1.0:
+            grad.mul_(1.0 / temperature)
+        return logits.copy_(grad) if grad is not logits else logits
+    if logits.shape[0]:
+        block, warps = row_launch(logits.shape[1])
+        second = len(targets) == 2
+        _logprob_grad_kernel[(logits.shape[0],)](
+            logits, logits.stride(0), lse.contiguous(), targets[0].contiguous(), coeffs[0].float().contiguous(),
+            targets[-1].contiguous(), coeffs[-1].float().contiguous(),
+            1.0 / temperature, logits.shape[1], TWO_TARGETS=second, BLOCK=block, num_warps=warps,
+        )  # fmt: skip
+    return logits
