@@ -29,7 +29,9 @@ def _both_paths(device, dtype):
         try:
             orpo = LigerFusedLinearORPOLoss(chunk_size=1)  # two target sets (the NLL's own)
             grpo = LigerFusedLinearGRPOLoss(beta=0.0, loss_type="bnpo", temperature=0.7, chunk_size=3)
-            loss = orpo(weight, x, target, bias, nll_target)[0] + grpo(x, weight, ids, mask, advantages, bias)[0]
+            loss = (
+                orpo(weight, x, target, bias, nll_target)[0] + grpo(x, weight, ids, mask, advantages, bias)[0]
+            )
             results[kernel] = (loss.detach(), *torch.autograd.grad(loss, (x, weight, bias)))
         finally:
             token_logprobs._uses_kernel = uses_kernel
