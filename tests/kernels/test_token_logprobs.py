@@ -79,9 +79,14 @@ def test_gradient_in_place_matches_float64(device, n, vocab, dtype, temperature,
         lse = ops.row_logsumexp(buffer, temperature)
         grad = ops.logprob_grad_(buffer, lse, targets, coeffs, temperature)
     assert grad.data_ptr() == buffer.data_ptr() and grad.dtype == dtype  # in place, in the logits' dtype
-    # c_y (1 - p_y) cancels where p_y -> 1: the floor is relative to the two terms, not their difference
-    p = torch.softmax(logits.double() / temperature, -1)
-    terms = sum(c.double().abs() for c in coeffs)[:, None] * p
+    # c_y (1 - p_y) cancels where p_y -> 1: the floor is relative to the two terms, not their difference; and
+    # p = exp(z / T - lse) carries the rounding of its argument, a difference of |z / T| and |lse|, as a relative
+    # error
+    z = logits.double() / temperature
+    lse64 = torch.logsumexp(z, -1, keepdim=True)
+    p = torch.softmax(z, -1)
+    exponent_scale = 1.0 + z.abs().nan_to_num(posinf=0.0) + lse64.abs()
+    terms = sum(c.double().abs() for c in coeffs)[:, None] * p * exponent_scale
     for y, c in zip(targets, coeffs):
         terms = terms + c.double().abs()[:, None] * torch.nn.functional.one_hot(y, vocab).double()
     assert_close_to_reference(grad, reference, golden, terms_scale=terms / temperature)
