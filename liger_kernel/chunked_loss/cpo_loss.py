@@ -56,7 +56,7 @@ class LigerFusedLinearCPOFunction(FusedLinearChunkedFunction):
         compute_nll_loss: bool = True,
         compiled: bool = True,
         average_log_prob: bool = False,
-        chunk_size: int = 1,
+        chunk_size: int | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """Arguments as liger-kernel 0.8.5's; ``compiled`` is accepted for compatibility (the per-chunk
         gradient step is a Triton kernel either way)."""
@@ -86,7 +86,7 @@ class LigerFusedLinearSimPOFunction(FusedLinearChunkedFunction):
         compute_nll_loss: bool = False,
         compiled: bool = True,
         gamma: float = 0.5,
-        chunk_size: int = 1,
+        chunk_size: int | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """Arguments as liger-kernel 0.8.5's; ``compiled`` is accepted for compatibility (the per-chunk
         gradient step is a Triton kernel either way)."""
@@ -114,7 +114,7 @@ class LigerFusedLinearCPOLoss(torch.nn.Module):
         compute_nll_loss: bool = True,
         compiled: bool = True,
         average_log_prob: bool = False,
-        chunk_size: int = 1,
+        chunk_size: int | None = None,
     ) -> None:
         super().__init__()
         check_beta(beta)
@@ -154,7 +154,7 @@ class LigerFusedLinearSimPOLoss(torch.nn.Module):
         compute_nll_loss: bool = True,
         compiled: bool = True,
         gamma: float = 0.5,
-        chunk_size: int = 1,
+        chunk_size: int | None = None,
     ) -> None:
         super().__init__()
         check_beta(beta)

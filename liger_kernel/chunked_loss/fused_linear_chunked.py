@@ -29,12 +29,20 @@ non-linear in a sequence's log-prob sum needs the whole sequence in one chunk), 
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
-from liger_kernel.ops.fused_linear_cross_entropy import _addmm_into
+from liger_kernel.ops.fused_linear_cross_entropy import (
+    _addmm_into,
+    _cost_rule_rows,
+    default_chunk_budget,
+    default_chunk_size,
+    device_rates,
+    resolve_chunk_budget,
+)
 from liger_kernel.ops.token_logprobs import gather_logprobs, logprob_grad_, row_logsumexp
 
 # A chunk's loss: (fp32 logits of the chunk's rows (r, ..., V), the rows' indices) -> (scalar loss, aux).
@@ -92,6 +100,43 @@ def row_chunks(num_rows: int, rows_per_chunk: int, device: torch.device) -> list
         torch.arange(start, min(start + rows_per_chunk, num_rows), device=device)
         for start in range(0, num_rows, rows_per_chunk)
     ]
+
+
+def units_per_chunk(
+    chunk_size: int | None,
+    n_units: int,
+    tokens_per_unit: int,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    logits_buffers: int = 1,
+) -> int:
+    """Units (sequences, or pairs of them) per chunk: ``chunk_size`` when given, else the fused cross
+    entropy's chunk rule in tokens (``liger_kernel.ops.fused_linear_cross_entropy``: as many chunks as keep
+    the predicted dW traffic within 5 % of the matmuls, on the device's rates) with these losses' fp32 dW,
+    capped by the same memory budget (LIGER_FLCE_CHUNK_BUDGET_MIB, or its default) shared by the
+    ``logits_buffers`` chunks of logits a chunk holds (the policy's, and a frozen model's); whole units, at
+    least one. With long sequences and a large vocabulary that is one unit, as liger-kernel 0.8's default;
+    with short ones it packs several, where one unit per chunk would re-read and re-write dW per unit."""
+    if chunk_size is not None:
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
+            raise ValueError(
+                f"chunk_size must be a positive int (units per chunk) or None (chosen by the chunk rule), "
+                f"got {chunk_size!r}"
+            )
+        return int(chunk_size)
+    n_units = max(1, n_units)
+    tokens = n_units * max(1, tokens_per_unit)
+    hidden, vocab = weight.shape[1], weight.shape[0]
+    element_size = x.element_size()
+    accum_size = max(4, element_size)
+    budget = resolve_chunk_budget()
+    if budget is None:
+        budget = default_chunk_budget(tokens, hidden, vocab, element_size, accum_size)
+    rows = min(
+        _cost_rule_rows(tokens, hidden, vocab, element_size, accum_size, device_rates(x.device)),
+        default_chunk_size(tokens, vocab, element_size * max(1, logits_buffers), budget),
+    )
+    return max(1, min(n_units, rows // max(1, tokens_per_unit)))
 
 
 # A log-prob chunk loss: (per-token log-probs of each target set (r, ...), the rows' indices, the chunk's logits

@@ -1,7 +1,7 @@
 """Paired preference losses (DPO, ORPO, CPO, SimPO) on the chunked mechanism of ``fused_linear_chunked``.
 
 Input: hidden states (2B, T, H) stacked [chosen_1..chosen_B, rejected_1..rejected_B], targets (2B, T). A
-chunk is ``chunk_size`` pairs (chosen i..j with rejected i..j), so each pair's loss is computed whole:
+chunk is ``chunk_size`` pairs (chosen i..j with rejected i..j; None: ``units_per_chunk``'s rule), so each pair's loss is computed whole:
 
     logp(y|x) = sum_t mask_t log softmax(z_t)[y_t]      (divided by the token count if average_log_prob;
                                                           a sequence with no token gives 0, not NaN)
@@ -28,6 +28,7 @@ from liger_kernel.chunked_loss.fused_linear_chunked import (
     chunked_value_and_grads,
     float_sum,
     frozen_token_logprobs,
+    units_per_chunk,
 )
 
 # l(chosen_logps, rejected_logps, ref_chosen_logps | None, ref_rejected_logps | None, chosen_len, rejected_len)
@@ -59,7 +60,7 @@ def paired_preference_forward(
     alpha: float = 1.0,
     compute_nll_loss: bool = False,
     nll_target: torch.Tensor | None = None,
-    chunk_size: int = 1,
+    chunk_size: int | None = None,
     average_log_prob: bool = False,
     use_ref_model: bool = False,
     ref_input: torch.Tensor | None = None,
@@ -94,7 +95,9 @@ def paired_preference_forward(
     nll_labels = nll_target if nll_target is not None else target
     chosen_tokens = (nll_labels[:n_pairs] != ignore_index).sum().clamp(min=1)
     logits_count = n_pairs * _input.shape[1] * vocab
-    step = max(1, int(chunk_size))
+    step = units_per_chunk(
+        chunk_size, n_pairs, 2 * _input.shape[1], _input, weight, logits_buffers=2 if use_ref_input else 1
+    )
     chunks = [
         torch.cat(
             [

@@ -15,7 +15,7 @@ Per completion token t of sequence i (mask m, advantage A_i, lp = log softmax(z 
           dr_grpo      sum m l / (B * max_completion_length)
           dapo, cispo, vespo  sum m l / max(num_items_in_batch / world_size (or sum m), 1)
           luspo        mean_i sum_t m l          (TRL 1.16's definition)
-lp_old defaults to lp.detach() (one policy update per generation). A chunk is ``chunk_size`` sequences; the
+lp_old defaults to lp.detach() (one policy update per generation). A chunk is ``chunk_size`` sequences (None: ``units_per_chunk``'s rule); the
 normalizers are batch-level, computed before the loop. Metrics (as liger-kernel 0.8.5, and as TRL logs them as ``kl``
 and ``clip_ratio/region_mean``): the masked mean of k3 (when beta != 0) and the fraction of masked tokens
 (of sequences, at sequence level, as TRL; 0.8.5 counts their tokens) whose ratio was clipped in the direction
@@ -43,6 +43,7 @@ from liger_kernel.chunked_loss.fused_linear_chunked import (
     frozen_token_logprobs,
     needs_grads,
     row_chunks,
+    units_per_chunk,
 )
 
 GRPO_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo")
@@ -112,7 +113,7 @@ class LigerFusedLinearGRPOFunction(FusedLinearChunkedFunction):
         temperature: float = 1.0,
         compiled: bool = True,
         use_ref_model: bool = True,
-        chunk_size: int = 1,
+        chunk_size: int | None = None,
         vllm_is_ratio: torch.Tensor | None = None,
         delta: float | None = None,
         use_bias_correction_kl: bool = False,
@@ -240,8 +241,11 @@ class LigerFusedLinearGRPOFunction(FusedLinearChunkedFunction):
                 clipped_sum = (is_clipped * m).sum()
             return loss, (kl_sum, clipped_sum)
 
+        seqs_per_chunk = units_per_chunk(
+            chunk_size, n_seq, _input.shape[1], _input, weight, logits_buffers=2 if use_ref_input else 1
+        )
         loss, auxes, *grads = chunked_value_and_grads(
-            _input, weight, bias, row_chunks(n_seq, chunk_size, _input.device), chunk_loss,
+            _input, weight, bias, row_chunks(n_seq, seqs_per_chunk, _input.device), chunk_loss,
             needs_grads(ctx, _GRPO_SLOTS), chunk_targets=chunk_targets, temperature=temperature,
         )  # fmt: skip
         metrics = []
@@ -268,7 +272,7 @@ class LigerFusedLinearGRPOLoss(torch.nn.Module):
         beta: float = 0.04,
         compiled: bool = True,
         use_ref_model: bool = True,
-        chunk_size: int = 1,
+        chunk_size: int | None = None,
         epsilon_low: float = 0.2,
         epsilon_high: float = 0.2,
         loss_type: str = "dapo",

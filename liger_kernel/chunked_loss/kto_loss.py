@@ -5,7 +5,7 @@
     L = (1/B) sum_i [1 - sigma(beta (r_i - z0))]  if desirable,  [1 - sigma(beta (z0 - r_i))]  if undesirable
 
 z0 is ``kl`` (the batch KL estimate TRL computes from mismatched pairs; a scalar or one value per row,
-0 when None), not differentiated. A chunk is ``chunk_size`` sequences. Outputs (as liger-kernel 0.8.5): loss,
+0 when None), not differentiated. A chunk is ``chunk_size`` sequences (None: ``units_per_chunk``'s rule). Outputs (as liger-kernel 0.8.5): loss,
 (sum of chosen logps, sum of rejected logps, sum of chosen logits, sum of rejected logits, sum of chosen
 rewards, sum of rejected rewards), rewards = beta r.
 """
@@ -30,6 +30,7 @@ from liger_kernel.chunked_loss.fused_linear_chunked import (
     frozen_token_logprobs,
     needs_grads,
     row_chunks,
+    units_per_chunk,
 )
 
 _SLOTS = (0, 1, 4)
@@ -53,7 +54,7 @@ class LigerFusedLinearKTOFunction(FusedLinearChunkedFunction):
         compiled: bool = True,
         use_ref_model: bool = True,
         average_log_prob: bool = False,
-        chunk_size: int = 1,
+        chunk_size: int | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """Arguments as liger-kernel 0.8.5's; ``compiled`` is accepted for compatibility (the per-chunk
         gradient step is a Triton kernel either way)."""
@@ -119,7 +120,13 @@ class LigerFusedLinearKTOFunction(FusedLinearChunkedFunction):
             _input,
             weight,
             bias,
-            row_chunks(n_seq, chunk_size, _input.device),
+            row_chunks(
+                n_seq,
+                units_per_chunk(
+                    chunk_size, n_seq, _input.shape[1], _input, weight, 2 if use_ref_model else 1
+                ),
+                _input.device,
+            ),
             chunk_loss,
             needs_grads(ctx, _SLOTS),
             chunk_targets=chunk_targets,
@@ -141,7 +148,7 @@ class LigerFusedLinearKTOLoss(torch.nn.Module):
         compiled: bool = True,
         use_ref_model: bool = False,
         average_log_prob: bool = False,
-        chunk_size: int = 1,
+        chunk_size: int | None = None,
     ) -> None:
         super().__init__()
         check_beta(beta)

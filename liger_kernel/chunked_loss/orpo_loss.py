@@ -54,7 +54,7 @@ class LigerFusedLinearORPOFunction(FusedLinearChunkedFunction):
         compute_nll_loss: bool = True,
         nll_target: torch.Tensor | None = None,
         compiled: bool = True,
-        chunk_size: int = 1,
+        chunk_size: int | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """Arguments as liger-kernel 0.8.5's; ``compiled`` is accepted for compatibility (the per-chunk
         gradient step is a Triton kernel either way)."""
@@ -78,7 +78,7 @@ class LigerFusedLinearORPOLoss(torch.nn.Module):
         beta: float = 0.1,
         compute_nll_loss: bool = True,
         compiled: bool = True,
-        chunk_size: int = 1,
+        chunk_size: int | None = None,
     ) -> None:
         super().__init__()
         check_beta(beta)

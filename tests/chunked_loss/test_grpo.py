@@ -34,7 +34,7 @@ def test_grpo_matches_formula(device, data):
     off_policy = data.draw(st.booleans())
     delta = data.draw(st.sampled_from([None, 1.1])) if loss_type not in ("cispo", "sapo", "vespo") else None
     epsilon_high = 5.0 if loss_type == "cispo" else 0.28
-    chunk_size = data.draw(st.integers(1, n_seq + 1))
+    chunk_size = data.draw(st.none() | st.integers(1, n_seq + 1))
 
     def tensor(shape, grad=False):
         return data.draw(lst.tensors(shape, dtype, device=device, requires_grad=grad, low=-1, high=1))

@@ -50,7 +50,7 @@ def preference_batch(draw, device, *, min_tokens_per_seq=0, ref=True):
         ref_w = draw(lst.tensors(weight.shape, dtype, device=device, low=-1, high=1))
         if draw(st.booleans()):
             ref_b = draw(lst.tensors((vocab,), dtype, device=device, low=-1, high=1))
-    chunk_size = draw(st.integers(1, n_pairs + 1))
+    chunk_size = draw(st.none() | st.integers(1, n_pairs + 1))
     return x, weight, target, bias, ref_x, ref_w, ref_b, chunk_size, dtype
 
 
