@@ -7,7 +7,9 @@ in the interpreter) or ``pytest_plugins = ["liger_testing.pytest_plugin"]`` in t
 Provides:
 
 * options ``--liger-device`` (``auto`` | ``cpu`` | ``cuda`` | any torch device string; default
-  ``$LIGER_DEVICE`` or ``auto``) and ``--liger-seed`` (int; default ``$LIGER_SEED`` or 0);
+  ``$LIGER_DEVICE`` or ``auto``) and ``--liger-seed`` (int; default ``$LIGER_SEED`` or 0); a seed given
+  either way also seeds Hypothesis (as ``--hypothesis-seed``, unless that is given too), so one number
+  reproduces a run's examples (profiles with ``derandomize``, such as ``ci``, keep their fixed examples);
 * the Triton interpreter switch: when the resolved device is the CPU, ``TRITON_INTERPRET=1`` is set
   in ``pytest_load_initial_conftests`` -- before the rootdir/initial ``conftest.py`` files and any
   test module are imported, so kernels decorated at import time run in the interpreter;
@@ -110,7 +112,19 @@ def pytest_load_initial_conftests(
         raise pytest.UsageError(str(exc)) from exc
 
 
+def _explicit_seed(config: pytest.Config) -> int | None:
+    """The global seed when the run gave one (``--liger-seed`` or ``$LIGER_SEED``), else None."""
+    value = getattr(config.option, "liger_seed", None)
+    if value is not None:
+        return int(value)
+    return _env_seed() if os.environ.get(SEED_ENV_VAR, "").strip() else None
+
+
+@pytest.hookimpl(tryfirst=True)  # before Hypothesis's own pytest_configure reads --hypothesis-seed
 def pytest_configure(config: pytest.Config) -> None:
+    explicit_seed = _explicit_seed(config)
+    if explicit_seed is not None and getattr(config.option, "hypothesis_seed", "absent") is None:
+        config.option.hypothesis_seed = str(explicit_seed)
     for marker in _MARKERS:
         config.addinivalue_line("markers", marker)
     try:

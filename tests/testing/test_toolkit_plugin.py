@@ -125,6 +125,37 @@ def test_global_seed_from_env_changes_seeds_and_selection_does_not(inner, monkey
     assert seeds["b"] != test_seed(0, "test_inner.py::test_seed_b")
 
 
+HYPOTHESIS_TEST = """
+from hypothesis import given, settings, strategies as st
+
+
+@settings(max_examples=3, database=None)
+@given(st.integers(0, 2**62))
+def test_draws(value):
+    with open("draws.txt", "a") as f:
+        f.write(f"{value}\\n")
+"""
+
+
+def _draws(pytester, *args):
+    pytester.makeini("[pytest]\naddopts = -p liger_testing.pytest_plugin\n")
+    pytester.makepyfile(test_draws=HYPOTHESIS_TEST)
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", "--hypothesis-profile=default", *args)
+    path = pytester.path / "draws.txt"
+    draws = path.read_text().split()
+    path.unlink()
+    return draws
+
+
+def test_liger_seed_also_seeds_hypothesis(pytester, monkeypatch):
+    monkeypatch.delenv("LIGER_SEED", raising=False)
+    first, again, other = (_draws(pytester, f"--liger-seed={s}") for s in (5, 5, 6))
+    assert first == again and first != other
+    assert _draws(pytester, "--liger-seed=5", "--hypothesis-seed=6") == other  # Hypothesis's own option wins
+    monkeypatch.setenv("LIGER_SEED", "6")
+    assert _draws(pytester) == other
+
+
 def test_seed_function_is_a_stable_hash():
     assert test_seed(0, "a::b") == test_seed(0, "a::b")
     assert test_seed(0, "a::b") != test_seed(1, "a::b")
