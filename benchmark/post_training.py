@@ -1,13 +1,16 @@
 """Post-training losses: forward + backward time and peak memory of DPO and GRPO through the lm_head.
 
     python -m benchmark.post_training [--out-dir $OUT] [--peer-path .peer/liger085] [--tiny]
-                                      [--workloads dpo,grpo] [--arms eager,compile,ours,liger085]
+                                      [--workloads dpo,grpo,grpo_short] [--arms eager,compile,ours,liger085]
+                                      [--profile]
 
 Workloads (bf16, hidden 4096, vocab 128256 as Llama-3-8B; ``--tiny`` shrinks them for a CPU check):
     dpo   8 pairs x 1024 tokens, sigmoid loss, beta 0.1; the reference model's lm_head runs in the loss
           (its hidden states and weight are inputs, as TRL's DPOTrainer computes the reference per batch)
     grpo  16 completions x 1024 tokens, loss "dapo", beta 0.04; the reference and old per-token
           log-probs are inputs (TRL computes them once per generation, outside the loss step)
+    grpo_short  the same loss over 64 completions x 256 tokens (as many tokens; the chunk rule packs
+          several completions per chunk where one per chunk re-reads and re-writes dW 64 times)
 Arms:
     eager     the loss the way TRL computes it without Liger: full logits F.linear -> .float() ->
               log_softmax -> gather, then the formula (and the same for the reference, under no_grad)
@@ -20,7 +23,8 @@ hidden states and lm_head weight, median), peak_mib (peak memory allocated durin
 was allocated before it: weights, hidden states and targets are not counted). Each non-eager arm is
 checked once against eager (loss and gradients, relative L2 < 2e-2) and the note column says so.
 The CSV (one row per workload x arm x metric, with GPU name, versions and date) goes to
-``--out-dir/post_training_<date>.csv``; a table is printed.
+``--out-dir/post_training_<date>.csv``; a table is printed. ``--profile`` also writes the CUDA kernels of one
+pass of ours per workload, by total GPU time (torch.profiler), to ``--out-dir/post_training_profile.txt``.
 """
 
 from __future__ import annotations
@@ -55,11 +59,11 @@ from benchmark.run import (  # noqa: E402
 )
 
 ARMS = ("eager", "compile", "ours", "liger085")
-WORKLOADS = ("dpo", "grpo")
+WORKLOADS = ("dpo", "grpo", "grpo_short")
 COLUMNS = ("workload", "shape", "arm", "metric", "value", "gpu", "torch", "triton", "transformers", "liger_kernel",
            "date", "note")  # fmt: skip
-FULL = dict(pairs=8, completions=16, seq=1024, hidden=4096, vocab=128256)
-TINY = dict(pairs=2, completions=4, seq=16, hidden=32, vocab=97)
+FULL = dict(pairs=8, completions=16, seq=1024, short_completions=64, short_seq=256, hidden=4096, vocab=128256)
+TINY = dict(pairs=2, completions=4, seq=16, short_completions=8, short_seq=4, hidden=32, vocab=97)
 BETA_DPO, BETA_GRPO = 0.1, 0.04
 
 
@@ -100,7 +104,7 @@ def chunked_fns() -> dict[str, Any]:
     def grpo_fn(hidden, weight, ids, mask, advantages, ref_logps):
         return grpo(hidden, weight, ids, mask, advantages, None, ref_logps)[0]
 
-    return {"dpo": dpo_fn, "grpo": grpo_fn}
+    return {"dpo": dpo_fn, "grpo": grpo_fn, "grpo_short": grpo_fn}
 
 
 def build(workload: str, fn, dims: dict[str, int], device: torch.device) -> Problem:
@@ -113,6 +117,8 @@ def build(workload: str, fn, dims: dict[str, int], device: torch.device) -> Prob
     hidden_size, vocab, seq = dims["hidden"], dims["vocab"], dims["seq"]
     weight = randn(vocab, hidden_size, scale=hidden_size**-0.5).requires_grad_()
     rows = 2 * dims["pairs"] if workload == "dpo" else dims["completions"]
+    if workload == "grpo_short":
+        rows, seq = dims["short_completions"], dims["short_seq"]
     hidden = randn(rows, seq, hidden_size).requires_grad_()
     target = torch.randint(0, vocab, (rows, seq), generator=gen, device=device)
     if workload == "dpo":
@@ -141,7 +147,7 @@ def measure_arm(
     workload: str, arm: str, dims: dict[str, int], device: torch.device, timer: Timer
 ) -> dict[str, Any]:
     """{'full_ms', 'peak_mib', 'note'} of one arm; errors become a note."""
-    eager = {"dpo": eager_dpo, "grpo": eager_grpo}[workload]
+    eager = {"dpo": eager_dpo, "grpo": eager_grpo, "grpo_short": eager_grpo}[workload]
     result: dict[str, Any] = {"full_ms": math.nan, "peak_mib": math.nan, "note": ""}
     p = None
     try:
@@ -200,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="tiny shapes (CPU check of the script)")
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument("--profile", action="store_true", help="profile one pass of ours per workload")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -241,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     shapes = {
         "dpo": f"{dims['pairs']} pairs x {dims['seq']}",
         "grpo": f"{dims['completions']} x {dims['seq']}",
+        "grpo_short": f"{dims['short_completions']} x {dims['short_seq']}",
     }
     rows = []
     for (workload, arm), r in table.items():
@@ -263,7 +271,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{workload:9} {arm:9} {r['full_ms']:10.2f} {r['peak_mib']:10.1f} {mem_ratio:9.3f} {time_ratio:9.3f}  "
               f"{r['note']}")  # fmt: skip
     print(f"\nCSV: {csv_path}")
+    if args.profile:
+        profile_ours(workloads, dims, device, Path(args.out_dir) / "post_training_profile.txt")
     return 0
+
+
+def profile_ours(workloads: list[str], dims: dict[str, int], device: torch.device, path: Path) -> None:
+    """The kernels of one pass (forward + grad) of ours per workload, by total device time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sort_by = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    parts = []
+    for workload in workloads:
+        p = build(workload, chunked_fns()[workload], dims, device)
+        full_pass(p)  # warm: Triton compiles, allocator settles
+        with profile(activities=activities) as prof:
+            full_pass(p)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        parts.append(f"== {workload} ==\n" + prof.key_averages().table(sort_by=sort_by, row_limit=25))
+        del p
+        _free(device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n\n".join(parts))
+    print("\n".join(parts))
+    print(f"profile: {path}")
 
 
 if __name__ == "__main__":
