@@ -263,6 +263,13 @@ def _forward_maker(spec: ModelSpec) -> Callable[[Callable], Callable]:
     return make
 
 
+def causal_lm_forward(model_type: str) -> Callable:
+    """The fused-loss forward that patching sets on ``model_type``'s causal-LM class (and, bound, on an
+    instance): one function object per model type and original forward."""
+    spec = _spec(model_type)
+    return _replacement(getattr(spec.modeling(), spec.causal_lm), "forward", _forward_maker(spec))
+
+
 def _check_options(spec: ModelSpec, options: dict[str, bool]) -> None:
     unknown = set(options) - set(spec.option_defaults())
     if unknown:
@@ -455,14 +462,18 @@ class _BoundForward:
 
     def __init__(self, model_type: str, model: nn.Module, func: Callable | None = None) -> None:
         if func is None:
-            spec = _spec(model_type)
-            func = _forward_maker(spec)(_original(getattr(spec.modeling(), spec.causal_lm), "forward"))
+            func = causal_lm_forward(model_type)
         self.model_type = model_type
         self.__func__ = func
         self.__self__ = model
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.__func__(self.__self__, *args, **kwargs)
+
+    @property
+    def __wrapped__(self) -> Callable:
+        # What inspect.getsource reads (through inspect.unwrap): the forward's own source, as for a method.
+        return self.__func__
 
     @property
     def __signature__(self) -> inspect.Signature:
