@@ -122,6 +122,7 @@ class _Patched:
     attr: str
     raw_original: Any  # owner.__dict__[attr] before patching, or _MISSING when it was inherited/absent
     holders: set = field(default_factory=set)
+    replacement: Any = None  # what patching set owner.attr to
 
 
 # (id(owner), attr) -> _Patched. Owners are modeling modules and their classes, alive for the process.
@@ -189,10 +190,19 @@ def _hold(owner: Any, attr: str, make: Callable[[Any], Any], holder: Any) -> Non
     """Set ``owner.attr`` to its Liger replacement (once) and record ``holder`` as one of its users."""
     key = (id(owner), attr)
     patched = _PATCHED.get(key)
+    if patched is not None and owner.__dict__.get(attr, _MISSING) is not patched.replacement:
+        # Set again behind our back since it was patched (importlib.reload of the modeling module, as
+        # Liger Kernel 0.8's tests revert, or another library's patch): the value now there is the
+        # original to wrap and restore; the holders still want the patch.
+        del _PATCHED[key]
+        holders, patched = patched.holders, None
+        logger.debug("liger_kernel: %s.%s was replaced since patched; patching it again", owner, attr)
+    else:
+        holders = set()
     if patched is None:
         replacement = _replacement(owner, attr, make)
         raw = owner.__dict__.get(attr, _MISSING)
-        patched = _PATCHED[key] = _Patched(owner, attr, raw)
+        patched = _PATCHED[key] = _Patched(owner, attr, raw, holders, replacement)
         setattr(owner, attr, replacement)
         logger.debug("liger_kernel: patched %s.%s", getattr(owner, "__name__", owner), attr)
     patched.holders.add(holder)
@@ -695,7 +705,9 @@ def _apply_liger_kernel_to_instance(model: nn.Module, **kwargs: Any) -> None:
     accepted = set(inspect.signature(apply_fn).parameters) - {"model"}
     dropped = sorted(set(kwargs) - accepted)
     if dropped:
-        logger.debug("liger_kernel: %s does not take %s; ignored", apply_fn.__name__, dropped)
+        # (the table may hold any callable: a framework's own function, a test's Mock without __name__)
+        name = getattr(apply_fn, "__name__", f"apply_liger_kernel_to_{model_type}")
+        logger.debug("liger_kernel: %s does not take %s; ignored", name, dropped)
     apply_fn(model=model, **{k: v for k, v in kwargs.items() if k in accepted})
 
 

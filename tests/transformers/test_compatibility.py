@@ -7,6 +7,7 @@ reference binds every argument to the parameter of the same name. CPU, tiny tens
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import inspect
 import json
@@ -272,3 +273,89 @@ def test_silu_mul_on_dtensors(tmp_path, seed):
         assert_close((da.grad.full_tensor(), db.grad.full_tensor()), (a.grad, b.grad))
     finally:
         dist.destroy_process_group()
+
+
+# liger_kernel.transformers.model.<module>: attribute -> model type (the reference's import paths of
+# the fused-loss forwards, for the model types we support)
+PER_TYPE_FORWARDS = {
+    **{t: {"lce_forward": t} for t in ("llama", "mistral", "mixtral", "gemma", "gemma2", "qwen2", "phi3")},
+    **{t: {"lce_forward": t} for t in ("qwen3", "qwen3_moe", "olmo2", "olmo3", "glm4", "smollm3")},
+    **{t: {"lce_forward": t} for t in ("ministral", "deepseek_v3", "gpt_oss")},
+    "gemma3": {"causal_forward": "gemma3_text", "multimodal_forward": "gemma3"},
+}  # fmt: skip
+# Import paths the reference's test_monkey_patch.py needs at import for types not supported yet (issue 20).
+UNSUPPORTED_TYPE_FORWARDS = {
+    "falcon_h1": ["lce_forward"],
+    "mllama": ["lce_forward"],
+    "paligemma": ["lce_forward"],
+    "qwen3_next": ["lce_forward"],
+    "qwen3_5": ["lce_forward", "lce_forward_for_multimodal"],
+}
+
+
+def test_per_type_forwards_are_the_patched_forwards():
+    from liger_kernel.transformers.model.per_type import dispatching_lce_forward
+    from liger_kernel.transformers.monkey_patch import causal_lm_forward
+
+    for module, names in PER_TYPE_FORWARDS.items():
+        mod = importlib.import_module(f"liger_kernel.transformers.model.{module}")
+        for name, model_type in names.items():
+            assert getattr(mod, name) is causal_lm_forward(model_type), (module, name)
+        with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+            mod.nothing  # noqa: B018
+    for module, names in UNSUPPORTED_TYPE_FORWARDS.items():
+        mod = importlib.import_module(f"liger_kernel.transformers.model.{module}")
+        assert all(getattr(mod, name) is dispatching_lce_forward for name in names)
+
+
+def test_per_type_forward_runs_the_fused_loss_and_reads_as_the_patched_one(seed):
+    import _hf_tiny as T
+
+    from liger_kernel.transformers import apply_liger_kernel_to_llama, monkey_patch
+    from liger_kernel.transformers.model.falcon_h1 import lce_forward as dispatching
+    from liger_kernel.transformers.model.llama import lce_forward
+
+    model = T.build("llama")
+    input_ids, attention_mask, labels = T.batch()
+    expected = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+    kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels, skip_logits=True)
+    out = lce_forward(model, **kwargs)  # called as the reference's: the model first
+    assert out.logits is None
+    assert_close(out.loss, expected)
+    assert_close(dispatching(model, **kwargs).loss, expected)  # dispatched on config.model_type
+    assert inspect.getsource(model.forward) != inspect.getsource(lce_forward)
+    apply_liger_kernel_to_llama(model=model)
+    try:
+        # what the reference's tests compare, and what the Trainer reads to keep dataset columns
+        assert model.forward.__func__ is lce_forward
+        assert inspect.getsource(model.forward) == inspect.getsource(lce_forward)
+        assert list(inspect.signature(model.forward).parameters)[:2] == ["input_ids", "attention_mask"]
+    finally:
+        monkey_patch.unpatch(model)
+    model.config.model_type = "falcon_h1"
+    with pytest.raises(NotImplementedError, match="'falcon_h1'"):
+        dispatching(model, **kwargs)
+
+
+def test_patch_is_set_again_after_the_module_attribute_is_replaced():
+    """The reference's tests revert by importlib.reload of the modeling module, which sets every
+    attribute back while our record says patched: patching again must patch, and unpatch restore the
+    value that the reload put there."""
+    from transformers.models.llama import modeling_llama
+
+    from liger_kernel.transformers import apply_liger_kernel_to_llama, monkey_patch
+
+    original = modeling_llama.apply_rotary_pos_emb
+    reloaded = functools.wraps(original)(lambda *args, **kwargs: original(*args, **kwargs))
+    apply_liger_kernel_to_llama(rope=True)
+    try:
+        patched = modeling_llama.apply_rotary_pos_emb
+        assert patched is not original
+        modeling_llama.apply_rotary_pos_emb = reloaded  # what a reload does to the module's globals
+        apply_liger_kernel_to_llama(rope=True)
+        assert modeling_llama.apply_rotary_pos_emb not in (reloaded, original)
+        monkey_patch.unpatch("llama")
+        assert modeling_llama.apply_rotary_pos_emb is reloaded
+    finally:
+        monkey_patch.unpatch("llama")
+        modeling_llama.apply_rotary_pos_emb = original
