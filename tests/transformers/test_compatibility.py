@@ -300,7 +300,11 @@ def test_per_type_forwards_are_the_patched_forwards():
     for module, names in PER_TYPE_FORWARDS.items():
         mod = importlib.import_module(f"liger_kernel.transformers.model.{module}")
         for name, model_type in names.items():
-            assert getattr(mod, name) is causal_lm_forward(model_type), (module, name)
+            forward = getattr(mod, name)
+            assert forward is causal_lm_forward(model_type), (module, name)
+            # the installed transformers' forward signature (the reference's differs by version after these)
+            params = list(inspect.signature(forward).parameters)
+            assert params[:2] == ["self", "input_ids"] and "labels" in params, (module, params)
         with pytest.raises(AttributeError, match="no attribute 'nothing'"):
             mod.nothing  # noqa: B018
     for module, names in UNSUPPORTED_TYPE_FORWARDS.items():
