@@ -16,7 +16,18 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-FIELDS = ["file", "status", "passed", "failed", "errors", "skipped", "xfailed", "expected", "unexpected", "seconds"]
+FIELDS = [
+    "file",
+    "status",
+    "passed",
+    "failed",
+    "errors",
+    "skipped",
+    "xfailed",
+    "expected",
+    "unexpected",
+    "seconds",
+]
 
 
 def load_expected(path: str) -> list[tuple[re.Pattern, str]]:
@@ -46,7 +57,11 @@ def _node_id(file: str, case: ET.Element) -> str:
 
 def _from_summary_line(log: str) -> dict[str, int]:
     counts = dict.fromkeys(["passed", "failed", "errors", "skipped", "xfailed"], 0)
-    lines = [ln for ln in log.splitlines() if re.search(r"\d+ (passed|failed|skipped|errors?|tests? collected)", ln)]
+    lines = [
+        ln
+        for ln in log.splitlines()
+        if re.search(r"\d+ (passed|failed|skipped|errors?|tests? collected)", ln)
+    ]
     if lines:
         for number, word in re.findall(r"(\d+) (passed|failed|skipped|xfailed|errors?)", lines[-1]):
             counts["errors" if word.startswith("error") else word] += int(number)
@@ -86,7 +101,9 @@ def summarize(file: str, rc: str, secs: str, xml: str, log: str, rules) -> tuple
                 )
     else:
         counts = _from_summary_line(log_text)
-        collect_error = rc not in ("0", "5", "missing") and "error" in log_text.lower() and not counts["passed"]
+        collect_error = (
+            rc not in ("0", "5", "missing") and "error" in log_text.lower() and not counts["passed"]
+        )
         if rc != "missing" and rc != "0" and rc != "5":
             reason = judge(file, rules)
             failures.append(
@@ -110,7 +127,14 @@ def summarize(file: str, rc: str, secs: str, xml: str, log: str, rules) -> tuple
         status = "PASS"
     else:
         status = "EXPECTED" if failures and not unexpected else "FAIL"
-    row = {"file": file, "status": status, **counts, "expected": expected, "unexpected": unexpected, "seconds": secs}
+    row = {
+        "file": file,
+        "status": status,
+        **counts,
+        "expected": expected,
+        "unexpected": unexpected,
+        "seconds": secs,
+    }
     return row, failures
 
 
@@ -119,7 +143,9 @@ def main(argv: list[str]) -> int:
     if mode == "line":
         file, rc, secs, xml, log = argv[3:8]
         row, _ = summarize(file, rc, secs, xml, log, rules)
-        counts = " ".join(f"{row[k]} {k}" for k in ("passed", "failed", "errors", "skipped", "xfailed") if row[k])
+        counts = " ".join(
+            f"{row[k]} {k}" for k in ("passed", "failed", "errors", "skipped", "xfailed") if row[k]
+        )
         judged = f"; {row['expected']} expected, {row['unexpected']} unexpected" if row["expected"] else ""
         print(f"{file:55s} {row['status']:13s} {counts or 'nothing ran'}{judged}")
         return 0
