@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import importlib.util
 import inspect
 import json
 from pathlib import Path
@@ -363,3 +364,49 @@ def test_patch_is_set_again_after_the_module_attribute_is_replaced():
     finally:
         monkey_patch.unpatch("llama")
         modeling_llama.apply_rotary_pos_emb = original
+
+
+def _peer_suite_summary():
+    path = Path(__file__).parents[2] / "scripts" / "peer_suite_summary.py"
+    spec = importlib.util.spec_from_file_location("peer_suite_summary", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_peer_suite_summary_judges_failures_by_the_expected_list(tmp_path):
+    summary = _peer_suite_summary()
+    expected = tmp_path / "expected.txt"
+    expected.write_text("# comment\ntest_a\\.py::test_known | a documented deviation\ntest/conv/ | not yet\n")
+    rules = summary.load_expected(str(expected))
+    cls = 'classname="test.t.test_a"'
+    (tmp_path / "a.xml").write_text(
+        f"""<testsuites><testsuite>
+        <testcase {cls} name="test_ok"/>
+        <testcase {cls} name="test_known[x]"><failure message="boom"/></testcase>
+        <testcase {cls} name="test_new"><failure message="AssertionError: new&#10;more"/></testcase>
+        <testcase {cls} name="test_gpus"><skipped type="pytest.xfail" message="needs 8"/></testcase>
+        <testcase {cls} name="test_skip"><skipped type="pytest.skip" message="no bf16"/></testcase>
+        </testsuite></testsuites>"""
+    )
+    (tmp_path / "a.log").write_text("")
+    row, failures = summary.summarize(
+        "test/t/test_a.py", "1", "3", tmp_path / "a.xml", tmp_path / "a.log", rules
+    )
+    assert row == {
+        "file": "test/t/test_a.py", "status": "FAIL", "passed": 1, "failed": 2, "errors": 0, "skipped": 1,
+        "xfailed": 1, "expected": 1, "unexpected": 1, "seconds": "3",
+    }  # fmt: skip
+    assert [(f["test"], f["expected"], f["why"]) for f in failures] == [
+        ("test/t/test_a.py::test_known[x]", "yes", "a documented deviation"),
+        ("test/t/test_a.py::test_new", "no", "AssertionError: new"),
+    ]
+    (tmp_path / "c.xml").write_text(
+        '<testsuites><testsuite><testcase classname="" name="test.conv.test_m">'
+        '<error message="collection failure"/></testcase></testsuite></testsuites>'
+    )
+    row, failures = summary.summarize(
+        "test/conv/test_m.py", "2", "1", tmp_path / "c.xml", tmp_path / "a.log", rules
+    )
+    assert (row["status"], row["errors"], row["expected"]) == ("COLLECT_ERROR", 1, 1)
+    assert failures[0]["outcome"] == "collection error"
