@@ -10,9 +10,10 @@
 # Nothing is written under PATH (no bytecode, no pytest cache): it may be read-only.
 #
 # Prints one line per file and writes three files to $OUT (default ./peer_suite_out):
-#   peer_suite.csv           file,status,passed,failed,errors,skipped,xfailed,expected,unexpected,seconds
-#                            (status: PASS, FAIL = some failure not in the expected list, EXPECTED = every
-#                            failure is listed, COLLECT_ERROR, EMPTY, MISSING)
+#   peer_suite.csv           file,status,passed,failed,errors,skipped,xfailed,expected,unexpected,
+#                            collected,seconds (status: PASS, FAIL = some failure not in the expected
+#                            list, EXPECTED = every failure is listed, COLLECT_ERROR, COLLECTED (with
+#                            --collect-only), EMPTY, MISSING)
 #   peer_suite_failures.csv  every failed or erroring test: file,test,outcome,expected,reason or message
 #   peer_suite.log           pytest's output of every file, one after another (--tb=short)
 # Failures are judged "expected" by scripts/peer_suite_expected.txt (regex | reason; PEER_EXPECTED=FILE

@@ -26,6 +26,7 @@ FIELDS = [
     "xfailed",
     "expected",
     "unexpected",
+    "collected",
     "seconds",
 ]
 
@@ -115,6 +116,9 @@ def summarize(file: str, rc: str, secs: str, xml: str, log: str, rules) -> tuple
                     "why": reason or (log_text.strip().splitlines() or [""])[-1][:200],
                 }
             )
+    # --collect-only: no test ran, pytest says how many it collected
+    found = re.findall(r"(\d+) tests? collected", log_text)
+    collected = int(found[-1]) if found else sum(counts.values()) - collect_error
     expected = sum(f["expected"] == "yes" for f in failures)
     unexpected = len(failures) - expected
     if rc == "missing":
@@ -123,6 +127,8 @@ def summarize(file: str, rc: str, secs: str, xml: str, log: str, rules) -> tuple
         status = "COLLECT_ERROR"
     elif rc == "5":
         status = "EMPTY"
+    elif rc == "0" and not failures and not any(counts.values()) and collected:
+        status = "COLLECTED"
     elif rc == "0" and not failures:
         status = "PASS"
     else:
@@ -133,6 +139,7 @@ def summarize(file: str, rc: str, secs: str, xml: str, log: str, rules) -> tuple
         **counts,
         "expected": expected,
         "unexpected": unexpected,
+        "collected": collected,
         "seconds": secs,
     }
     return row, failures
@@ -146,6 +153,8 @@ def main(argv: list[str]) -> int:
         counts = " ".join(
             f"{row[k]} {k}" for k in ("passed", "failed", "errors", "skipped", "xfailed") if row[k]
         )
+        if row["status"] == "COLLECTED":
+            counts = f"{row['collected']} collected"
         judged = f"; {row['expected']} expected, {row['unexpected']} unexpected" if row["expected"] else ""
         print(f"{file:55s} {row['status']:13s} {counts or 'nothing ran'}{judged}")
         return 0

@@ -395,7 +395,7 @@ def test_peer_suite_summary_judges_failures_by_the_expected_list(tmp_path):
     )
     assert row == {
         "file": "test/t/test_a.py", "status": "FAIL", "passed": 1, "failed": 2, "errors": 0, "skipped": 1,
-        "xfailed": 1, "expected": 1, "unexpected": 1, "seconds": "3",
+        "xfailed": 1, "expected": 1, "unexpected": 1, "collected": 5, "seconds": "3",
     }  # fmt: skip
     assert [(f["test"], f["expected"], f["why"]) for f in failures] == [
         ("test/t/test_a.py::test_known[x]", "yes", "a documented deviation"),
