@@ -715,6 +715,7 @@ __all__ = [
     "MODEL_SPECS",
     "MODEL_TYPE_TO_APPLY_LIGER_FN",
     "apply_liger_kernel",
+    "causal_lm_forward",
     "describe",
     "liger_patched",
     "unpatch",
