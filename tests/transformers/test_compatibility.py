@@ -410,3 +410,33 @@ def test_peer_suite_summary_judges_failures_by_the_expected_list(tmp_path):
     )
     assert (row["status"], row["errors"], row["expected"]) == ("COLLECT_ERROR", 1, 1)
     assert failures[0]["outcome"] == "collection error"
+
+
+def test_causal_lm_loss_of_custom_forwards(seed):
+    """``LigerForCausalLMLoss``, what custom model forwards import: Hugging Face's causal-LM loss of
+    ``hidden_states @ lm_head_weight.T`` (labels shifted here, sum / num_items_in_batch when given)."""
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    from liger_kernel.transformers.model.loss_utils import LigerForCausalLMLoss, unpack_cross_entropy_result
+
+    hidden, weight = torch.randn(2, 5, 8), torch.randn(11, 8)
+    labels = torch.randint(0, 11, (2, 5))
+    labels[0, 1] = -100
+    for num_items in (None, 7):
+        expected = ForCausalLMLoss(hidden @ weight.T, labels, 11, num_items_in_batch=num_items)
+        loss = LigerForCausalLMLoss(hidden, weight, labels, 8, num_items_in_batch=num_items, unrelated=1)
+        assert_close(loss, expected)
+    out = LigerForCausalLMLoss(
+        hidden, weight, labels, 8, return_token_accuracy=True, return_predicted_tokens=True
+    )
+    loss, z_loss, accuracy, predicted = unpack_cross_entropy_result(out)
+    targets = torch.cat([labels[:, 1:], torch.full((2, 1), -100)], dim=1).reshape(-1)
+    argmax = (hidden.reshape(-1, 8) @ weight.T).argmax(-1)
+    counted = targets != -100
+    assert z_loss is None and torch.equal(predicted, torch.where(counted, argmax, -1))
+    assert_close(accuracy, (argmax == targets)[counted].float().mean())
+    assert_close(loss, ForCausalLMLoss(hidden @ weight.T, labels, 11))
+    assert unpack_cross_entropy_result(loss)[1:] == (None, None, None)
+    assert unpack_cross_entropy_result((loss, z_loss))[2:] == (None, None)
+    with pytest.raises(ValueError, match="hidden_size is 4"):
+        LigerForCausalLMLoss(hidden, weight, labels, 4)
