@@ -122,6 +122,7 @@ class _Patched:
     attr: str
     raw_original: Any  # owner.__dict__[attr] before patching, or _MISSING when it was inherited/absent
     holders: set = field(default_factory=set)
+    replacement: Any = None  # what patching set owner.attr to
 
 
 # (id(owner), attr) -> _Patched. Owners are modeling modules and their classes, alive for the process.
@@ -189,10 +190,19 @@ def _hold(owner: Any, attr: str, make: Callable[[Any], Any], holder: Any) -> Non
     """Set ``owner.attr`` to its Liger replacement (once) and record ``holder`` as one of its users."""
     key = (id(owner), attr)
     patched = _PATCHED.get(key)
+    if patched is not None and owner.__dict__.get(attr, _MISSING) is not patched.replacement:
+        # Set again behind our back since it was patched (importlib.reload of the modeling module, as
+        # Liger Kernel 0.8's tests revert, or another library's patch): the value now there is the
+        # original to wrap and restore; the holders still want the patch.
+        del _PATCHED[key]
+        holders, patched = patched.holders, None
+        logger.debug("liger_kernel: %s.%s was replaced since patched; patching it again", owner, attr)
+    else:
+        holders = set()
     if patched is None:
         replacement = _replacement(owner, attr, make)
         raw = owner.__dict__.get(attr, _MISSING)
-        patched = _PATCHED[key] = _Patched(owner, attr, raw)
+        patched = _PATCHED[key] = _Patched(owner, attr, raw, holders, replacement)
         setattr(owner, attr, replacement)
         logger.debug("liger_kernel: patched %s.%s", getattr(owner, "__name__", owner), attr)
     patched.holders.add(holder)
@@ -261,6 +271,13 @@ def _forward_maker(spec: ModelSpec) -> Callable[[Callable], Callable]:
         )
 
     return make
+
+
+def causal_lm_forward(model_type: str) -> Callable:
+    """The fused-loss forward that patching sets on ``model_type``'s causal-LM class (and, bound, on an
+    instance): one function object per model type and original forward."""
+    spec = _spec(model_type)
+    return _replacement(getattr(spec.modeling(), spec.causal_lm), "forward", _forward_maker(spec))
 
 
 def _check_options(spec: ModelSpec, options: dict[str, bool]) -> None:
@@ -455,14 +472,18 @@ class _BoundForward:
 
     def __init__(self, model_type: str, model: nn.Module, func: Callable | None = None) -> None:
         if func is None:
-            spec = _spec(model_type)
-            func = _forward_maker(spec)(_original(getattr(spec.modeling(), spec.causal_lm), "forward"))
+            func = causal_lm_forward(model_type)
         self.model_type = model_type
         self.__func__ = func
         self.__self__ = model
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.__func__(self.__self__, *args, **kwargs)
+
+    @property
+    def __wrapped__(self) -> Callable:
+        # What inspect.getsource reads (through inspect.unwrap): the forward's own source, as for a method.
+        return self.__func__
 
     @property
     def __signature__(self) -> inspect.Signature:
@@ -684,7 +705,9 @@ def _apply_liger_kernel_to_instance(model: nn.Module, **kwargs: Any) -> None:
     accepted = set(inspect.signature(apply_fn).parameters) - {"model"}
     dropped = sorted(set(kwargs) - accepted)
     if dropped:
-        logger.debug("liger_kernel: %s does not take %s; ignored", apply_fn.__name__, dropped)
+        # (the table may hold any callable: a framework's own function, a test's Mock without __name__)
+        name = getattr(apply_fn, "__name__", f"apply_liger_kernel_to_{model_type}")
+        logger.debug("liger_kernel: %s does not take %s; ignored", name, dropped)
     apply_fn(model=model, **{k: v for k, v in kwargs.items() if k in accepted})
 
 
@@ -692,6 +715,7 @@ __all__ = [
     "MODEL_SPECS",
     "MODEL_TYPE_TO_APPLY_LIGER_FN",
     "apply_liger_kernel",
+    "causal_lm_forward",
     "describe",
     "liger_patched",
     "unpatch",

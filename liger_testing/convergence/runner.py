@@ -365,6 +365,10 @@ def _short(obj: Any) -> str:
     func = getattr(obj, "__func__", obj)
     if getattr(func, "__wrapped__", None) is not None:
         return f"wrapper of {_short(inspect.unwrap(func))}"
+    # Liger's causal-LM forward names what it wraps under its own attribute (no __wrapped__, so that
+    # inspect.getsource reads the wrapper): duck-typed, this package imports nothing from liger_kernel.
+    if getattr(func, "__liger_original__", None) is not None:
+        return f"wrapper of {_short(inspect.unwrap(func.__liger_original__))}"
     name = getattr(obj, "__qualname__", None) or getattr(getattr(obj, "__func__", None), "__qualname__", None)
     module = getattr(obj, "__module__", None)
     if name:

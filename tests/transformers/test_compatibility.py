@@ -7,7 +7,9 @@ reference binds every argument to the parameter of the same name. CPU, tiny tens
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
+import importlib.util
 import inspect
 import json
 from pathlib import Path
@@ -272,3 +274,169 @@ def test_silu_mul_on_dtensors(tmp_path, seed):
         assert_close((da.grad.full_tensor(), db.grad.full_tensor()), (a.grad, b.grad))
     finally:
         dist.destroy_process_group()
+
+
+# liger_kernel.transformers.model.<module>: attribute -> model type (the reference's import paths of
+# the fused-loss forwards, for the model types we support)
+PER_TYPE_FORWARDS = {
+    **{t: {"lce_forward": t} for t in ("llama", "mistral", "mixtral", "gemma", "gemma2", "qwen2", "phi3")},
+    **{t: {"lce_forward": t} for t in ("qwen3", "qwen3_moe", "olmo2", "olmo3", "glm4", "smollm3")},
+    **{t: {"lce_forward": t} for t in ("ministral", "deepseek_v3", "gpt_oss")},
+    "gemma3": {"causal_forward": "gemma3_text", "multimodal_forward": "gemma3"},
+}  # fmt: skip
+# Import paths the reference's test_monkey_patch.py needs at import for types not supported yet (issue 20).
+UNSUPPORTED_TYPE_FORWARDS = {
+    "falcon_h1": ["lce_forward"],
+    "mllama": ["lce_forward"],
+    "paligemma": ["lce_forward"],
+    "qwen3_next": ["lce_forward"],
+    "qwen3_5": ["lce_forward", "lce_forward_for_multimodal"],
+}
+
+
+def test_per_type_forwards_are_the_patched_forwards():
+    from liger_kernel.transformers.model.per_type import dispatching_lce_forward
+    from liger_kernel.transformers.monkey_patch import causal_lm_forward
+
+    for module, names in PER_TYPE_FORWARDS.items():
+        mod = importlib.import_module(f"liger_kernel.transformers.model.{module}")
+        for name, model_type in names.items():
+            forward = getattr(mod, name)
+            assert forward is causal_lm_forward(model_type), (module, name)
+            # the installed transformers' forward signature (the reference's differs by version after these)
+            params = list(inspect.signature(forward).parameters)
+            assert params[:2] == ["self", "input_ids"] and "labels" in params, (module, params)
+        with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+            mod.nothing  # noqa: B018
+    for module, names in UNSUPPORTED_TYPE_FORWARDS.items():
+        mod = importlib.import_module(f"liger_kernel.transformers.model.{module}")
+        assert all(getattr(mod, name) is dispatching_lce_forward for name in names)
+
+
+def test_per_type_forward_runs_the_fused_loss_and_reads_as_the_patched_one(seed):
+    import _hf_tiny as T
+
+    from liger_kernel.transformers import apply_liger_kernel_to_llama, monkey_patch
+    from liger_kernel.transformers.model.falcon_h1 import lce_forward as dispatching
+    from liger_kernel.transformers.model.llama import lce_forward
+
+    model = T.build("llama")
+    input_ids, attention_mask, labels = T.batch()
+    expected = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+    kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels, skip_logits=True)
+    out = lce_forward(model, **kwargs)  # called as the reference's: the model first
+    assert out.logits is None
+    assert_close(out.loss, expected)
+    assert_close(dispatching(model, **kwargs).loss, expected)  # dispatched on config.model_type
+    assert inspect.getsource(model.forward) != inspect.getsource(lce_forward)
+    apply_liger_kernel_to_llama(model=model)
+    try:
+        # what the reference's tests compare, and what the Trainer reads to keep dataset columns
+        assert model.forward.__func__ is lce_forward
+        assert inspect.getsource(model.forward) == inspect.getsource(lce_forward)
+        assert list(inspect.signature(model.forward).parameters)[:2] == ["input_ids", "attention_mask"]
+    finally:
+        monkey_patch.unpatch(model)
+    model.config.model_type = "falcon_h1"
+    with pytest.raises(NotImplementedError, match="'falcon_h1'"):
+        dispatching(model, **kwargs)
+
+
+def test_patch_is_set_again_after_the_module_attribute_is_replaced():
+    """The reference's tests revert by importlib.reload of the modeling module, which sets every
+    attribute back while our record says patched: patching again must patch, and unpatch restore the
+    value that the reload put there."""
+    from transformers.models.llama import modeling_llama
+
+    from liger_kernel.transformers import apply_liger_kernel_to_llama, monkey_patch
+
+    original = modeling_llama.apply_rotary_pos_emb
+    reloaded = functools.wraps(original)(lambda *args, **kwargs: original(*args, **kwargs))
+    apply_liger_kernel_to_llama(rope=True)
+    try:
+        patched = modeling_llama.apply_rotary_pos_emb
+        assert patched is not original
+        modeling_llama.apply_rotary_pos_emb = reloaded  # what a reload does to the module's globals
+        apply_liger_kernel_to_llama(rope=True)
+        assert modeling_llama.apply_rotary_pos_emb not in (reloaded, original)
+        monkey_patch.unpatch("llama")
+        assert modeling_llama.apply_rotary_pos_emb is reloaded
+    finally:
+        monkey_patch.unpatch("llama")
+        modeling_llama.apply_rotary_pos_emb = original
+
+
+def _peer_suite_summary():
+    path = Path(__file__).parents[2] / "scripts" / "peer_suite_summary.py"
+    spec = importlib.util.spec_from_file_location("peer_suite_summary", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_peer_suite_summary_judges_failures_by_the_expected_list(tmp_path):
+    summary = _peer_suite_summary()
+    expected = tmp_path / "expected.txt"
+    expected.write_text("# comment\ntest_a\\.py::test_known | a documented deviation\ntest/conv/ | not yet\n")
+    rules = summary.load_expected(str(expected))
+    cls = 'classname="test.t.test_a"'
+    (tmp_path / "a.xml").write_text(
+        f"""<testsuites><testsuite>
+        <testcase {cls} name="test_ok"/>
+        <testcase {cls} name="test_known[x]"><failure message="boom"/></testcase>
+        <testcase {cls} name="test_new"><failure message="AssertionError: new&#10;more"/></testcase>
+        <testcase {cls} name="test_gpus"><skipped type="pytest.xfail" message="needs 8"/></testcase>
+        <testcase {cls} name="test_skip"><skipped type="pytest.skip" message="no bf16"/></testcase>
+        </testsuite></testsuites>"""
+    )
+    (tmp_path / "a.log").write_text("")
+    row, failures = summary.summarize(
+        "test/t/test_a.py", "1", "3", tmp_path / "a.xml", tmp_path / "a.log", rules
+    )
+    assert row == {
+        "file": "test/t/test_a.py", "status": "FAIL", "passed": 1, "failed": 2, "errors": 0, "skipped": 1,
+        "xfailed": 1, "expected": 1, "unexpected": 1, "collected": 5, "seconds": "3",
+    }  # fmt: skip
+    assert [(f["test"], f["expected"], f["why"]) for f in failures] == [
+        ("test/t/test_a.py::test_known[x]", "yes", "a documented deviation"),
+        ("test/t/test_a.py::test_new", "no", "AssertionError: new"),
+    ]
+    (tmp_path / "c.xml").write_text(
+        '<testsuites><testsuite><testcase classname="" name="test.conv.test_m">'
+        '<error message="collection failure"/></testcase></testsuite></testsuites>'
+    )
+    row, failures = summary.summarize(
+        "test/conv/test_m.py", "2", "1", tmp_path / "c.xml", tmp_path / "a.log", rules
+    )
+    assert (row["status"], row["errors"], row["expected"]) == ("COLLECT_ERROR", 1, 1)
+    assert failures[0]["outcome"] == "collection error"
+
+
+def test_causal_lm_loss_of_custom_forwards(seed):
+    """``LigerForCausalLMLoss``, what custom model forwards import: Hugging Face's causal-LM loss of
+    ``hidden_states @ lm_head_weight.T`` (labels shifted here, sum / num_items_in_batch when given)."""
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    from liger_kernel.transformers.model.loss_utils import LigerForCausalLMLoss, unpack_cross_entropy_result
+
+    hidden, weight = torch.randn(2, 5, 8), torch.randn(11, 8)
+    labels = torch.randint(0, 11, (2, 5))
+    labels[0, 1] = -100
+    for num_items in (None, 7):
+        expected = ForCausalLMLoss(hidden @ weight.T, labels, 11, num_items_in_batch=num_items)
+        loss = LigerForCausalLMLoss(hidden, weight, labels, 8, num_items_in_batch=num_items, unrelated=1)
+        assert_close(loss, expected)
+    out = LigerForCausalLMLoss(
+        hidden, weight, labels, 8, return_token_accuracy=True, return_predicted_tokens=True
+    )
+    loss, z_loss, accuracy, predicted = unpack_cross_entropy_result(out)
+    targets = torch.cat([labels[:, 1:], torch.full((2, 1), -100)], dim=1).reshape(-1)
+    argmax = (hidden.reshape(-1, 8) @ weight.T).argmax(-1)
+    counted = targets != -100
+    assert z_loss is None and torch.equal(predicted, torch.where(counted, argmax, -1))
+    assert_close(accuracy, (argmax == targets)[counted].float().mean())
+    assert_close(loss, ForCausalLMLoss(hidden @ weight.T, labels, 11))
+    assert unpack_cross_entropy_result(loss)[1:] == (None, None, None)
+    assert unpack_cross_entropy_result((loss, z_loss))[2:] == (None, None)
+    with pytest.raises(ValueError, match="hidden_size is 4"):
+        LigerForCausalLMLoss(hidden, weight, labels, 4)

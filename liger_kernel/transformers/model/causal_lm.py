@@ -19,6 +19,8 @@ final-logit soft-cap (Gemma 2's ``final_logit_softcapping``), the one the logits
 whether the base model takes the labels too (Gemma 3's multimodal model) and, for mixture-of-experts
 models, the modeling module's load-balancing loss (added as ``router_aux_loss_coef * aux_loss`` like
 the original).
+The wrapper has the original's name, docstring and signature (``__signature__``) but not its source:
+``inspect.getsource`` reads the wrapper's; ``__liger_original__`` is the wrapped forward.
 The argument names of the original forward (``cache`` in newer 5.x, ``past_key_values`` in older)
 are read from its signature, so the wrapper follows whichever version is installed.
 """
@@ -138,6 +140,12 @@ def liger_causal_lm_forward(
             )
         return fused_forward(self, arguments)
 
+    # functools.wraps links the original as __wrapped__, through which inspect.getsource would read
+    # Hugging Face's code: the patched forward shows its own source (what Liger Kernel 0.8's tests and
+    # users compare against ``liger_kernel.transformers.model.<type>.lce_forward``) and keeps the
+    # original's signature (which the Trainer and generate read to pick the inputs they pass).
+    del forward.__wrapped__
+    forward.__signature__ = signature
     forward.__liger_original__ = original
     return forward
 

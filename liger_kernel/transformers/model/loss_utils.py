@@ -17,11 +17,16 @@ last hidden states and the lm_head weight, never materializing the (tokens x voc
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from liger_kernel.transformers.functional import CrossEntropyOutput
 
 
 @functools.cache
@@ -105,8 +110,10 @@ def liger_fused_linear_causal_lm_loss(
     num_items_in_batch: torch.Tensor | int | None = None,
     ignore_index: int = -100,
     final_logit_softcapping: float | None = None,
+    return_token_accuracy: bool = False,
+    return_predicted_tokens: bool = False,
     **kwargs,
-) -> torch.Tensor:
+) -> torch.Tensor | CrossEntropyOutput:
     """``ForCausalLMLoss(lm_head(keep(hidden_states)), labels)`` without materializing the logits.
 
     hidden_states: (batch, seq, hidden) last hidden states (after the final norm).
@@ -116,6 +123,8 @@ def liger_fused_linear_causal_lm_loss(
         from the shifted targets, so each kept position is scored against its next token; targets that
         already have the kept length (labels sliced by the caller) are used as they are, which is what
         Hugging Face does with logits of that length.
+    return_token_accuracy / return_predicted_tokens: return a ``CrossEntropyOutput`` (the loss, and the
+        fraction of counted targets that are the argmax / the argmax per position, -1 where ignored).
     Extra keyword arguments (the model's other loss kwargs) are ignored, as ``ForCausalLMLoss`` does.
     """
     from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
@@ -133,7 +142,7 @@ def liger_fused_linear_causal_lm_loss(
             f"(logits_to_keep={logits_to_keep!r}); pass labels of the input's sequence length"
         )
     reduction = "sum" if num_items_in_batch is not None else "mean"
-    loss = liger_fused_linear_cross_entropy(
+    result = liger_fused_linear_cross_entropy(
         hidden,
         lm_head_weight,
         targets,
@@ -141,8 +150,68 @@ def liger_fused_linear_causal_lm_loss(
         ignore_index=ignore_index,
         reduction=reduction,
         softcap=final_logit_softcapping,
+        return_token_accuracy=return_token_accuracy,
+        return_predicted_tokens=return_predicted_tokens,
     )
-    return _normalize(loss, num_items_in_batch)
+    if isinstance(result, torch.Tensor):
+        return _normalize(result, num_items_in_batch)
+    return dataclasses.replace(result, loss=_normalize(result.loss, num_items_in_batch))
 
 
-__all__ = ["keep_positions", "liger_for_causal_lm_loss", "liger_fused_linear_causal_lm_loss"]
+def LigerForCausalLMLoss(  # noqa: N802 (Liger Kernel 0.8's name)
+    hidden_states: torch.Tensor,
+    lm_head_weight: torch.Tensor,
+    labels: torch.Tensor | None,
+    hidden_size: int,
+    num_items_in_batch: torch.Tensor | int | None = None,
+    ignore_index: int = -100,
+    shift_labels: torch.Tensor | None = None,
+    final_logit_softcapping: float | None = None,
+    return_token_accuracy: bool = False,
+    return_predicted_tokens: bool = False,
+    **kwargs,
+) -> torch.Tensor | CrossEntropyOutput:
+    """Liger Kernel 0.8's fused causal-LM loss, imported by custom model forwards:
+    ``liger_fused_linear_causal_lm_loss`` of ``hidden_states`` viewed as (tokens, ``hidden_size``). The loss,
+    or a ``CrossEntropyOutput`` when ``return_token_accuracy`` / ``return_predicted_tokens`` is set (read
+    either with ``unpack_cross_entropy_result``). Other keyword arguments are ignored."""
+    if hidden_states.shape[-1] != hidden_size:
+        raise ValueError(
+            f"hidden_size is {hidden_size} but hidden_states has shape {tuple(hidden_states.shape)}"
+        )
+    return liger_fused_linear_causal_lm_loss(
+        hidden_states.reshape(-1, hidden_size),
+        lm_head_weight,
+        labels,
+        shift_labels=shift_labels,
+        num_items_in_batch=num_items_in_batch,
+        ignore_index=ignore_index,
+        final_logit_softcapping=final_logit_softcapping,
+        return_token_accuracy=return_token_accuracy,
+        return_predicted_tokens=return_predicted_tokens,
+    )
+
+
+def unpack_cross_entropy_result(
+    result: torch.Tensor | CrossEntropyOutput | tuple,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """(loss, z_loss, token_accuracy, predicted_tokens) of a loss result: a tensor (the loss alone), a
+    ``CrossEntropyOutput``, or a tuple starting with the loss (missing fields are None)."""
+    from liger_kernel.transformers.functional import CrossEntropyOutput
+
+    if isinstance(result, CrossEntropyOutput):
+        return result.loss, result.z_loss, result.token_accuracy, result.predicted_tokens
+    if isinstance(result, torch.Tensor):
+        return result, None, None, None
+    if isinstance(result, tuple) and 1 <= len(result) <= 4:
+        return (*result, *(None,) * (4 - len(result)))
+    raise TypeError(f"expected a loss tensor, a CrossEntropyOutput or a tuple of 1 to 4; got {type(result)}")
+
+
+__all__ = [
+    "LigerForCausalLMLoss",
+    "keep_positions",
+    "liger_for_causal_lm_loss",
+    "liger_fused_linear_causal_lm_loss",
+    "unpack_cross_entropy_result",
+]
