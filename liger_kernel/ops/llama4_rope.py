@@ -134,7 +134,9 @@ def _llama4_rope_config(
     return block_hq, block_hk, block_p, 4
 
 
-def _llama4_rope_torch(x: torch.Tensor, freqs: torch.Tensor, backward: bool, out: torch.Tensor) -> torch.Tensor:
+def _llama4_rope_torch(
+    x: torch.Tensor, freqs: torch.Tensor, backward: bool, out: torch.Tensor
+) -> torch.Tensor:
     pairs = x.float().unflatten(-1, (-1, 2))
     x_even, x_odd = pairs[..., 0], pairs[..., 1]
     table = freqs.float().unsqueeze(2)  # (b, s, 1, P, 2): the same row for every head
@@ -217,7 +219,9 @@ def _backward(ctx, dq_out, dk_out):
 llama4_rope_forward.register_autograd(_backward, setup_context=_setup_context)
 
 
-def llama4_rope(xq: torch.Tensor, xk: torch.Tensor, freqs_cis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def llama4_rope(
+    xq: torch.Tensor, xk: torch.Tensor, freqs_cis: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Llama 4's text RoPE; a drop-in for Hugging Face's ``apply_rotary_emb(xq, xk, freqs_cis)``.
 
     xq is (bsz, seq, n_q_heads, head_dim) and xk (bsz, seq, n_kv_heads, head_dim), with an even head_dim
