@@ -222,13 +222,18 @@ def _owners(spec: ModelSpec) -> set[int]:
     return {id(modeling)} | {id(obj) for obj in vars(modeling).values() if isinstance(obj, type)}
 
 
+def _warn_absent(spec: ModelSpec, target: Function | Norm | GatedMLP) -> None:
+    level = logging.DEBUG if getattr(target, "absent_ok", False) else logging.WARNING
+    logger.log(level, "liger_kernel: %s has no %s; not patched", spec.module, target.name)
+
+
 def _class_patches(spec: ModelSpec, option: str) -> Iterator[tuple[Any, str, Callable[[Any], Any]]]:
     """(owner, attribute, make) for every attribute that ``option`` sets in class mode."""
     modeling = spec.modeling()
     for target in spec.targets(option):
         if isinstance(target, (Function, Norm, GatedMLP)):
             if not hasattr(modeling, target.name):
-                logger.warning("liger_kernel: %s has no %s; not patched", spec.module, target.name)
+                _warn_absent(spec, target)
                 continue
             yield modeling, target.name, target.replace if isinstance(target, Function) else target.make
         elif isinstance(target, Method):
@@ -258,6 +263,8 @@ def _forward_maker(spec: ModelSpec) -> Callable[[Callable], Callable]:
             load_balancing_loss=getattr(spec.modeling(), aux) if aux else None,
             logits_divisor_attr=spec.forward.logits_divisor_attr,
             base_takes_labels=spec.forward.base_takes_labels,
+            decoder=spec.forward.decoder,
+            multimodal_args=spec.forward.multimodal_args,
         )
 
     return make
@@ -393,7 +400,7 @@ def _swap_submodules(spec: ModelSpec, model: nn.Module, target: Any, record: _In
         constructor_args = None
     else:
         if not hasattr(modeling, target.name):
-            logger.warning("liger_kernel: %s has no %s; not patched", spec.module, target.name)
+            _warn_absent(spec, target)
             return
         original_cls = _original(modeling, target.name)
         new_cls = _replacement(modeling, target.name, target.make)
