@@ -319,7 +319,9 @@ class Norm:
 
         def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
             # no self.weight: a module patched in place has no such attribute
-            return _functional("liger_rms_norm")(hidden_states, None, self.variance_epsilon, 0.0, casting_mode)
+            return _functional("liger_rms_norm")(
+                hidden_states, None, self.variance_epsilon, 0.0, casting_mode
+            )
 
         def extra_repr(self) -> str:
             return f"eps={self.variance_epsilon}"

@@ -369,7 +369,8 @@ def test_generated_functions_describe_the_table():
         assert list(params) == [*spec.option_defaults(), "model"]
         assert params["fused_linear_cross_entropy"].default is True
         assert params["cross_entropy"].default is False
-        assert spec.rms_norm.name in fn.__doc__ and spec.causal_lm in fn.__doc__
+        assert all(norm.name in fn.__doc__ for norm in spec.targets("rms_norm"))
+        assert spec.causal_lm in fn.__doc__
     assert "offset=1.0, casting_mode='gemma', init_fn='zeros'" in lt.apply_liger_kernel_to_gemma2.__doc__
     assert "final_logit_softcapping" in lt.apply_liger_kernel_to_gemma2.__doc__
     assert "geglu" in inspect.signature(lt.apply_liger_kernel_to_gemma).parameters
@@ -672,3 +673,52 @@ def test_rope_replacements_that_adapt_the_tables_match_the_model(model_type):
     assert [t.dtype for t in ours] == [t.dtype for t in expected]
     golden = original(q.double(), k.double(), cos.double(), sin.double())
     assert_close_to_reference(ours, expected, golden, msg=model_type)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Llama 4: what the per-type tests above do not reach
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif("llama4_text" not in T.MODEL_TYPES, reason="transformers without Llama 4")
+def test_llama4_dense_mlp_keeps_its_width():
+    """A dense layer's Llama4TextMLP is built with intermediate_size_mlp and does not store it: patched
+    in place, it keeps its own width (read off gate_proj) and computes what it did."""
+    model = T.build(
+        "llama4_text", config=T.tiny_config("llama4_text", num_hidden_layers=2, interleave_moe_layer_step=2)
+    )
+    dense = model.model.layers[0].feed_forward
+    assert type(dense).__name__ == "Llama4TextMLP" and dense.gate_proj.out_features == 40
+    x = torch.randn(3, 32, device=T.DEVICE)
+    expected = dense(x)
+    lt.apply_liger_kernel_to_llama4_text(model=model, rope=False, rms_norm=False)
+    assert isinstance(dense, lt.LigerSwiGLUMLP) and dense.intermediate_size == 40
+    assert_close(dense(x), expected)
+    unpatch(model)
+    assert type(dense).__name__ == "Llama4TextMLP"
+
+
+def test_multimodal_arguments_send_the_batch_to_the_original_forward():
+    """Llama 4's image-text forward merges the images inside itself: with images the original runs (and
+    returns logits); given as None they are dropped before the text decoder."""
+    from liger_kernel.transformers.model.causal_lm import liger_causal_lm_forward
+
+    calls = []
+
+    def original(self, input_ids=None, pixel_values=None, labels=None, **kwargs):
+        calls.append(pixel_values)
+        return "original"
+
+    class Decoder:
+        def __call__(self, **kwargs):
+            calls.append(sorted(kwargs))
+            raise RuntimeError("decoder reached")
+
+    model = SimpleNamespace(training=True, config=SimpleNamespace(return_dict=True))
+    model.inner = SimpleNamespace(decoder=Decoder())
+    forward = liger_causal_lm_forward(original, decoder="inner.decoder", multimodal_args=("pixel_values",))
+    ids = torch.ones(1, 4, dtype=torch.long)
+    assert forward(model, ids, torch.ones(1, 3), ids) == "original"
+    with pytest.raises(RuntimeError, match="decoder reached"):
+        forward(model, input_ids=ids, pixel_values=None, labels=ids)
+    assert calls[0].shape == (1, 3) and calls[1] == ["input_ids"]
