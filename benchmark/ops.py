@@ -181,18 +181,23 @@ def build_layer_norm(impl: str, dims: dict[str, int], dtype: torch.dtype, device
 # rope
 
 
+def _attention_config(config_cls: type, dims: dict[str, int]) -> Any:
+    """A config of ``config_cls`` with the attention shape of ``dims`` (what a rotary embedding reads)."""
+    return config_cls(
+        hidden_size=dims["q_heads"] * dims["head_dim"],
+        num_attention_heads=dims["q_heads"],
+        num_key_value_heads=dims["kv_heads"],
+        head_dim=dims["head_dim"],
+        max_position_embeddings=max(dims["seq"], 2048),
+    )
+
+
 def _rope_cos_sin(dims: dict[str, int], dtype: torch.dtype, device: torch.device):
     from transformers import LlamaConfig
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
-    seq, heads, kv_heads, head_dim = dims["seq"], dims["q_heads"], dims["kv_heads"], dims["head_dim"]
-    config = LlamaConfig(
-        hidden_size=heads * head_dim,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        head_dim=head_dim,
-        max_position_embeddings=max(seq, 2048),
-    )
+    seq = dims["seq"]
+    config = _attention_config(LlamaConfig, dims)
     with torch.device(device):  # (the device= argument is not in every transformers 5.x)
         rotary = LlamaRotaryEmbedding(config)
     rotary = rotary.to(device)
@@ -427,13 +432,7 @@ def build_llama4_rope(impl: str, dims: dict[str, int], dtype: torch.dtype, devic
 
     bsz, seq, heads, kv_heads, head_dim = (dims[k] for k in ("bsz", "seq", "q_heads", "kv_heads", "head_dim"))
     _seeded(device)
-    config = Llama4TextConfig(
-        hidden_size=heads * head_dim,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        head_dim=head_dim,
-        max_position_embeddings=max(seq, 2048),
-    )
+    config = _attention_config(Llama4TextConfig, dims)
     with torch.device(device):
         rotary = Llama4TextRotaryEmbedding(config)
         freqs_cis = rotary(torch.empty(0), torch.arange(seq)[None])  # (1, seq, head_dim / 2) complex64

@@ -153,32 +153,24 @@ TINY_EXTRA: Mapping[str, Mapping[str, Any]] = MappingProxyType(
 
 # Image-text models: the tiny text model of another entry as ``text_config``, plus these (a one-layer
 # vision tower that the text-only runs never call).
+_TINY_VISION: Mapping[str, Any] = MappingProxyType(
+    {
+        "hidden_size": 16,
+        "intermediate_size": 24,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "image_size": 28,
+        "patch_size": 14,
+    }
+)
 TINY_MULTIMODAL: Mapping[str, tuple[str, Mapping[str, Any]]] = MappingProxyType(
     {
-        "gemma3": (
-            "gemma3_text",
-            {
-                "vision_config": {
-                    "hidden_size": 16,
-                    "intermediate_size": 24,
-                    "num_hidden_layers": 1,
-                    "num_attention_heads": 2,
-                    "image_size": 28,
-                    "patch_size": 14,
-                },
-                "mm_tokens_per_image": 4,
-            },
-        ),
+        "gemma3": ("gemma3_text", {"vision_config": dict(_TINY_VISION), "mm_tokens_per_image": 4}),
         "llama4": (
             "llama4_text",
             {
                 "vision_config": {
-                    "hidden_size": 16,
-                    "intermediate_size": 24,
-                    "num_hidden_layers": 1,
-                    "num_attention_heads": 2,
-                    "image_size": 28,
-                    "patch_size": 14,
+                    **_TINY_VISION,
                     "vision_output_dim": 16,
                     "projector_input_dim": 16,
                     "projector_output_dim": 16,

@@ -120,17 +120,7 @@ _GEMMA3_VISION = dict(
     patch_size=14,
 )
 # Llama4ForConditionalGeneration: the same, with a one-layer vision tower (never run either).
-_LLAMA4_VISION = dict(
-    hidden_size=16,
-    intermediate_size=24,
-    num_hidden_layers=1,
-    num_attention_heads=2,
-    image_size=28,
-    patch_size=14,
-    vision_output_dim=16,
-    projector_input_dim=16,
-    projector_output_dim=16,
-)
+_LLAMA4_VISION = dict(_GEMMA3_VISION, vision_output_dim=16, projector_input_dim=16, projector_output_dim=16)
 _MULTIMODAL = {
     "gemma3": ("gemma3_text", {"vision_config": _GEMMA3_VISION, "mm_tokens_per_image": 4}),
     "llama4": ("llama4_text", {"vision_config": _LLAMA4_VISION}),
