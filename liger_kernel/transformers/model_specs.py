@@ -119,20 +119,18 @@ def _llama4_rope(original: Callable) -> Callable:
     return apply_rotary_emb
 
 
-def _is_silu_module(act_fn: Any) -> bool:
-    """Whether an activation module of transformers' ``ACT2FN`` computes SiLU ("silu" or "swish")."""
-    silu_activation = getattr(importlib.import_module("transformers.activations"), "SiLUActivation", nn.SiLU)
-    return isinstance(act_fn, (nn.SiLU, silu_activation))
-
-
 def _llama4_experts_forward(original: Callable) -> Callable:
     """Llama 4's ``Llama4TextExperts.forward``: the same batched matmuls over the fused (experts, hidden,
     2 * intermediate) ``gate_up_proj``, with ``liger_swiglu`` on the gate | up halves in place of
     ``up * act_fn(gate)`` (its own loop, not transformers' experts implementations)."""
     liger_swiglu = _functional("liger_swiglu")
+    # The activation modules of transformers' ACT2FN that compute SiLU ("silu", "swish"); looked up now,
+    # since torch.compile cannot trace an import.
+    activations = importlib.import_module("transformers.activations")
+    silu_modules = (nn.SiLU, getattr(activations, "SiLUActivation", nn.SiLU))
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        if not _is_silu_module(self.act_fn):
+        if not isinstance(self.act_fn, silu_modules):
             return original(self, hidden_states)
         hidden_states = hidden_states.view(self.gate_up_proj.shape[0], -1, self.hidden_size)
         gate, up = torch.bmm(hidden_states, self.gate_up_proj).chunk(2, dim=-1)
@@ -311,6 +309,7 @@ class Norm:
 
     def _make_weightless(self, original: type) -> type:
         liger_rms_norm = _liger("LigerRMSNorm")
+        rms_norm = _functional("liger_rms_norm")  # looked up now: torch.compile cannot trace an import
         casting_mode = self.casting_mode
 
         def __init__(self, eps: float = 1e-6) -> None:
@@ -319,9 +318,7 @@ class Norm:
 
         def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
             # no self.weight: a module patched in place has no such attribute
-            return _functional("liger_rms_norm")(
-                hidden_states, None, self.variance_epsilon, 0.0, casting_mode
-            )
+            return rms_norm(hidden_states, None, self.variance_epsilon, 0.0, casting_mode)
 
         def extra_repr(self) -> str:
             return f"eps={self.variance_epsilon}"
