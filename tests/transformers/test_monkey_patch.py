@@ -722,3 +722,27 @@ def test_multimodal_arguments_send_the_batch_to_the_original_forward():
     with pytest.raises(RuntimeError, match="decoder reached"):
         forward(model, input_ids=ids, pixel_values=None, labels=ids)
     assert calls[0].shape == (1, 3) and calls[1] == ["input_ids"]
+
+
+@pytest.mark.skipif("llama4_text" not in T.MODEL_TYPES, reason="transformers without Llama 4")
+def test_llama4_rope_replacement_matches_the_model():
+    """The patched ``apply_rotary_emb`` returns what the model's own does (bf16 q/k, a complex64 table),
+    in q's dtype."""
+    mod = T.modeling("llama4_text")
+    original = mod.apply_rotary_emb
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 5, 4, 8, generator=g).to(T.DEVICE, torch.bfloat16)
+    k = torch.randn(2, 5, 2, 8, generator=g).to(T.DEVICE, torch.bfloat16)
+    angles = torch.rand(1, 5, 4, generator=g).to(T.DEVICE) * 3
+    freqs_cis = torch.polar(torch.ones_like(angles), angles)
+    with liger_patched("llama4_text", rms_norm=False, swiglu=False, fused_linear_cross_entropy=False):
+        assert mod.apply_rotary_emb is not original
+        ours = mod.apply_rotary_emb(q, k, freqs_cis)
+    expected = original(q, k, freqs_cis)
+    assert [t.dtype for t in ours] == [t.dtype for t in expected] == [torch.bfloat16] * 2
+
+    def golden(x):  # the complex product in complex128
+        pairs = torch.view_as_complex(x.double().unflatten(-1, (-1, 2)).contiguous())
+        return torch.view_as_real(pairs * freqs_cis.to(torch.complex128)[:, :, None]).flatten(3)
+
+    assert_close_to_reference(ours, expected, (golden(q), golden(k)), msg="llama4 rope")
