@@ -120,18 +120,19 @@ def _llama4_rope_kernel(
 
 
 def _llama4_rope_config(
-    n_q_heads: int, n_k_heads: int, head_dim: int, max_tile: int = 1024
+    n_q_heads: int, n_k_heads: int, head_dim: int, max_tile: int = 1024, num_warps: int = 4
 ) -> tuple[int, int, int, int]:
     """(query heads per tile, key heads per tile, pair block, warps).
 
     A tile is (heads x head_dim) elements; ``max_tile`` bounds it so registers stay small for many or
-    wide heads (the same element count per tile as the rotate-half kernel, which loads two halves).
+    wide heads (the same element count per tile as the rotate-half kernel, which loads two halves, and
+    its 4 warps; not swept on a GPU yet: ``python -m benchmark.sweep_kernels llama4_rope``).
     """
     block_p = next_power_of_2(head_dim // 2)
     heads_cap = max(1, max_tile // (2 * block_p))
     block_hq = min(next_power_of_2(n_q_heads), heads_cap)
     block_hk = min(next_power_of_2(n_k_heads), heads_cap)
-    return block_hq, block_hk, block_p, 4
+    return block_hq, block_hk, block_p, num_warps
 
 
 def _llama4_rope_torch(
