@@ -1,6 +1,7 @@
-"""Sweep launch settings of LayerNorm, RoPE, Llama 4 RoPE, CrossEntropy and FusedLinearCrossEntropy on a GPU, timing
-each full pass (forward + backward) as CUDA-graph replays (GPU time, no launch gaps); also measures the
-host overhead of one launched full pass at a small shape. Prints the best settings of each op."""
+"""Sweep launch settings of LayerNorm, RoPE, Llama 4 RoPE, CrossEntropy and FusedLinearCrossEntropy on
+a GPU, timing each full pass (forward + backward) as CUDA-graph replays (GPU time, no launch gaps); also
+measures the host overhead of one launched full pass at a small shape. Prints the best settings of each
+op."""
 
 from __future__ import annotations
 
