@@ -519,9 +519,9 @@ _OLMO_NORM = {"casting_mode": "none", "output_dtype": "input"}
 
 
 # Llama 4 (text decoder of both model types; the vision tower is untouched): its RMSNorm rounds like
-# Llama's; the QK-norm is the same norm without weight (Llama4TextWeightlessRMSNorm; Llama4TextL2Norm
-# before transformers 5.2x, an alias of it after); the dense and shared-expert MLPs are Llama4TextMLP,
-# the routed experts batched matmuls over a fused gate_up_proj.
+# Llama's; the QK-norm is the same norm without weight (Llama4TextWeightlessRMSNorm in transformers 5.25,
+# with Llama4TextL2Norm kept as an alias; Llama4TextL2Norm alone in 5.17); the dense and shared-expert
+# MLPs are Llama4TextMLP, the routed experts batched matmuls over a fused gate_up_proj.
 _LLAMA4 = dict(
     rms_norm=(
         Norm("Llama4TextRMSNorm"),
