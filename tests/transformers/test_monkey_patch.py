@@ -746,3 +746,25 @@ def test_llama4_rope_replacement_matches_the_model():
         return torch.view_as_real(pairs * freqs_cis.to(torch.complex128)[:, :, None]).flatten(3)
 
     assert_close_to_reference(ours, expected, (golden(q), golden(k)), msg="llama4 rope")
+
+
+@pytest.mark.skipif("llama4_text" not in T.MODEL_TYPES, reason="transformers without Llama 4")
+def test_llama4_experts_and_qk_norm_edge_cases(monkeypatch, caplog):
+    """Experts whose activation is not SiLU keep the model's forward; a QK-norm class name that the
+    installed transformers lacks (the other release's) is skipped without a warning."""
+    mod = T.modeling("llama4_text")
+    config = T.tiny_config("llama4_text", hidden_act="gelu")
+    experts = mod.Llama4TextExperts(config).to(T.DEVICE)
+    torch.nn.init.normal_(experts.gate_up_proj)
+    torch.nn.init.normal_(experts.down_proj)
+    x = torch.randn(4 * 3, config.hidden_size, device=T.DEVICE)  # 3 tokens for each of the 4 experts
+    expected = experts(x)
+    with liger_patched("llama4_text", rope=False, rms_norm=False, fused_linear_cross_entropy=False):
+        assert "Llama4TextExperts.forward" in _patched_attributes("llama4_text")
+        assert torch.equal(experts(x), expected)
+
+    monkeypatch.delattr(mod, "Llama4TextL2Norm")
+    with caplog.at_level("WARNING", logger="liger_kernel"):
+        with liger_patched("llama4_text"):
+            assert mod.Llama4TextWeightlessRMSNorm.__module__.startswith("liger_kernel")
+    assert "has no" not in caplog.text
