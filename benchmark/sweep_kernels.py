@@ -68,18 +68,26 @@ def sweep_rope() -> None:
     k = torch.randn(4, 2048, 8, 128, device=DEV, dtype=BF16).transpose(1, 2).requires_grad_()
     cos, sin = torch.randn(2, 1, 2048, 128, device=DEV, dtype=BF16).unbind(0)
     gq, gk = torch.randn_like(q), torch.randn_like(k)
-    orig = RP._rope_config
+    _sweep_tile_and_warps(
+        "rope", RP, "_rope_config", lambda: torch.autograd.grad(liger_rope(q, k, cos, sin), (q, k), (gq, gk))
+    )
+
+
+def _sweep_tile_and_warps(name: str, module, config_attr: str, full_pass) -> None:
+    """Time ``full_pass`` with ``module.<config_attr>(n_q_heads, n_k_heads, head_dim, max_tile, warps)``
+    (the RoPE kernels' launch settings) called with each max tile and warp count in turn."""
+    orig = getattr(module, config_attr)
     res = []
     for tile, warps in itertools.product((512, 1024, 2048, 4096), (1, 2, 4, 8)):
-        RP._rope_config = lambda a, c, hd, t=tile, nw=warps: orig(a, c, hd, t, nw)
+        setattr(module, config_attr, lambda a, c, hd, t=tile, nw=warps: orig(a, c, hd, t, nw))
         try:
-            t = graph_ms(lambda: torch.autograd.grad(liger_rope(q, k, cos, sin), (q, k), (gq, gk)))
+            t = graph_ms(full_pass)
         except Exception as e:  # noqa: BLE001
-            print("rope", tile, warps, "error", type(e).__name__, e, file=sys.stderr)
+            print(name, tile, warps, "error", type(e).__name__, e, file=sys.stderr)
             continue
         res.append((t, f"max_tile={tile} warps={warps}"))
-    RP._rope_config = orig
-    report("rope full(graph)", res)
+    setattr(module, config_attr, orig)
+    report(f"{name} full(graph)", res)
 
 
 def sweep_llama4_rope() -> None:
@@ -89,18 +97,12 @@ def sweep_llama4_rope() -> None:
     angles = torch.rand(1, 2048, 64, device=DEV) * 100
     freqs_cis = torch.polar(torch.ones_like(angles), angles)
     gq, gk = torch.randn_like(q), torch.randn_like(k)
-    orig = L4._llama4_rope_config
-    res = []
-    for tile, warps in itertools.product((512, 1024, 2048, 4096), (1, 2, 4, 8)):
-        L4._llama4_rope_config = lambda a, c, hd, t=tile, nw=warps: orig(a, c, hd, t, nw)
-        try:
-            t = graph_ms(lambda: torch.autograd.grad(liger_llama4_rope(q, k, freqs_cis), (q, k), (gq, gk)))
-        except Exception as e:  # noqa: BLE001
-            print("llama4_rope", tile, warps, "error", type(e).__name__, e, file=sys.stderr)
-            continue
-        res.append((t, f"max_tile={tile} warps={warps}"))
-    L4._llama4_rope_config = orig
-    report("llama4_rope full(graph)", res)
+    _sweep_tile_and_warps(
+        "llama4_rope",
+        L4,
+        "_llama4_rope_config",
+        lambda: torch.autograd.grad(liger_llama4_rope(q, k, freqs_cis), (q, k), (gq, gk)),
+    )
 
 
 def sweep_cross_entropy() -> None:
