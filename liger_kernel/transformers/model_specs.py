@@ -266,6 +266,9 @@ class Norm:
     weightless: bool = False
     # The class exists only in some transformers releases (renamed in others): absent, nothing is said.
     absent_ok: bool = False
+    # This name is another release's name of the class ``alias_of`` names: where the installed module
+    # binds both to one class, only ``alias_of`` is patched (one replacement class, which pickles).
+    alias_of: str | None = None
 
     def describe(self) -> str:
         cast = ", output in x's dtype" if self.output_dtype == "input" else ""
@@ -526,7 +529,7 @@ _LLAMA4 = dict(
     rms_norm=(
         Norm("Llama4TextRMSNorm"),
         Norm("Llama4TextWeightlessRMSNorm", weightless=True, absent_ok=True),
-        Norm("Llama4TextL2Norm", weightless=True, absent_ok=True),
+        Norm("Llama4TextL2Norm", weightless=True, absent_ok=True, alias_of="Llama4TextWeightlessRMSNorm"),
     ),
     mlp_option="swiglu",
     mlp=(

@@ -15,6 +15,7 @@ import inspect
 import io
 import logging
 import math
+import pickle
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -768,3 +769,24 @@ def test_llama4_experts_and_qk_norm_edge_cases(monkeypatch, caplog):
         with liger_patched("llama4_text"):
             assert mod.Llama4TextWeightlessRMSNorm.__module__.startswith("liger_kernel")
     assert "has no" not in caplog.text
+
+
+@pytest.mark.skipif("llama4_text" not in T.MODEL_TYPES, reason="transformers without Llama 4")
+def test_llama4_qk_norm_alias_gets_one_replacement_class_and_pickles():
+    """transformers 5.25 binds Llama4TextL2Norm to Llama4TextWeightlessRMSNorm: one replacement class is
+    made (under the class's own name), so patched models pickle, in both ways of patching."""
+    mod = T.modeling("llama4_text")
+    if getattr(mod, "Llama4TextL2Norm", None) is not getattr(mod, "Llama4TextWeightlessRMSNorm", None):
+        pytest.skip("this transformers has one name for the QK-norm class")
+    hf_norm = mod.Llama4TextL2Norm
+    with liger_patched("llama4_text"):
+        assert mod.Llama4TextL2Norm is hf_norm and mod.Llama4TextWeightlessRMSNorm is not hf_norm
+        norm = pickle.loads(pickle.dumps(mod.Llama4TextWeightlessRMSNorm(1e-5)))
+        assert type(norm) is mod.Llama4TextWeightlessRMSNorm and norm.variance_epsilon == 1e-5
+    model = T.build("llama4_text")
+    lt.apply_liger_kernel_to_llama4_text(model=model)
+    copy = pickle.loads(pickle.dumps(model))
+    assert type(copy.model.layers[0].self_attn.qk_norm) is type(model.model.layers[0].self_attn.qk_norm)
+    unpatch(copy)
+    unpatch(model)
+    assert type(copy.model.layers[0].self_attn.qk_norm) is hf_norm
