@@ -20,6 +20,7 @@ import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -180,18 +181,23 @@ def build_layer_norm(impl: str, dims: dict[str, int], dtype: torch.dtype, device
 # rope
 
 
+def _attention_config(config_cls: type, dims: dict[str, int]) -> Any:
+    """A config of ``config_cls`` with the attention shape of ``dims`` (what a rotary embedding reads)."""
+    return config_cls(
+        hidden_size=dims["q_heads"] * dims["head_dim"],
+        num_attention_heads=dims["q_heads"],
+        num_key_value_heads=dims["kv_heads"],
+        head_dim=dims["head_dim"],
+        max_position_embeddings=max(dims["seq"], 2048),
+    )
+
+
 def _rope_cos_sin(dims: dict[str, int], dtype: torch.dtype, device: torch.device):
     from transformers import LlamaConfig
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
-    seq, heads, kv_heads, head_dim = dims["seq"], dims["q_heads"], dims["kv_heads"], dims["head_dim"]
-    config = LlamaConfig(
-        hidden_size=heads * head_dim,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        head_dim=head_dim,
-        max_position_embeddings=max(seq, 2048),
-    )
+    seq = dims["seq"]
+    config = _attention_config(LlamaConfig, dims)
     with torch.device(device):  # (the device= argument is not in every transformers 5.x)
         rotary = LlamaRotaryEmbedding(config)
     rotary = rotary.to(device)
@@ -389,7 +395,89 @@ def _gpt_oss_glu_floor(dims: dict[str, int], elem: int) -> tuple[float, float]:
     return 8.0 * n, 0.0
 
 
+# ---------------------------------------------------------------------------------------------
+# llama4_rope (issue 20): Llama 4's interleaved-pair RoPE (complex multiplication by freqs_cis)
+
+# Where ``llama4_rope_085`` finds liger-kernel 0.8.5's unpacked wheel (its package directory's parent).
+PEER_PATH_ENV = "LIGER_PEER_PATH"
+_PEER_DEFAULT = Path(__file__).resolve().parents[1] / ".peer" / "liger085"
+
+
+def _peer_llama4_rope_function() -> Any:
+    """liger-kernel 0.8.5's ``LigerLlama4RopeFunction``, its op module loaded under a private name (it
+    imports only torch and triton), so it runs beside this package's ``liger_kernel``."""
+    import importlib.util
+    import os
+    import sys
+
+    root = Path(os.environ.get(PEER_PATH_ENV, _PEER_DEFAULT))
+    path = root / "liger_kernel" / "ops" / "llama4_rope.py"
+    if not path.exists():
+        raise ImportError(f"no liger-kernel 0.8.5 at {root} (set ${PEER_PATH_ENV} to its unpacked wheel)")
+    name = "_liger085_llama4_rope"
+    if name not in sys.modules:
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name].LigerLlama4RopeFunction
+
+
+def build_llama4_rope(impl: str, dims: dict[str, int], dtype: torch.dtype, device: torch.device) -> Problem:
+    from transformers.models.llama4.modeling_llama4 import (
+        Llama4TextConfig,
+        Llama4TextRotaryEmbedding,
+        apply_rotary_emb,
+    )
+
+    bsz, seq, heads, kv_heads, head_dim = (dims[k] for k in ("bsz", "seq", "q_heads", "kv_heads", "head_dim"))
+    _seeded(device)
+    config = _attention_config(Llama4TextConfig, dims)
+    with torch.device(device):
+        rotary = Llama4TextRotaryEmbedding(config)
+        freqs_cis = rotary(torch.empty(0), torch.arange(seq)[None])  # (1, seq, head_dim / 2) complex64
+    # Laid out as in Llama 4's attention: views of the projections, (bsz, seq, heads, head_dim).
+    q = _leaf(_randn(bsz, seq, heads, head_dim, dtype=dtype, device=device))
+    k = _leaf(_randn(bsz, seq, kv_heads, head_dim, dtype=dtype, device=device))
+    dq = _randn(bsz, seq, heads, head_dim, dtype=dtype, device=device)
+    dk = _randn(bsz, seq, kv_heads, head_dim, dtype=dtype, device=device)
+    if impl == "eager":
+        fn = apply_rotary_emb
+    elif impl == "peer":
+        fn = _peer_llama4_rope_function().apply
+    else:
+        fn = _liger("liger_llama4_text_rotary_pos_emb")
+    return Problem(fn=fn, args=(q, k, freqs_cis), wrt={"q": q, "k": k}, grad_outputs=(dq, dk))
+
+
+def build_llama4_rope_085(
+    impl: str, dims: dict[str, int], dtype: torch.dtype, device: torch.device
+) -> Problem:
+    return build_llama4_rope("peer" if impl == "liger" else impl, dims, dtype, device)
+
+
+def _llama4_rope_floor(dims: dict[str, int], elem: int) -> tuple[float, float]:
+    qk = dims["bsz"] * dims["seq"] * (dims["q_heads"] + dims["kv_heads"]) * dims["head_dim"] * elem
+    table = dims["seq"] * dims["head_dim"] * 4  # head_dim / 2 complex64 values per position
+    # forward reads q, k and writes them rotated; backward reads dq, dk and writes them; the table is
+    # read once per pass.
+    return 4.0 * qk + 2.0 * table, 0.0
+
+
 _vs_compile = (Goal(_FULL, "<=", "compile"), Goal(_PEAK, "<", "compile"))
+# Llama 4 Scout / Maverick attention: 40 query heads over 8 KV heads of 128; batch 4 x 2048 tokens.
+_LLAMA4_ROPE_SHAPES = (
+    Shape(
+        "b4 s2048 hq40 hkv8 d128",
+        {"bsz": 4, "seq": 2048, "q_heads": 40, "kv_heads": 8, "head_dim": 128},
+        _vs_compile,
+    ),
+)
+_LLAMA4_ROPE_SMOKE = (
+    Shape(
+        "b2 s6 hq5 hkv1 d24", {"bsz": 2, "seq": 6, "q_heads": 5, "kv_heads": 1, "head_dim": 24}, _vs_compile
+    ),
+)
 
 OPS: dict[str, OpSpec] = {
     spec.name: spec
@@ -525,6 +613,29 @@ OPS: dict[str, OpSpec] = {
             # gpt-oss-20b: 4 x 2048 tokens routed to 4 experts each, intermediate 2880
             shapes=(Shape("T32768 I2880", {"tokens": 32768, "intermediate": 2880}, _vs_compile),),
             smoke_shapes=(Shape("T8 I40", {"tokens": 8, "intermediate": 40}, _vs_compile),),
+        ),
+        OpSpec(
+            name="llama4_rope",
+            reference="transformers llama4 apply_rotary_emb",
+            liger="liger_llama4_text_rotary_pos_emb",
+            build=build_llama4_rope,
+            liger_import=lambda: _liger("liger_llama4_text_rotary_pos_emb"),
+            floor=_llama4_rope_floor,
+            shapes=_LLAMA4_ROPE_SHAPES,
+            smoke_shapes=_LLAMA4_ROPE_SMOKE,
+        ),
+        # The same problem with liger-kernel 0.8.5's kernel in the liger column (from $LIGER_PEER_PATH,
+        # default .peer/liger085; skipped when it is not there).
+        OpSpec(
+            name="llama4_rope_085",
+            reference="transformers llama4 apply_rotary_emb",
+            liger="liger-kernel 0.8.5 LigerLlama4RopeFunction",
+            build=build_llama4_rope_085,
+            liger_import=_peer_llama4_rope_function,
+            floor=_llama4_rope_floor,
+            shapes=_LLAMA4_ROPE_SHAPES,
+            smoke_shapes=_LLAMA4_ROPE_SMOKE,
+            liger_note="liger = liger-kernel 0.8.5 (the reference), not this package",
         ),
     )
 }

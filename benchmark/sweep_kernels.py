@@ -1,6 +1,7 @@
-"""Sweep launch settings of LayerNorm, RoPE, CrossEntropy and FusedLinearCrossEntropy on a GPU, timing
-each full pass (forward + backward) as CUDA-graph replays (GPU time, no launch gaps); also measures the
-host overhead of one launched full pass at a small shape. Prints the best settings of each op."""
+"""Sweep launch settings of LayerNorm, RoPE, Llama 4 RoPE, CrossEntropy and FusedLinearCrossEntropy on
+a GPU, timing each full pass (forward + backward) as CUDA-graph replays (GPU time, no launch gaps); also
+measures the host overhead of one launched full pass at a small shape. Prints the best settings of each
+op."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from triton.testing import do_bench
 
 import liger_kernel.ops.cross_entropy as CE
 import liger_kernel.ops.layer_norm as LN
+import liger_kernel.ops.llama4_rope as L4
 import liger_kernel.ops.rope as RP
 from liger_kernel.transformers.functional import (
     liger_cross_entropy,
     liger_fused_linear_cross_entropy,
     liger_layer_norm,
+    liger_llama4_rope,
     liger_rms_norm,
     liger_rope,
 )
@@ -65,18 +68,41 @@ def sweep_rope() -> None:
     k = torch.randn(4, 2048, 8, 128, device=DEV, dtype=BF16).transpose(1, 2).requires_grad_()
     cos, sin = torch.randn(2, 1, 2048, 128, device=DEV, dtype=BF16).unbind(0)
     gq, gk = torch.randn_like(q), torch.randn_like(k)
-    orig = RP._rope_config
+    _sweep_tile_and_warps(
+        "rope", RP, "_rope_config", lambda: torch.autograd.grad(liger_rope(q, k, cos, sin), (q, k), (gq, gk))
+    )
+
+
+def _sweep_tile_and_warps(name: str, module, config_attr: str, full_pass) -> None:
+    """Time ``full_pass`` with ``module.<config_attr>(n_q_heads, n_k_heads, head_dim, max_tile, warps)``
+    (the RoPE kernels' launch settings) called with each max tile and warp count in turn."""
+    orig = getattr(module, config_attr)
     res = []
     for tile, warps in itertools.product((512, 1024, 2048, 4096), (1, 2, 4, 8)):
-        RP._rope_config = lambda a, c, hd, t=tile, nw=warps: orig(a, c, hd, t, nw)
+        setattr(module, config_attr, lambda a, c, hd, t=tile, nw=warps: orig(a, c, hd, t, nw))
         try:
-            t = graph_ms(lambda: torch.autograd.grad(liger_rope(q, k, cos, sin), (q, k), (gq, gk)))
+            t = graph_ms(full_pass)
         except Exception as e:  # noqa: BLE001
-            print("rope", tile, warps, "error", type(e).__name__, e, file=sys.stderr)
+            print(name, tile, warps, "error", type(e).__name__, e, file=sys.stderr)
             continue
         res.append((t, f"max_tile={tile} warps={warps}"))
-    RP._rope_config = orig
-    report("rope full(graph)", res)
+    setattr(module, config_attr, orig)
+    report(f"{name} full(graph)", res)
+
+
+def sweep_llama4_rope() -> None:
+    """Llama 4 Scout's attention (40 query heads over 8 KV heads of 128), batch 4 x 2048, bf16."""
+    q = torch.randn(4, 2048, 40, 128, device=DEV, dtype=BF16, requires_grad=True)
+    k = torch.randn(4, 2048, 8, 128, device=DEV, dtype=BF16, requires_grad=True)
+    angles = torch.rand(1, 2048, 64, device=DEV) * 100
+    freqs_cis = torch.polar(torch.ones_like(angles), angles)
+    gq, gk = torch.randn_like(q), torch.randn_like(k)
+    _sweep_tile_and_warps(
+        "llama4_rope",
+        L4,
+        "_llama4_rope_config",
+        lambda: torch.autograd.grad(liger_llama4_rope(q, k, freqs_cis), (q, k), (gq, gk)),
+    )
 
 
 def sweep_cross_entropy() -> None:
@@ -167,6 +193,7 @@ def host_overhead() -> None:
 if __name__ == "__main__":
     which = sys.argv[1:] or ["host", "layer_norm", "rope", "cross_entropy", "flce"]
     funcs = {"host": host_overhead, "layer_norm": sweep_layer_norm, "rope": sweep_rope,
+             "llama4_rope": sweep_llama4_rope,
              "cross_entropy": sweep_cross_entropy, "flce": sweep_flce}  # fmt: skip
     for name in which:
         funcs[name]()

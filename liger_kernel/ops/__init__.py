@@ -18,6 +18,7 @@ _FUNCTION_MODULES = {
     "LigerGELUMulFunction": "geglu",
     "LigerCrossEntropyFunction": "cross_entropy",
     "LigerFusedLinearCrossEntropyFunction": "fused_linear_cross_entropy",
+    "LigerLlama4RopeFunction": "llama4_rope",
 }
 
 

@@ -50,6 +50,22 @@ def _split_liger_kwargs(model_type: str | None, kwargs: dict[str, Any]) -> tuple
     }
 
 
+def _built_model_type(config: Any) -> str | None:
+    """The model type to patch for ``config``: that of the model ``AutoModelForCausalLM`` builds from it.
+
+    Usually ``config.model_type``; but an image-text config whose causal-LM class takes only its text
+    config builds a text model of another type (Llama 4: a ``llama4`` config builds Llama4ForCausalLM,
+    whose config is ``llama4_text``), whose loss forward is the one to patch.
+    """
+    model_type = getattr(config, "model_type", None)
+    try:
+        model_class = AutoModelForCausalLM._model_mapping[type(config)]
+    except Exception:  # not in the mapping (remote code...), or a transformers without this attribute
+        return model_type
+    built = getattr(getattr(model_class, "config_class", None), "model_type", None)
+    return built if built in MODEL_TYPE_TO_APPLY_LIGER_FN else model_type
+
+
 class AutoLigerKernelForCausalLM(AutoModelForCausalLM):
     """Load or build a causal LM with Liger kernels, as Liger Kernel 0.8 does: the model type is read
     from the config, ``apply_liger_kernel_to_<model_type>(**options)`` patches the modeling module's
@@ -70,14 +86,14 @@ class AutoLigerKernelForCausalLM(AutoModelForCausalLM):
         if config is None or isinstance(config, (str, os.PathLike)):
             location = {k: kwargs[k] for k in _CONFIG_LOCATION_KWARGS if k in kwargs}
             config = AutoConfig.from_pretrained(config or pretrained_model_name_or_path, **location)
-        model_type = getattr(config, "model_type", None)
+        model_type = _built_model_type(config)
         liger_options, kwargs = _split_liger_kwargs(model_type, kwargs)
         _apply_liger_kernel(model_type, **liger_options)
         return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
     @classmethod
     def from_config(cls, config: Any, **kwargs: Any) -> Any:
-        model_type = getattr(config, "model_type", None)
+        model_type = _built_model_type(config)
         liger_options, kwargs = _split_liger_kwargs(model_type, kwargs)
         _apply_liger_kernel(model_type, **liger_options)
         return super().from_config(config, **kwargs)

@@ -11,6 +11,7 @@ from liger_kernel.ops.cross_entropy import cross_entropy_with_stats
 from liger_kernel.ops.fused_linear_cross_entropy import fused_linear_cross_entropy_with_stats
 from liger_kernel.ops.geglu import geglu
 from liger_kernel.ops.layer_norm import layer_norm
+from liger_kernel.ops.llama4_rope import llama4_rope
 from liger_kernel.ops.rms_norm import rms_norm_optional_weight
 from liger_kernel.ops.rope import rope_partial
 from liger_kernel.ops.swiglu import swiglu
@@ -139,10 +140,12 @@ def liger_fused_linear_cross_entropy(
 liger_rope = rope_partial
 liger_swiglu = swiglu
 liger_geglu = geglu
+liger_llama4_rope = llama4_rope  # Hugging Face's apply_rotary_emb(xq, xk, freqs_cis) of Llama 4
 
 
 __all__ = ["liger_geglu", "liger_swiglu", "liger_layer_norm", "liger_rope", "liger_rms_norm"]
 __all__ += ["liger_cross_entropy", "liger_fused_linear_cross_entropy", "CrossEntropyOutput"]
+__all__ += ["liger_llama4_rope"]
 
 
 # --- distillation losses (logits or hidden states in) -------------------------------------------------

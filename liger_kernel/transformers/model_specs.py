@@ -105,6 +105,41 @@ def _half_table_rope(original: Callable) -> Callable:
     return apply_rotary_pos_emb
 
 
+def _llama4_rope(original: Callable) -> Callable:
+    """Llama 4's ``apply_rotary_emb(xq, xk, freqs_cis)`` (interleaved pairs times a complex table) computed
+    by the Liger kernel; a table that does not cover the whole head goes to the original."""
+    liger_rope = _liger("liger_llama4_text_rotary_pos_emb")
+
+    def apply_rotary_emb(xq, xk, freqs_cis):
+        if not freqs_cis.is_complex() or 2 * freqs_cis.shape[-1] != xq.shape[-1]:
+            return original(xq, xk, freqs_cis)
+        return liger_rope(xq, xk, freqs_cis)
+
+    apply_rotary_emb.__doc__ = original.__doc__
+    return apply_rotary_emb
+
+
+def _llama4_experts_forward(original: Callable) -> Callable:
+    """Llama 4's ``Llama4TextExperts.forward``: the same batched matmuls over the fused (experts, hidden,
+    2 * intermediate) ``gate_up_proj``, with ``liger_swiglu`` on the gate | up halves in place of
+    ``up * act_fn(gate)`` (its own loop, not transformers' experts implementations)."""
+    liger_swiglu = _functional("liger_swiglu")
+    # The activation modules of transformers' ACT2FN that compute SiLU ("silu", "swish"); looked up now,
+    # since torch.compile cannot trace an import.
+    activations = importlib.import_module("transformers.activations")
+    silu_modules = (nn.SiLU, getattr(activations, "SiLUActivation", nn.SiLU))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if not isinstance(self.act_fn, silu_modules):
+            return original(self, hidden_states)
+        hidden_states = hidden_states.view(self.gate_up_proj.shape[0], -1, self.hidden_size)
+        gate, up = torch.bmm(hidden_states, self.gate_up_proj).chunk(2, dim=-1)
+        next_states = torch.bmm(liger_swiglu(gate, up), self.down_proj)
+        return next_states.view(-1, self.hidden_size)
+
+    return forward
+
+
 def _gpt_oss_apply_gate(original: Callable) -> Callable:
     """gpt-oss's experts gate (clamped, interleaved gate_up) computed by ``gpt_oss_glu``."""
     gpt_oss_glu = importlib.import_module("liger_kernel.ops.gpt_oss_glu").gpt_oss_glu
@@ -227,15 +262,26 @@ class Norm:
     # "input": the original rounds its output to the input's dtype even when the weight's dtype is wider
     # (OLMo 2/3: ``(w * n).to(input_dtype)``), so the replacement casts its result to x's dtype too.
     output_dtype: str = "promoted"
+    # A norm without weight (Llama 4's QK-norm), built as ``cls(eps)``: LigerRMSNorm without weight.
+    weightless: bool = False
+    # The class exists only in some transformers releases (renamed in others): absent, nothing is said.
+    absent_ok: bool = False
+    # This name is another release's name of the class ``alias_of`` names: where the installed module
+    # binds both to one class, only ``alias_of`` is patched (one replacement class, which pickles).
+    alias_of: str | None = None
 
     def describe(self) -> str:
         cast = ", output in x's dtype" if self.output_dtype == "input" else ""
+        if self.weightless:
+            return f"class {self.name} -> LigerRMSNorm without weight (casting_mode={self.casting_mode!r})"
         return (
             f"class {self.name} -> LigerRMSNorm(offset={self.offset}, casting_mode={self.casting_mode!r}, "
             f"init_fn={self.init_fn!r}{cast})"
         )
 
     def make(self, original: type) -> type:
+        if self.weightless:
+            return self._make_weightless(original)
         liger_rms_norm = _liger("LigerRMSNorm")
         spec = self
 
@@ -264,9 +310,29 @@ class Norm:
             namespace["forward"] = forward
         return _subclass(original, liger_rms_norm, namespace)
 
-    @staticmethod
-    def constructor_args(module: nn.Module) -> tuple[tuple, dict]:
+    def _make_weightless(self, original: type) -> type:
+        liger_rms_norm = _liger("LigerRMSNorm")
+        rms_norm = _functional("liger_rms_norm")  # looked up now: torch.compile cannot trace an import
+        casting_mode = self.casting_mode
+
+        def __init__(self, eps: float = 1e-6) -> None:
+            # hidden_size only sizes a weight, and there is none
+            liger_rms_norm.__init__(self, 1, eps=eps, casting_mode=casting_mode, elementwise_affine=False)
+
+        def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+            # no self.weight: a module patched in place has no such attribute
+            return rms_norm(hidden_states, None, self.variance_epsilon, 0.0, casting_mode)
+
+        def extra_repr(self) -> str:
+            return f"eps={self.variance_epsilon}"
+
+        namespace = {"__init__": __init__, "forward": forward, "extra_repr": extra_repr}
+        return _subclass(original, liger_rms_norm, namespace)
+
+    def constructor_args(self, module: nn.Module) -> tuple[tuple, dict]:
         eps = getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6))
+        if self.weightless:
+            return (), {"eps": eps}
         return (module.weight.shape[0],), {"eps": eps}
 
     @staticmethod
@@ -318,8 +384,12 @@ class GatedMLP:
 
     @staticmethod
     def constructor_args(module: nn.Module) -> tuple[tuple, dict]:
-        # MLPs built with their own width (MoE models' dense or shared-expert MLPs) keep it
-        return (module.config,), {"intermediate_size": getattr(module, "intermediate_size", None)}
+        # MLPs built with their own width (MoE models' dense or shared-expert MLPs) keep it; Llama 4's
+        # does not store it, its gate_proj says it
+        width = getattr(module, "intermediate_size", None)
+        if width is None and isinstance(getattr(module, "gate_proj", None), nn.Linear):
+            width = module.gate_proj.out_features
+        return (module.config,), {"intermediate_size": width}
 
     def supports(self, module: nn.Module) -> bool:
         return self.unsupported_reason(getattr(module, "config", None)) is None
@@ -346,6 +416,13 @@ class CausalLMForward:
     load_balancing_loss: str | None = None  # name of the modeling module's MoE aux-loss function
     logits_divisor_attr: str | None = None  # config attribute the logits are divided by (Granite)
     base_takes_labels: bool = False  # the base model's forward takes ``labels`` (Gemma 3's multimodal mask)
+    # Dotted attribute path of the model returning the last hidden states, where it is not
+    # ``base_model_prefix`` (Llama 4: ``model`` in Llama4ForCausalLM, ``language_model.model`` in the
+    # image-text model, whose ``language_model`` is a whole causal LM with the lm_head).
+    decoder: str | None = None
+    # Arguments only the original's multimodal path reads (images): when one is given, the original
+    # forward runs (logits materialized, its loss); otherwise they are dropped before the decoder.
+    multimodal_args: tuple[str, ...] = ()
 
     def describe(self, spec: ModelSpec) -> str:
         extras = []
@@ -355,6 +432,10 @@ class CausalLMForward:
             extras.append(f"logits divided by config.{self.logits_divisor_attr}")
         if self.load_balancing_loss:
             extras.append(f"plus {self.load_balancing_loss} aux loss")
+        if self.decoder:
+            extras.append(f"hidden states from self.{self.decoder}")
+        if self.multimodal_args:
+            extras.append(f"batches with {'/'.join(self.multimodal_args)} run the original")
         suffix = f" ({', '.join(extras)})" if extras else ""
         return f"method {spec.causal_lm}.forward -> liger_causal_lm_forward{suffix}"
 
@@ -379,7 +460,7 @@ class ModelSpec:
     model_type: str
     module: str
     causal_lm: str
-    rms_norm: Norm
+    rms_norm: Norm | tuple[Norm, ...]
     mlp_option: str  # "swiglu" or "geglu"
     mlp: GatedMLP | Method | tuple[GatedMLP | Method, ...]
     rope: Function | None = Function("apply_rotary_pos_emb")
@@ -400,7 +481,7 @@ class ModelSpec:
     def targets(self, option: str) -> tuple:
         return {
             "rope": (self.rope,),
-            "rms_norm": (self.rms_norm,),
+            "rms_norm": self.rms_norm if isinstance(self.rms_norm, tuple) else (self.rms_norm,),
             self.mlp_option: self.mlp if isinstance(self.mlp, tuple) else (self.mlp,),
             "fused_linear_cross_entropy": (self.forward,),
             "cross_entropy": (self.loss,),
@@ -438,6 +519,30 @@ def _tf(name: str) -> str:
 _GEMMA_NORM = {"offset": 1.0, "casting_mode": "gemma", "init_fn": "zeros"}
 # OLMo 2/3: fp32 (w * n), rounded once to the input's dtype
 _OLMO_NORM = {"casting_mode": "none", "output_dtype": "input"}
+
+
+# Llama 4 (text decoder of both model types; the vision tower is untouched): its RMSNorm rounds like
+# Llama's; the QK-norm is the same norm without weight (Llama4TextWeightlessRMSNorm in transformers 5.25,
+# with Llama4TextL2Norm kept as an alias; Llama4TextL2Norm alone in 5.17); the dense and shared-expert
+# MLPs are Llama4TextMLP, the routed experts batched matmuls over a fused gate_up_proj.
+_LLAMA4 = dict(
+    rms_norm=(
+        Norm("Llama4TextRMSNorm"),
+        Norm("Llama4TextWeightlessRMSNorm", weightless=True, absent_ok=True),
+        Norm("Llama4TextL2Norm", weightless=True, absent_ok=True, alias_of="Llama4TextWeightlessRMSNorm"),
+    ),
+    mlp_option="swiglu",
+    mlp=(
+        GatedMLP("Llama4TextMLP", "LigerSwiGLUMLP"),
+        Method(
+            "Llama4TextExperts",
+            "forward",
+            _llama4_experts_forward,
+            "the same batched matmuls with liger_swiglu on the gate_up halves (when act_fn is SiLU)",
+        ),
+    ),
+    rope=Function("apply_rotary_emb", make=_llama4_rope, liger="liger_llama4_text_rotary_pos_emb"),
+)
 
 
 def _experts_gate(cls: str) -> Method:
@@ -647,6 +752,25 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             rope=Function("apply_rotary_pos_emb", make=_half_table_rope),
             forward=CausalLMForward(load_balancing_loss="load_balancing_loss_func"),
             doc_name="gpt-oss (attention sinks run in the model's attention)",
+        ),
+        ModelSpec(
+            "llama4_text",
+            _tf("llama4"),
+            "Llama4ForCausalLM",
+            forward=CausalLMForward(decoder="model"),  # base_model_prefix names no attribute there
+            doc_name="Llama 4 (text-only causal LM)",
+            **_LLAMA4,
+        ),
+        ModelSpec(
+            "llama4",
+            _tf("llama4"),
+            "Llama4ForConditionalGeneration",
+            forward=CausalLMForward(
+                decoder="language_model.model",
+                multimodal_args=("pixel_values", "vision_feature_select_strategy", "mm_encoder_outputs"),
+            ),
+            doc_name="Llama 4 (image-text; the text decoder)",
+            **_LLAMA4,
         ),
         ModelSpec(
             "ministral",

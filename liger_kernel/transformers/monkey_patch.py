@@ -232,13 +232,23 @@ def _owners(spec: ModelSpec) -> set[int]:
     return {id(modeling)} | {id(obj) for obj in vars(modeling).values() if isinstance(obj, type)}
 
 
+def _skipped(spec: ModelSpec, modeling: types.ModuleType, target: Function | Norm | GatedMLP) -> bool:
+    """Whether ``target`` is left alone: the modeling module lacks it (said at warning level, or debug
+    for a name only some releases have), or it is an alias of a class another target patches."""
+    if not hasattr(modeling, target.name):
+        level = logging.DEBUG if getattr(target, "absent_ok", False) else logging.WARNING
+        logger.log(level, "liger_kernel: %s has no %s; not patched", spec.module, target.name)
+        return True
+    alias_of = getattr(target, "alias_of", None)
+    return alias_of is not None and _original(modeling, alias_of) is _original(modeling, target.name)
+
+
 def _class_patches(spec: ModelSpec, option: str) -> Iterator[tuple[Any, str, Callable[[Any], Any]]]:
     """(owner, attribute, make) for every attribute that ``option`` sets in class mode."""
     modeling = spec.modeling()
     for target in spec.targets(option):
         if isinstance(target, (Function, Norm, GatedMLP)):
-            if not hasattr(modeling, target.name):
-                logger.warning("liger_kernel: %s has no %s; not patched", spec.module, target.name)
+            if _skipped(spec, modeling, target):
                 continue
             yield modeling, target.name, target.replace if isinstance(target, Function) else target.make
         elif isinstance(target, Method):
@@ -268,6 +278,8 @@ def _forward_maker(spec: ModelSpec) -> Callable[[Callable], Callable]:
             load_balancing_loss=getattr(spec.modeling(), aux) if aux else None,
             logits_divisor_attr=spec.forward.logits_divisor_attr,
             base_takes_labels=spec.forward.base_takes_labels,
+            decoder=spec.forward.decoder,
+            multimodal_args=spec.forward.multimodal_args,
         )
 
     return make
@@ -409,8 +421,7 @@ def _swap_submodules(spec: ModelSpec, model: nn.Module, target: Any, record: _In
         new_cls = _method_subclass(original_cls, target)
         constructor_args = None
     else:
-        if not hasattr(modeling, target.name):
-            logger.warning("liger_kernel: %s has no %s; not patched", spec.module, target.name)
+        if _skipped(spec, modeling, target):
             return
         original_cls = _original(modeling, target.name)
         new_cls = _replacement(modeling, target.name, target.make)

@@ -8,7 +8,8 @@ restores every process-wide change the patch made). Patch and undo are given as 
 never imports ``liger_kernel``.
 
 The built-in specs (llama, mistral, mixtral, gemma, gemma2, qwen2, phi3, and since issue 20 qwen3,
-qwen3_moe, gemma3_text, gemma3, olmo2, olmo3, glm4, granite, smollm3, ministral, deepseek_v3, gpt_oss) are 2-layer models with
+qwen3_moe, gemma3_text, gemma3, olmo2, olmo3, glm4, granite, smollm3, ministral, deepseek_v3, gpt_oss,
+llama4_text, llama4) are 2-layer models with
 hidden size 64, 4 attention heads over 2 key/value heads, an intermediate size of 120 (not a power of
 two, so kernels take their masked paths) and eager attention in every arm; their patch is
 ``liger_kernel.transformers:apply_liger_kernel_to_<name>``. Downstream projects add their own with
@@ -135,25 +136,45 @@ TINY_EXTRA: Mapping[str, Mapping[str, Any]] = MappingProxyType(
             "rope_interleave": False,
             "experts_implementation": "batched_mm",
         },
+        # layer 0 dense (intermediate_size_mlp), layer 1 MoE (4 experts top 1 and a shared expert, its
+        # own batched matmuls); layer 0 rotates (interleaved pairs) and QK-normalizes, layer 1 is NoPE
+        # (attention temperature tuning instead)
+        "llama4_text": {
+            "tie_word_embeddings": False,
+            "head_dim": 16,
+            "intermediate_size_mlp": 136,
+            "num_local_experts": 4,
+            "num_experts_per_tok": 1,
+            "interleave_moe_layer_step": 2,
+            "no_rope_layer_interval": 2,
+        },
     }
 )
 
 # Image-text models: the tiny text model of another entry as ``text_config``, plus these (a one-layer
 # vision tower that the text-only runs never call).
+_TINY_VISION: Mapping[str, Any] = MappingProxyType(
+    {
+        "hidden_size": 16,
+        "intermediate_size": 24,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "image_size": 28,
+        "patch_size": 14,
+    }
+)
 TINY_MULTIMODAL: Mapping[str, tuple[str, Mapping[str, Any]]] = MappingProxyType(
     {
-        "gemma3": (
-            "gemma3_text",
+        "gemma3": ("gemma3_text", {"vision_config": dict(_TINY_VISION), "mm_tokens_per_image": 4}),
+        "llama4": (
+            "llama4_text",
             {
                 "vision_config": {
-                    "hidden_size": 16,
-                    "intermediate_size": 24,
-                    "num_hidden_layers": 1,
-                    "num_attention_heads": 2,
-                    "image_size": 28,
-                    "patch_size": 14,
+                    **_TINY_VISION,
+                    "vision_output_dim": 16,
+                    "projector_input_dim": 16,
+                    "projector_output_dim": 16,
                 },
-                "mm_tokens_per_image": 4,
             },
         ),
     }
@@ -189,6 +210,14 @@ def auto_causal_lm(config: Any) -> nn.Module:
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+
+
+def auto_image_text_model(config: Any) -> nn.Module:
+    """``AutoModelForImageTextToText.from_config(config)`` with eager attention: the image-text model of
+    a config whose causal-LM class is a text-only model of another type (Llama 4)."""
+    from transformers import AutoModelForImageTextToText
+
+    return AutoModelForImageTextToText.from_config(config, attn_implementation="eager")
 
 
 @dataclass(frozen=True)
@@ -304,7 +333,7 @@ def resolve_callable(ref: CallableRef | None, what: str = "callable") -> Callabl
     return obj
 
 
-def _builtin(model_type: str, description: str) -> None:
+def _builtin(model_type: str, description: str, make_model: ModelFactory | None = None) -> None:
     def make_config(vocab_size: int) -> Any:
         return tiny_config(model_type, vocab_size)
 
@@ -314,6 +343,7 @@ def _builtin(model_type: str, description: str) -> None:
         make_config,
         patch=f"liger_kernel.transformers:apply_liger_kernel_to_{model_type}",
         undo=f"liger_kernel.transformers:revert_liger_kernel_to_{model_type}",
+        make_model=make_model,
         description=description,
     )
 
@@ -341,5 +371,16 @@ for _model_type, _description in (
         "DeepSeek-V3: latent attention, a dense and an MoE layer (shared expert), rotate-half RoPE",
     ),
     ("gpt_oss", "gpt-oss: 4 experts (top 2, batched_mm), clamped GLU (limit 0.2), attention sinks"),
+    (
+        "llama4_text",
+        "Llama 4 text: interleaved RoPE and weightless QK-norm on layer 0 (NoPE layer 1), a dense and an "
+        "MoE layer (top 1, shared expert)",
+    ),
 ):
     _builtin(_model_type, _description)
+_builtin(
+    "llama4",
+    "Llama 4 image-text: its text decoder (no images in the data); the model AutoModelForCausalLM "
+    "builds from this config is llama4_text's",
+    make_model=auto_image_text_model,
+)

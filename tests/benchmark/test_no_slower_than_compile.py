@@ -39,6 +39,7 @@ OPS = (
     "geglu_mlp",
     "cross_entropy",
     "fused_linear_cross_entropy",
+    "llama4_rope",
 )
 MIN_MARGIN = 0.05
 MAX_MARGIN = 0.15

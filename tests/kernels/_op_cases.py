@@ -21,6 +21,7 @@ from liger_kernel.transformers.functional import (
     liger_fused_linear_cross_entropy,
     liger_geglu,
     liger_layer_norm,
+    liger_llama4_rope,
     liger_rms_norm,
     liger_rope,
     liger_swiglu,
@@ -118,6 +119,14 @@ def _rotate(x, cos, sin):
     return x * cos.unsqueeze(1) + rotated * sin.unsqueeze(1)
 
 
+def _rotate_pairs(x, cos, sin):
+    """Llama 4's RoPE: (x[2i], x[2i+1]) times cos_i + i sin_i, in real arithmetic (any dtype, layout)."""
+    pairs = x.unflatten(-1, (-1, 2))
+    even, odd = pairs[..., 0], pairs[..., 1]
+    c, s = cos.unsqueeze(2), sin.unsqueeze(2)
+    return torch.stack((even * c - odd * s, even * s + odd * c), dim=-1).flatten(-2)
+
+
 def _targets(g: torch.Generator, rows: int, vocab: int) -> torch.Tensor:
     t = torch.randint(0, vocab, (rows,), generator=g)
     if rows > 2:
@@ -158,6 +167,18 @@ def op_cases(rows: int = 5, seed: int = 0) -> list[OpCase]:
             ("q", "k"),
             lambda q, k, cos, sin: liger_rope(q, k, cos, sin),
             lambda q, k, cos, sin: (_rotate(q, cos, sin), _rotate(k, cos, sin)),
+        ),
+        OpCase(
+            "llama4_rope",  # q, k (bsz, seq, heads, head_dim); the complex table made from cos and sin
+            {
+                "q": randn(2, rows, 3, 8),
+                "k": randn(2, rows, 1, 8),
+                "cos": randn(1, rows, 4),
+                "sin": randn(1, rows, 4),
+            },
+            ("q", "k"),
+            lambda q, k, cos, sin: liger_llama4_rope(q, k, torch.complex(cos, sin)),
+            lambda q, k, cos, sin: (_rotate_pairs(q, cos, sin), _rotate_pairs(k, cos, sin)),
         ),
         OpCase(
             "swiglu",

@@ -18,6 +18,7 @@ from liger_kernel.ops import fused_linear_cross_entropy as flce_ops
 from liger_kernel.ops import glu as glu_ops
 from liger_kernel.ops import gpt_oss_glu as gpt_oss_glu_ops
 from liger_kernel.ops import layer_norm as ln_ops
+from liger_kernel.ops import llama4_rope as llama4_rope_ops
 from liger_kernel.ops import rms_norm as rms_ops
 from liger_kernel.ops import rope as rope_ops
 from liger_kernel.ops.utils import LigerOp, run_directly
@@ -26,6 +27,7 @@ from liger_kernel.transformers.functional import (
     liger_fused_linear_cross_entropy,
     liger_geglu,
     liger_layer_norm,
+    liger_llama4_rope,
     liger_rms_norm,
     liger_rope,
     liger_swiglu,
@@ -44,6 +46,7 @@ def _samples(device):
     mean = randn(6)
     q, k = randn(2, 4, 5, 8, grad=True), randn(2, 2, 5, 8, grad=True)
     cos, sin = randn(1, 5, 8), randn(1, 5, 8)
+    q4, k4, freqs = randn(2, 5, 4, 8, grad=True), randn(2, 5, 2, 8, grad=True), randn(1, 5, 4, 2)
     a, bb = randn(6, 24, grad=True), randn(6, 24, grad=True)
     gw, uw, dw = randn(24, 16, grad=True), randn(24, 16, grad=True), randn(16, 24, grad=True)
     logits, target = randn(6, 40), torch.randint(0, 40, (6,), generator=g).to(device)
@@ -57,6 +60,11 @@ def _samples(device):
         "layer_norm_backward": (ln_ops.layer_norm_backward, (randn(6, 16), x, w, mean, rstd, True, True)),
         "rope_forward": (rope_ops.rope_forward, (q, k, cos, sin)),
         "rope_backward": (rope_ops.rope_backward, (randn(2, 4, 5, 8), randn(2, 2, 5, 8), cos, sin)),
+        "llama4_rope_forward": (llama4_rope_ops.llama4_rope_forward, (q4, k4, freqs)),
+        "llama4_rope_backward": (
+            llama4_rope_ops.llama4_rope_backward,
+            (randn(2, 5, 4, 8), randn(2, 5, 2, 8), freqs),
+        ),
         "glu_forward": (glu_ops.glu_forward, (a, bb, "silu")),
         "glu_backward": (glu_ops.glu_backward, (randn(6, 24), a, bb, "gelu_tanh")),
         "glu_mlp_forward": (glu_ops.glu_mlp_forward, (x, gw, uw, dw, None, None, None, "silu")),
@@ -140,7 +148,7 @@ def test_compile_dynamic_shapes(device):
 
 
 def test_every_liger_op_is_covered():
-    modules = (rms_ops, ln_ops, rope_ops, glu_ops, ce_ops, flce_ops, gpt_oss_glu_ops)
+    modules = (rms_ops, ln_ops, rope_ops, glu_ops, ce_ops, flce_ops, gpt_oss_glu_ops, llama4_rope_ops)
     registered = {n for m in modules for n, v in vars(m).items() if isinstance(v, LigerOp)}
     assert registered == set(OP_NAMES)
 
@@ -196,12 +204,15 @@ def _func_grad_cases(device):
 
     t = torch.tensor([1, 2, -100, 4], device=device)
     cos, sin = randn(1, 5, 8), randn(1, 5, 8)
+    freqs_cis = torch.polar(torch.ones(1, 5, 4, device=device), randn(1, 5, 4))
     return [
         ("rms_norm", lambda x, w: liger_rms_norm(x, w).square().sum(), (randn(4, 16), randn(16))),
         ("layer_norm", lambda x, w, b: liger_layer_norm(x, w, b, 1e-5).square().sum(),
          (randn(4, 16), randn(16), randn(16))),
         ("rope", lambda q, k: sum(o.square().sum() for o in liger_rope(q, k, cos, sin)),
          (randn(2, 4, 5, 8), randn(2, 2, 5, 8))),
+        ("llama4_rope", lambda q, k: sum(o.square().sum() for o in liger_llama4_rope(q, k, freqs_cis)),
+         (randn(2, 5, 4, 8), randn(2, 5, 2, 8))),
         ("swiglu", lambda a, b: liger_swiglu(a, b).square().sum(), (randn(4, 16), randn(4, 16))),
         ("geglu", lambda a, b: liger_geglu(a, b).square().sum(), (randn(4, 16), randn(4, 16))),
         *[

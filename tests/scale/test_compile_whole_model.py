@@ -49,9 +49,9 @@ def _xfail_if_hugging_face_fails_alone(model_type: str, backend_name: str, exc: 
 
 # The types added with issue 20 compile in the GPU run (inductor); on CPU only Qwen3 (QK-norm inside
 # the graph; Mixtral already has the experts' gate there), to keep the interpreter's time in CI down.
-# (Each new type passed here on CPU by hand, except Gemma 3's two, whose q_norm/k_norm run on transposed
-# q/k: RMSNorm's backward fake gives dx x's strides while the kernel returns it contiguous -- the
-# RMSNorm strides fix in ops/rms_norm.py.)
+# (Each new type passed here on CPU by hand -- Llama 4's two on 2026-12-04 -- except Gemma 3's two,
+# whose q_norm/k_norm run on transposed q/k: RMSNorm's backward fake gives dx x's strides while the
+# kernel returns it contiguous -- the RMSNorm strides fix in ops/rms_norm.py.)
 _COMPILED_ON_CPU = (*T.FIRST_TYPES, "qwen3")
 
 

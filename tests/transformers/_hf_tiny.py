@@ -98,6 +98,16 @@ _EXTRA = {
         "first_k_dense_replace": 0,
         "rope_interleave": False,
     },
+    # one MoE layer (4 experts, top 1, a shared expert: a Llama4TextMLP) that rotates (interleaved RoPE)
+    # and QK-normalizes; the dense layers' wider Llama4TextMLP is test_llama4_dense_mlp_keeps_its_width's
+    "llama4_text": {
+        "head_dim": 8,
+        "num_hidden_layers": 1,
+        "intermediate_size_mlp": 40,
+        "num_local_experts": 4,
+        "num_experts_per_tok": 1,
+        "interleave_moe_layer_step": 1,
+    },
 }
 # Gemma3ForConditionalGeneration: the text decoder above plus a one-layer SigLIP tower (never run: the
 # batches have no images) whose 2 x 2 patches pool to 4 image tokens.
@@ -109,7 +119,12 @@ _GEMMA3_VISION = dict(
     image_size=28,
     patch_size=14,
 )
-_MULTIMODAL = {"gemma3": ("gemma3_text", {"vision_config": _GEMMA3_VISION, "mm_tokens_per_image": 4})}
+# Llama4ForConditionalGeneration: the same, with a one-layer vision tower (never run either).
+_LLAMA4_VISION = dict(_GEMMA3_VISION, vision_output_dim=16, projector_input_dim=16, projector_output_dim=16)
+_MULTIMODAL = {
+    "gemma3": ("gemma3_text", {"vision_config": _GEMMA3_VISION, "mm_tokens_per_image": 4}),
+    "llama4": ("llama4_text", {"vision_config": _LLAMA4_VISION}),
+}
 
 _CLASS_NAMES = {
     "llama": ("LlamaConfig", "LlamaForCausalLM"),
@@ -131,6 +146,8 @@ _CLASS_NAMES = {
     "ministral": ("MinistralConfig", "MinistralForCausalLM"),
     "deepseek_v3": ("DeepseekV3Config", "DeepseekV3ForCausalLM"),
     "gpt_oss": ("GptOssConfig", "GptOssForCausalLM"),
+    "llama4_text": ("Llama4TextConfig", "Llama4ForCausalLM"),
+    "llama4": ("Llama4Config", "Llama4ForConditionalGeneration"),
 }
 # The types the installed transformers has (the GPU machine's may be older than this one's).
 MODEL_TYPES = tuple(t for t, (config_name, _) in _CLASS_NAMES.items() if hasattr(transformers, config_name))
@@ -145,7 +162,7 @@ DEVICE = "cpu"
 
 
 def modeling(model_type: str):
-    module = {"gemma3_text": "gemma3"}.get(model_type, model_type)
+    module = {"gemma3_text": "gemma3", "llama4_text": "llama4"}.get(model_type, model_type)
     return importlib.import_module(f"transformers.models.{module}.modeling_{module}")
 
 

@@ -15,6 +15,7 @@ import inspect
 import io
 import logging
 import math
+import pickle
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -369,7 +370,8 @@ def test_generated_functions_describe_the_table():
         assert list(params) == [*spec.option_defaults(), "model"]
         assert params["fused_linear_cross_entropy"].default is True
         assert params["cross_entropy"].default is False
-        assert spec.rms_norm.name in fn.__doc__ and spec.causal_lm in fn.__doc__
+        assert all(norm.name in fn.__doc__ for norm in spec.targets("rms_norm"))
+        assert spec.causal_lm in fn.__doc__
     assert "offset=1.0, casting_mode='gemma', init_fn='zeros'" in lt.apply_liger_kernel_to_gemma2.__doc__
     assert "final_logit_softcapping" in lt.apply_liger_kernel_to_gemma2.__doc__
     assert "geglu" in inspect.signature(lt.apply_liger_kernel_to_gemma).parameters
@@ -672,3 +674,119 @@ def test_rope_replacements_that_adapt_the_tables_match_the_model(model_type):
     assert [t.dtype for t in ours] == [t.dtype for t in expected]
     golden = original(q.double(), k.double(), cos.double(), sin.double())
     assert_close_to_reference(ours, expected, golden, msg=model_type)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Llama 4: what the per-type tests above do not reach
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif("llama4_text" not in T.MODEL_TYPES, reason="transformers without Llama 4")
+def test_llama4_dense_mlp_keeps_its_width():
+    """A dense layer's Llama4TextMLP is built with intermediate_size_mlp and does not store it: patched
+    in place, it keeps its own width (read off gate_proj) and computes what it did."""
+    model = T.build(
+        "llama4_text", config=T.tiny_config("llama4_text", num_hidden_layers=2, interleave_moe_layer_step=2)
+    )
+    dense = model.model.layers[0].feed_forward
+    assert type(dense).__name__ == "Llama4TextMLP" and dense.gate_proj.out_features == 40
+    x = torch.randn(3, 32, device=T.DEVICE)
+    expected = dense(x)
+    lt.apply_liger_kernel_to_llama4_text(model=model, rope=False, rms_norm=False)
+    assert isinstance(dense, lt.LigerSwiGLUMLP) and dense.intermediate_size == 40
+    assert_close(dense(x), expected)
+    unpatch(model)
+    assert type(dense).__name__ == "Llama4TextMLP"
+
+
+def test_multimodal_arguments_send_the_batch_to_the_original_forward():
+    """Llama 4's image-text forward merges the images inside itself: with images the original runs (and
+    returns logits); given as None they are dropped before the text decoder."""
+    from liger_kernel.transformers.model.causal_lm import liger_causal_lm_forward
+
+    calls = []
+
+    def original(self, input_ids=None, pixel_values=None, labels=None, **kwargs):
+        calls.append(pixel_values)
+        return "original"
+
+    class Decoder:
+        def __call__(self, **kwargs):
+            calls.append(sorted(kwargs))
+            raise RuntimeError("decoder reached")
+
+    model = SimpleNamespace(training=True, config=SimpleNamespace(return_dict=True))
+    model.inner = SimpleNamespace(decoder=Decoder())
+    forward = liger_causal_lm_forward(original, decoder="inner.decoder", multimodal_args=("pixel_values",))
+    ids = torch.ones(1, 4, dtype=torch.long)
+    assert forward(model, ids, torch.ones(1, 3), ids) == "original"
+    with pytest.raises(RuntimeError, match="decoder reached"):
+        forward(model, input_ids=ids, pixel_values=None, labels=ids)
+    assert calls[0].shape == (1, 3) and calls[1] == ["input_ids"]
+
+
+@pytest.mark.skipif("llama4_text" not in T.MODEL_TYPES, reason="transformers without Llama 4")
+def test_llama4_rope_replacement_matches_the_model():
+    """The patched ``apply_rotary_emb`` returns what the model's own does (bf16 q/k, a complex64 table),
+    in q's dtype."""
+    mod = T.modeling("llama4_text")
+    original = mod.apply_rotary_emb
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 5, 4, 8, generator=g).to(T.DEVICE, torch.bfloat16)
+    k = torch.randn(2, 5, 2, 8, generator=g).to(T.DEVICE, torch.bfloat16)
+    angles = torch.rand(1, 5, 4, generator=g).to(T.DEVICE) * 3
+    freqs_cis = torch.polar(torch.ones_like(angles), angles)
+    with liger_patched("llama4_text", rms_norm=False, swiglu=False, fused_linear_cross_entropy=False):
+        assert mod.apply_rotary_emb is not original
+        ours = mod.apply_rotary_emb(q, k, freqs_cis)
+    expected = original(q, k, freqs_cis)
+    assert [t.dtype for t in ours] == [t.dtype for t in expected] == [torch.bfloat16] * 2
+
+    def golden(x):  # the complex product in complex128
+        pairs = torch.view_as_complex(x.double().unflatten(-1, (-1, 2)).contiguous())
+        return torch.view_as_real(pairs * freqs_cis.to(torch.complex128)[:, :, None]).flatten(3)
+
+    assert_close_to_reference(ours, expected, (golden(q), golden(k)), msg="llama4 rope")
+
+
+@pytest.mark.skipif("llama4_text" not in T.MODEL_TYPES, reason="transformers without Llama 4")
+def test_llama4_experts_and_qk_norm_edge_cases(monkeypatch, caplog):
+    """Experts whose activation is not SiLU keep the model's forward; a QK-norm class name that the
+    installed transformers lacks (the other release's) is skipped without a warning."""
+    mod = T.modeling("llama4_text")
+    config = T.tiny_config("llama4_text", hidden_act="gelu")
+    experts = mod.Llama4TextExperts(config).to(T.DEVICE)
+    torch.nn.init.normal_(experts.gate_up_proj)
+    torch.nn.init.normal_(experts.down_proj)
+    x = torch.randn(4 * 3, config.hidden_size, device=T.DEVICE)  # 3 tokens for each of the 4 experts
+    expected = experts(x)
+    with liger_patched("llama4_text", rope=False, rms_norm=False, fused_linear_cross_entropy=False):
+        assert "Llama4TextExperts.forward" in _patched_attributes("llama4_text")
+        assert torch.equal(experts(x), expected)
+
+    monkeypatch.delattr(mod, "Llama4TextL2Norm")
+    with caplog.at_level("WARNING", logger="liger_kernel"):
+        with liger_patched("llama4_text"):
+            assert mod.Llama4TextWeightlessRMSNorm.__module__.startswith("liger_kernel")
+    assert "has no" not in caplog.text
+
+
+@pytest.mark.skipif("llama4_text" not in T.MODEL_TYPES, reason="transformers without Llama 4")
+def test_llama4_qk_norm_alias_gets_one_replacement_class_and_pickles():
+    """transformers 5.25 binds Llama4TextL2Norm to Llama4TextWeightlessRMSNorm: one replacement class is
+    made (under the class's own name), so patched models pickle, in both ways of patching."""
+    mod = T.modeling("llama4_text")
+    if getattr(mod, "Llama4TextL2Norm", None) is not getattr(mod, "Llama4TextWeightlessRMSNorm", None):
+        pytest.skip("this transformers has one name for the QK-norm class")
+    hf_norm = mod.Llama4TextL2Norm
+    with liger_patched("llama4_text"):
+        assert mod.Llama4TextL2Norm is hf_norm and mod.Llama4TextWeightlessRMSNorm is not hf_norm
+        norm = pickle.loads(pickle.dumps(mod.Llama4TextWeightlessRMSNorm(1e-5)))
+        assert type(norm) is mod.Llama4TextWeightlessRMSNorm and norm.variance_epsilon == 1e-5
+    model = T.build("llama4_text")
+    lt.apply_liger_kernel_to_llama4_text(model=model)
+    copy = pickle.loads(pickle.dumps(model))
+    assert type(copy.model.layers[0].self_attn.qk_norm) is type(model.model.layers[0].self_attn.qk_norm)
+    unpatch(copy)
+    unpatch(model)
+    assert type(copy.model.layers[0].self_attn.qk_norm) is hf_norm

@@ -10,7 +10,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, Trainer, TrainingArguments
 
-from liger_kernel.transformers import AutoLigerKernelForCausalLM, LigerRMSNorm, LigerSwiGLUMLP, unpatch
+from liger_kernel.transformers import (
+    AutoLigerKernelForCausalLM,
+    LigerRMSNorm,
+    LigerSwiGLUMLP,
+    _apply_liger_kernel_to_instance,
+    unpatch,
+)
 from liger_kernel.transformers.model.causal_lm import is_liger_forward
 from liger_testing import assert_close
 
@@ -118,3 +124,22 @@ def test_auto_liger_model_options_and_unsupported_types(saved_llama, caplog):
     assert (
         type(AutoLigerKernelForCausalLM.from_pretrained(saved_llama / "gpt2")).__name__ == "GPT2LMHeadModel"
     )
+
+
+@pytest.mark.skipif("llama4" not in T.MODEL_TYPES, reason="transformers without Llama 4")
+def test_llama4_configs_patch_the_model_they_build():
+    """A Llama 4 checkpoint's config is the image-text ``llama4`` one, from which AutoModelForCausalLM
+    builds the text-only Llama4ForCausalLM (``llama4_text``): that type's patch is the one applied, so
+    its loss forward is fused. The Trainer path patches either model by its own type."""
+    try:
+        built = AutoLigerKernelForCausalLM.from_config(T.tiny_config("llama4"))
+        assert built.config.model_type == "llama4_text" and is_liger_forward(built.forward)
+        assert isinstance(built.model.norm, LigerRMSNorm)
+    finally:
+        unpatch("llama4_text")
+        unpatch("llama4")
+    for model_type in ("llama4", "llama4_text"):
+        model = T.build(model_type)
+        _apply_liger_kernel_to_instance(model, rope=True, geglu=True)  # geglu: not Llama 4's, dropped
+        assert is_liger_forward(model.forward) and any(isinstance(m, LigerRMSNorm) for m in model.modules())
+        unpatch(model)

@@ -16,9 +16,11 @@ and Hugging Face's loss; pass ``skip_logits=True`` to get the fused loss without
 Model-specific parts are parameters, read from the patch table: the config attribute holding the
 final-logit soft-cap (Gemma 2's ``final_logit_softcapping``), the one the logits are divided by
 (Granite's ``logits_scaling``: the hidden states are divided instead, the same logits before rounding),
-whether the base model takes the labels too (Gemma 3's multimodal model) and, for mixture-of-experts
-models, the modeling module's load-balancing loss (added as ``router_aux_loss_coef * aux_loss`` like
-the original).
+whether the base model takes the labels too (Gemma 3's multimodal model), where the text decoder
+sits when it is not the base model (Llama 4), the image arguments that send a batch to the original
+forward (Llama 4's image-text model, whose image merge is inside its forward) and, for
+mixture-of-experts models, the modeling module's load-balancing loss (added as
+``router_aux_loss_coef * aux_loss`` like the original).
 The wrapper has the original's name, docstring and signature (``__signature__``) but not its source:
 ``inspect.getsource`` reads the wrapper's; ``__liger_original__`` is the wrapped forward.
 The argument names of the original forward (``cache`` in newer 5.x, ``past_key_values`` in older)
@@ -59,6 +61,8 @@ def liger_causal_lm_forward(
     load_balancing_loss: Callable | None = None,
     logits_divisor_attr: str | None = None,
     base_takes_labels: bool = False,
+    decoder: str | None = None,
+    multimodal_args: tuple[str, ...] = (),
 ) -> Callable:
     """Wrap ``original`` (an ``XForCausalLM.forward``) so that training with labels uses the fused loss.
 
@@ -66,6 +70,9 @@ def liger_causal_lm_forward(
     load_balancing_loss: the modeling module's ``load_balancing_loss_func`` for MoE models (None: dense).
     logits_divisor_attr: config attribute the original divides the logits by (None: no division).
     base_takes_labels: pass ``labels`` to the base model as well, as the original does.
+    decoder: dotted attribute path of the model giving the last hidden states (None: the base model).
+    multimodal_args: arguments with which the original runs instead (logits materialized, its loss);
+        given as None they are dropped, since the decoder does not take them.
     """
     signature = inspect.signature(original)
     params = list(signature.parameters.values())[1:]  # drop self
@@ -86,7 +93,10 @@ def liger_causal_lm_forward(
 
         # The base model gets every other argument, the loss kwargs included, as the original passes them.
         base_arguments = {**arguments, "labels": labels} if base_takes_labels else arguments
-        outputs = getattr(self, self.base_model_prefix)(**base_arguments)
+        if decoder is None:
+            outputs = getattr(self, self.base_model_prefix)(**base_arguments)
+        else:
+            outputs = functools.reduce(getattr, decoder.split("."), self)(**base_arguments)
         head = self.get_output_embeddings()
         softcap = getattr(self.config, logit_softcap_attr, None) if logit_softcap_attr else None
         hidden_states = outputs.last_hidden_state
@@ -131,8 +141,10 @@ def liger_causal_lm_forward(
         has_targets = arguments.get("labels") is not None or arguments.get("shift_labels") is not None
         if skip_logits is None:
             skip_logits = self.training and has_targets
-        if not skip_logits:
+        if not skip_logits or any(arguments.get(name) is not None for name in multimodal_args):
             return original(self, *args, **kwargs)
+        for name in multimodal_args:
+            arguments.pop(name, None)
         if not has_targets:
             raise ValueError(
                 "skip_logits=True needs labels (or shift_labels): without logits the forward returns only "
