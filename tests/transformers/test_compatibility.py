@@ -284,6 +284,7 @@ PER_TYPE_FORWARDS = {
     **{t: {"lce_forward": t} for t in ("qwen3", "qwen3_moe", "olmo2", "olmo3", "glm4", "smollm3")},
     **{t: {"lce_forward": t} for t in ("ministral", "deepseek_v3", "gpt_oss")},
     "gemma3": {"causal_forward": "gemma3_text", "multimodal_forward": "gemma3"},
+    "llama4": {"lce_forward": "llama4_text"},
 }  # fmt: skip
 # Import paths the reference's test_monkey_patch.py needs at import for types not supported yet (issue 20).
 UNSUPPORTED_TYPE_FORWARDS = {
