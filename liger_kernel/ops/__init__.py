@@ -18,6 +18,7 @@ _FUNCTION_MODULES = {
     "LigerGELUMulFunction": "geglu",
     "LigerCrossEntropyFunction": "cross_entropy",
     "LigerFusedLinearCrossEntropyFunction": "fused_linear_cross_entropy",
+    "LigerFusedAddRMSNormFunction": "fused_add_rms_norm",
 }
 
 

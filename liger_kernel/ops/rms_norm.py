@@ -282,6 +282,13 @@ def rms_norm(
     casting_mode: str = "llama",
 ) -> torch.Tensor:
     """RMSNorm over the last dim of ``x`` (any leading shape), differentiable in ``x`` and ``weight``."""
+    check_rms_norm_args(x, weight, eps, casting_mode)
+    y, _rstd = rms_norm_forward(x, weight, float(eps), float(offset), casting_mode)
+    return y
+
+
+def check_rms_norm_args(x: torch.Tensor, weight: torch.Tensor, eps: float, casting_mode: str) -> None:
+    """Raise a clear error for arguments ``rms_norm`` cannot take (and the ops built on it)."""
     check_floating("x", x)
     check_floating("weight", weight)
     check_same_device(x=x, weight=weight)
@@ -296,8 +303,6 @@ def rms_norm(
         )
     if eps < 0:
         raise ValueError(f"eps must be non-negative, got {eps}")
-    y, _rstd = rms_norm_forward(x, weight, float(eps), float(offset), casting_mode)
-    return y
 
 
 def rms_norm_optional_weight(

@@ -37,6 +37,7 @@ _EXPORTS: dict[str, str] = {
     "LigerFalconH1SwiGLUMLP": "swiglu",
     "LigerPhi3SwiGLUMLP": "swiglu",
     "LigerQwen3MoeSwiGLUMLP": "swiglu",
+    "LigerFusedAddRMSNorm": "fused_add_rms_norm",
 }
 # apply_liger_kernel_to_<model_type> / revert_liger_kernel_to_<model_type>: one per supported type.
 _PATCH_PREFIXES = ("apply_liger_kernel_to_", "revert_liger_kernel_to_")
