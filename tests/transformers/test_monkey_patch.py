@@ -35,7 +35,12 @@ from liger_kernel.transformers import (
 )
 from liger_kernel.transformers.model.causal_lm import is_liger_forward
 from liger_kernel.transformers.model.loss_utils import liger_for_causal_lm_loss
-from liger_kernel.transformers.monkey_patch import KEYWORD_ONLY_OPTIONS, MODEL_SPECS, apply_liger_kernel, describe
+from liger_kernel.transformers.monkey_patch import (
+    KEYWORD_ONLY_OPTIONS,
+    MODEL_SPECS,
+    apply_liger_kernel,
+    describe,
+)
 from liger_testing import assert_close, assert_close_to_reference
 
 SUPPORTED = ", ".join(sorted(t for t, spec in MODEL_SPECS.items() if spec.available()))
@@ -417,7 +422,9 @@ def test_skip_logits_and_eval_mode():
     ref = _reference("llama")
     ids, mask, labels = ref.batch
     model = T.build("llama", ref.state_dict)
-    lt.apply_liger_kernel_to_llama(model=model, rope=False, rms_norm=False, swiglu=False)
+    lt.apply_liger_kernel_to_llama(
+        model=model, rope=False, rms_norm=False, swiglu=False, fused_add_rms_norm=False
+    )
     plain = T.build("llama", ref.state_dict).eval()
     model.eval()
     with torch.no_grad():
