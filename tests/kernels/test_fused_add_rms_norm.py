@@ -129,7 +129,8 @@ def test_matches_reference(device, casting_mode, shape, hidden, dtype, data):
     check_results(r, x, residual, weight)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+# (bf16 here costs ~5 s of interpreter time: GPU only; the Hypothesis test covers bf16 at small widths)
+@pytest.mark.parametrize("dtype", [torch.float32, pytest.param(torch.bfloat16, marks=pytest.mark.gpu)])
 def test_large_row_and_many_rows(device, seed, dtype):
     """A row wider than any forward block of small rows, and more rows than programs in the backward."""
     hidden = 4099 if device == "cpu" else 8195
@@ -251,21 +252,6 @@ def test_function_adapter_and_module_api(device, seed):
     assert_close((y, s), liger_fused_add_rms_norm(x, residual, module.weight, 1e-5))
     assert "casting_mode='llama'" in repr(module)
     assert module.state_dict().keys() == LlamaRMSNorm(32).state_dict().keys()
-
-
-def test_compile_fullgraph_no_graph_break(device, seed):
-    backend = "inductor" if device == "cuda" else "aot_eager"
-    module = LigerFusedAddRMSNorm(48).to(device)
-    x, residual = (torch.randn(2, 3, 48, device=device, requires_grad=True) for _ in range(2))
-
-    def f(a, b):
-        y, h = module(a * 2.0, b)
-        return (y * h).sum()
-
-    compiled = torch.compile(f, fullgraph=True, backend=backend)
-    got = (compiled(x, residual), *torch.autograd.grad(compiled(x, residual), (x, residual, module.weight)))
-    want = (f(x, residual), *torch.autograd.grad(f(x, residual), (x, residual, module.weight)))
-    assert_close(got, want)
 
 
 @pytest.mark.parametrize(

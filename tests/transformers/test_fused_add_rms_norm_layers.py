@@ -143,7 +143,8 @@ def test_positional_arguments_are_named_by_the_original_signature():
 
 
 def test_compile_fullgraph_no_graph_break():
-    """The patched layer inside torch.compile(fullgraph=True): no graph break, same result as eager."""
+    """The patched layer inside torch.compile(fullgraph=True): no graph break, same result as eager
+    (the op's own registration is checked by tests/kernels/test_custom_ops.py's opcheck)."""
     model = T.build("llama")
     hidden_states, kwargs = _first_layer_call(model)
     apply_liger_kernel("llama", model=model, **_only_fused_add("llama"))
