@@ -7,8 +7,7 @@ import torch
 from torch import nn
 
 from liger_kernel.ops.fused_add_rms_norm import fused_add_rms_norm
-from liger_kernel.ops.rms_norm import CASTING_MODES
-from liger_kernel.transformers.rms_norm import _INIT_FNS
+from liger_kernel.transformers.rms_norm import initial_weight
 
 
 class LigerFusedAddRMSNorm(nn.Module):
@@ -31,14 +30,7 @@ class LigerFusedAddRMSNorm(nn.Module):
         in_place: bool = False,
     ) -> None:
         super().__init__()
-        if init_fn not in _INIT_FNS:
-            raise ValueError(f"init_fn must be one of {_INIT_FNS}, got {init_fn!r}")
-        if casting_mode not in CASTING_MODES:
-            raise ValueError(f"casting_mode must be one of {sorted(CASTING_MODES)}, got {casting_mode!r}")
-        if hidden_size < 1:
-            raise ValueError(f"hidden_size must be positive, got {hidden_size}")
-        init = torch.ones if init_fn == "ones" else torch.zeros
-        self.weight = nn.Parameter(init(hidden_size))
+        self.weight = initial_weight(hidden_size, casting_mode, init_fn)
         self.hidden_size = hidden_size
         self.variance_epsilon = eps
         self.offset = offset
