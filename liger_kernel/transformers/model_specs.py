@@ -472,8 +472,9 @@ class ModelSpec:
     forward: CausalLMForward = CausalLMForward()
     doc_name: str = ""
     loss: LossFunction = field(default_factory=LossFunction)
-    # None: the layer has no residual add feeding a norm (OLMo 2/3 normalize after the add's inputs), so
-    # no fused_add_rms_norm option. fused_add_default: whether the option is on by default.
+    # None: no residual add of the layer feeds a norm (OLMo 2/3 normalize each branch's output before its
+    # add, and the sum feeds attention or the MLP directly), so no fused_add_rms_norm option.
+    # fused_add_default: whether the option is on by default.
     decoder_layer: DecoderLayer | None = None
     fused_add_default: bool = True
 
