@@ -68,6 +68,9 @@ from benchmark.run import (  # noqa: E402
 )
 
 ARMS = ("eager", "compile", "liger", "liger_compile")
+# Run only when named in --arms: the liger arm with one option off, to measure that option's gain
+# (``liger_unfused_add``: fused_add_rms_norm=False, the residual adds and norms unfused).
+EXTRA_ARMS = {"liger_unfused_add": {"fused_add_rms_norm": False}}
 KINDS = ("fwd_bwd", "train_step")
 COLUMNS = ("arm", "preset", "batch", "seq", "metric", "value", *ENV_COLUMNS)
 
@@ -322,7 +325,7 @@ def run_arm(arm: str, preset: Preset, args: argparse.Namespace, device: torch.de
         if patched:
             from liger_kernel.transformers.monkey_patch import apply_liger_kernel
 
-            apply_liger_kernel(preset.model_type, model=model)
+            apply_liger_kernel(preset.model_type, model=model, **EXTRA_ARMS.get(arm, {}))
             swapped = sum(type(m).__module__.startswith("liger_kernel") for m in model.modules())
             notes.append(f"liger modules={swapped}")  # 0 would mean the patch did not take
         state["runner"] = model
@@ -527,8 +530,9 @@ def main(argv: list[str] | None = None) -> int:
         print_table(preset_name, results)
         return 0
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    if any(a not in ARMS for a in arms) or args.steps < 1:
-        print(f"unknown arms in {arms} (known: {','.join(ARMS)}) or --steps < 1", file=sys.stderr)
+    if any(a not in ARMS and a not in EXTRA_ARMS for a in arms) or args.steps < 1:
+        known = ",".join([*ARMS, *EXTRA_ARMS])
+        print(f"unknown arms in {arms} (known: {known}) or --steps < 1", file=sys.stderr)
         return 2
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu" and not args.preset.startswith("tiny"):

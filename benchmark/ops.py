@@ -158,6 +158,52 @@ def _norm_floor(dims: dict[str, int], elem: int) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------------------------------------
+# fused_add_rms_norm
+
+
+class _UnfusedAddRMSNorm(torch.nn.Module):
+    """What a Llama decoder layer does between attention and the MLP: ``h = x + residual``, then
+    LlamaRMSNorm(h); returns both (the MLP reads the first, the next residual add the second)."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+        self.norm = LlamaRMSNorm(hidden, eps=1e-6)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = x + residual
+        return self.norm(h), h
+
+
+def build_fused_add_rms_norm(
+    impl: str, dims: dict[str, int], dtype: torch.dtype, device: torch.device
+) -> Problem:
+    rows, hidden = dims["rows"], dims["hidden"]
+    _seeded(device)
+    eager = _UnfusedAddRMSNorm(hidden).to(device=device, dtype=dtype)
+    with torch.no_grad():
+        eager.norm.weight.copy_(1.0 + 0.1 * torch.randn(hidden, device=device))
+    x = _leaf(_randn(rows, hidden, dtype=dtype, device=device))
+    residual = _leaf(_randn(rows, hidden, dtype=dtype, device=device))
+    dy = _randn(rows, hidden, dtype=dtype, device=device)
+    dh = _randn(rows, hidden, dtype=dtype, device=device)
+    module = eager
+    if impl == "liger":
+        module = _liger("LigerFusedAddRMSNorm")(hidden, eps=1e-6).to(device=device, dtype=dtype)
+        with torch.no_grad():
+            module.weight.copy_(eager.norm.weight)
+    wrt = {"x": x, "residual": residual, "weight": next(module.parameters())}
+    return Problem(fn=module, args=(x, residual), wrt=wrt, grad_outputs=(dy, dh), keep=[module])
+
+
+def _add_norm_floor(dims: dict[str, int], elem: int) -> tuple[float, float]:
+    # forward reads x and residual, writes y and h; backward reads dy, dh and h, writes dx (= dresidual,
+    # one buffer when the dtypes agree): 8 passes over rows x hidden.
+    return 8.0 * dims["rows"] * dims["hidden"] * elem, 0.0
+
+
+# ---------------------------------------------------------------------------------------------
 # layer_norm
 
 
@@ -479,6 +525,9 @@ _LLAMA4_ROPE_SMOKE = (
     ),
 )
 
+# A norm keeps what compile keeps (h and one fp32 per row): its memory can at best tie
+_norm_vs_compile = (Goal(_FULL, "<=", "compile"), Goal(_PEAK, "<=", "compile"))
+
 OPS: dict[str, OpSpec] = {
     spec.name: spec
     for spec in (
@@ -496,6 +545,22 @@ OPS: dict[str, OpSpec] = {
             smoke_shapes=(
                 Shape("8x64", {"rows": 8, "hidden": 64}, (Goal(_FULL, "<=", 0.25),)),
                 Shape("5x200", {"rows": 5, "hidden": 200}, (Goal(_FULL, "<=", 0.45),)),
+            ),
+        ),
+        OpSpec(
+            name="fused_add_rms_norm",
+            reference="x + residual, then transformers LlamaRMSNorm",
+            liger="LigerFusedAddRMSNorm",
+            build=build_fused_add_rms_norm,
+            liger_import=lambda: _liger("LigerFusedAddRMSNorm"),
+            floor=_add_norm_floor,
+            shapes=(
+                Shape("16384x4096", {"rows": 16384, "hidden": 4096}, _norm_vs_compile),
+                Shape("16384x8192", {"rows": 16384, "hidden": 8192}, _norm_vs_compile),
+            ),
+            smoke_shapes=(
+                Shape("8x64", {"rows": 8, "hidden": 64}, _norm_vs_compile),
+                Shape("5x200", {"rows": 5, "hidden": 200}, _norm_vs_compile),
             ),
         ),
         OpSpec(

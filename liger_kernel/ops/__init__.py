@@ -19,6 +19,7 @@ _FUNCTION_MODULES = {
     "LigerCrossEntropyFunction": "cross_entropy",
     "LigerFusedLinearCrossEntropyFunction": "fused_linear_cross_entropy",
     "LigerLlama4RopeFunction": "llama4_rope",
+    "LigerFusedAddRMSNormFunction": "fused_add_rms_norm",
 }
 
 

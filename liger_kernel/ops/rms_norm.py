@@ -15,6 +15,9 @@ Backward, with w' = offset + w and dn = dy * w':
     dw = sum over rows of dy * n      (n as rounded in the forward for "llama")
 
 Kept for backward: x, w and rstd (one fp32 per row); y is not kept.
+The kernels also serve ``fused_add_rms_norm`` (constexpr switches, off here): the forward can normalize
+h = x + residual (rounded to the promoted dtype, and stored), the backward add a gradient of h by
+another path to dx before rounding it.
 The backward runs a persistent grid: each program walks a contiguous range of rows, writes dx for
 them and keeps its share of dw in registers; the shares (programs x N, fp32) are summed at the end.
 """
@@ -54,10 +57,17 @@ def _rms_norm_forward_kernel(
     n_cols,
     eps,
     offset,
+    R,
+    H,
+    stride_r,
+    stride_h,
     CASTING: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr = False,
 ):
+    # HAS_RESIDUAL (fused_add_rms_norm): the row normalized is h = x + r, rounded to H's dtype and
+    # stored to H first. Without it, R and H are X (unused but for H's dtype: the norm's input dtype).
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
     row_mask = rows < n_rows
@@ -66,12 +76,17 @@ def _rms_norm_forward_kernel(
     rows64 = rows.to(tl.int64)
 
     x = tl.load(X + rows64[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    if HAS_RESIDUAL:
+        r = tl.load(R + rows64[:, None] * stride_r + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        h = (x + r).to(H.dtype.element_ty)
+        tl.store(H + rows64[:, None] * stride_h + cols[None, :], h, mask=mask)
+        x = h.to(tl.float32)
     w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32) + offset
 
     rstd = tl.rsqrt(tl.sum(x * x, axis=1) / n_cols + eps)
     n = x * rstd[:, None]
     if CASTING == _LLAMA:
-        n = n.to(X.dtype.element_ty).to(tl.float32)
+        n = n.to(H.dtype.element_ty).to(tl.float32)
     y = n * w[None, :]
 
     tl.store(Y + rows64[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
@@ -93,11 +108,16 @@ def _rms_norm_backward_kernel(
     n_cols,
     offset,
     rows_per_program,
+    DH_OUT,
+    stride_dh_out,
     CASTING: tl.constexpr,
     COMPUTE_DW: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    HAS_DH_OUT: tl.constexpr = False,
 ):
+    # HAS_DH_OUT (fused_add_rms_norm): DH_OUT, the gradient reaching x by another path (h's own), is
+    # added to dx in fp32 before dx is rounded.
     pid = tl.program_id(0)
     row_start = pid * rows_per_program
     row_end = tl.minimum(row_start + rows_per_program, n_rows)
@@ -119,6 +139,9 @@ def _rms_norm_backward_kernel(
         dn = dy * w[None, :]
         dot = tl.sum(dn * n, axis=1) / n_cols
         dx = (dn - n * dot[:, None]) * rstd[:, None]
+        if HAS_DH_OUT:
+            dh_out = tl.load(DH_OUT + rows64[:, None] * stride_dh_out + cols[None, :], mask=mask, other=0.0)
+            dx += dh_out.to(tl.float32)
         tl.store(DX + rows64[:, None] * stride_dx + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
 
         if COMPUTE_DW:
@@ -146,11 +169,13 @@ def _rms_norm_forward_torch(x2, weight, eps, offset, casting_mode):
     return y.to(_output_dtype(x2, weight, casting_mode)), rstd
 
 
-def _rms_norm_backward_torch(dy2, x2, weight, rstd, offset, casting_mode, compute_dw):
+def _rms_norm_backward_torch(dy2, x2, weight, rstd, offset, casting_mode, compute_dw, dh_out2=None):
     xf, dyf = x2.float(), dy2.float()
     n = xf * rstd[:, None]
     dn = dyf * (weight.float() + offset)
     dx = (dn - n * (dn * n).mean(-1, keepdim=True)) * rstd[:, None]
+    if dh_out2 is not None:
+        dx = dx + dh_out2.float()
     dw = None
     if compute_dw:
         if casting_mode == "llama":
@@ -169,15 +194,40 @@ def rms_norm_forward_impl(
     if n_rows == 0 or not use_triton("rms_norm", x2):
         y, rstd = _rms_norm_forward_torch(x2, weight, eps, offset, casting_mode)
         return y.view(x.shape), rstd
-    y = torch.empty((n_rows, n_cols), dtype=_output_dtype(x2, weight, casting_mode), device=x.device)
-    rstd = torch.empty(n_rows, dtype=torch.float32, device=x.device)
+    y, _h, rstd = launch_forward(x2, None, weight, eps, offset, casting_mode)
+    return y.view(x.shape), rstd
+
+
+def launch_forward(
+    x2: torch.Tensor,
+    r2: torch.Tensor | None,
+    weight: torch.Tensor,
+    eps: float,
+    offset: float,
+    casting_mode: str,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """The forward kernel on rows ``x2`` (unit stride along the last dim, a contiguous weight): (y, h,
+    rstd). With ``r2`` (fused_add_rms_norm) it normalizes h = x2 + r2, rounded to the promoted dtype,
+    and returns h too (None without)."""
+    n_rows, n_cols = x2.shape
+    h = (
+        None
+        if r2 is None
+        else torch.empty(x2.shape, dtype=torch.promote_types(x2.dtype, r2.dtype), device=x2.device)
+    )
+    norm_input = x2 if h is None else h
+    y = torch.empty((n_rows, n_cols), dtype=_output_dtype(norm_input, weight, casting_mode), device=x2.device)
+    rstd = torch.empty(n_rows, dtype=torch.float32, device=x2.device)
     block_n = row_block_size(n_cols)
     block_m, num_warps = norm_forward_config(block_n)
+    r2 = x2 if r2 is None else r2
     _rms_norm_forward_kernel[(cdiv(n_rows, block_m),)](
         x2, y, weight, rstd, x2.stride(0), y.stride(0), n_rows, n_cols, eps, offset,
-        CASTING=CASTING_MODES[casting_mode], BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps,
+        r2, norm_input, r2.stride(0), norm_input.stride(0),
+        CASTING=CASTING_MODES[casting_mode], BLOCK_M=block_m, BLOCK_N=block_n,
+        HAS_RESIDUAL=h is not None, num_warps=num_warps,
     )  # fmt: skip
-    return y.view(x.shape), rstd
+    return y, h, rstd
 
 
 def rms_norm_backward_impl(
@@ -188,16 +238,19 @@ def rms_norm_backward_impl(
     offset: float,
     casting_mode: str,
     compute_dw: bool,
+    dh_out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Launch the backward; returns dx (shape and dtype of x) and dw (weight's dtype) or None."""
+    """Launch the backward; returns dx (shape and dtype of x) and dw (weight's dtype) or None.
+    ``dh_out`` (shape of x, fused_add_rms_norm): a gradient of x by another path, added to dx in fp32."""
     x2, dy2 = as_rows(x), as_rows(dy)
+    dh_out2 = None if dh_out is None else as_rows(dh_out)
     weight, rstd = (
         weight.contiguous(),
         rstd.contiguous(),
     )  # (the forward's rstd is; a direct call's may not be)
     n_rows, n_cols = x2.shape
     if n_rows == 0 or not use_triton("rms_norm", x2):
-        dx, dw = _rms_norm_backward_torch(dy2, x2, weight, rstd, offset, casting_mode, compute_dw)
+        dx, dw = _rms_norm_backward_torch(dy2, x2, weight, rstd, offset, casting_mode, compute_dw, dh_out2)
         return dx.view(x.shape), None if dw is None else dw.to(weight.dtype)
     dx = torch.empty((n_rows, n_cols), dtype=x.dtype, device=x.device)
     block_n = row_block_size(n_cols)
@@ -209,8 +262,9 @@ def rms_norm_backward_impl(
     _rms_norm_backward_kernel[(n_programs,)](
         dy2, x2, weight, rstd, dx, dw_partial, dy2.stride(0), x2.stride(0), dx.stride(0),
         n_rows, n_cols, offset, rows_per_program,
+        dy2 if dh_out2 is None else dh_out2, 0 if dh_out2 is None else dh_out2.stride(0),
         CASTING=CASTING_MODES[casting_mode], COMPUTE_DW=compute_dw,
-        BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps,
+        BLOCK_M=block_m, BLOCK_N=block_n, HAS_DH_OUT=dh_out2 is not None, num_warps=num_warps,
     )  # fmt: skip
     dw = dw_partial.sum(0).to(weight.dtype) if compute_dw else None
     return dx.view(x.shape), dw
@@ -282,6 +336,13 @@ def rms_norm(
     casting_mode: str = "llama",
 ) -> torch.Tensor:
     """RMSNorm over the last dim of ``x`` (any leading shape), differentiable in ``x`` and ``weight``."""
+    check_rms_norm_args(x, weight, eps, casting_mode)
+    y, _rstd = rms_norm_forward(x, weight, float(eps), float(offset), casting_mode)
+    return y
+
+
+def check_rms_norm_args(x: torch.Tensor, weight: torch.Tensor, eps: float, casting_mode: str) -> None:
+    """Raise a clear error for arguments ``rms_norm`` cannot take (and the ops built on it)."""
     check_floating("x", x)
     check_floating("weight", weight)
     check_same_device(x=x, weight=weight)
@@ -296,8 +357,6 @@ def rms_norm(
         )
     if eps < 0:
         raise ValueError(f"eps must be non-negative, got {eps}")
-    y, _rstd = rms_norm_forward(x, weight, float(eps), float(offset), casting_mode)
-    return y
 
 
 def rms_norm_optional_weight(

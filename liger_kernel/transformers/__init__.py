@@ -38,6 +38,7 @@ _EXPORTS: dict[str, str] = {
     "LigerPhi3SwiGLUMLP": "swiglu",
     "LigerQwen3MoeSwiGLUMLP": "swiglu",
     "liger_llama4_text_rotary_pos_emb": "llama4_rope",
+    "LigerFusedAddRMSNorm": "fused_add_rms_norm",
 }
 # apply_liger_kernel_to_<model_type> / revert_liger_kernel_to_<model_type>: one per supported type.
 _PATCH_PREFIXES = ("apply_liger_kernel_to_", "revert_liger_kernel_to_")

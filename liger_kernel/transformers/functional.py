@@ -197,3 +197,20 @@ def liger_tvd(
 liger_fused_linear_jsd = fused_linear_jsd
 
 __all__ += ["liger_kl_div", "liger_jsd", "liger_tvd", "liger_fused_linear_jsd"]
+
+
+from liger_kernel.ops.fused_add_rms_norm import fused_add_rms_norm  # noqa: E402
+
+
+def liger_fused_add_rms_norm(
+    X: torch.Tensor,
+    R: torch.Tensor,
+    W: torch.Tensor,
+    eps: float,
+    offset: float = 0.0,
+    casting_mode: str = "llama",
+    in_place: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(RMSNorm(X + R), X + R)``; see ``LigerFusedAddRMSNorm`` for the options (``in_place`` is accepted
+    for API compatibility and ignored)."""
+    return fused_add_rms_norm(X, R, W, eps, offset, casting_mode)

@@ -13,6 +13,9 @@ option of ``apply_liger_kernel_to_<model_type>``, the targets that option replac
   kernel computes (otherwise the original class is built, with a warning);
 * ``Method(cls, method, make)``: one method of a modeling class, replaced by ``make(original)``
   (Phi-3's fused gate_up MLP forward, the MoE experts' gate).
+* ``DecoderLayer(cls, ...)`` (option ``fused_add_rms_norm``): the decoder layer's forward -> one generic
+  forward (``_fused_add_norm_layer_forward``) whose residual add after attention and the norm that add
+  feeds run as one ``fused_add_rms_norm`` kernel, in the casting mode of the entry's ``Norm``.
 The loss options are the same for every model: ``fused_linear_cross_entropy`` wraps
 ``XForCausalLM.forward`` (``model/causal_lm.py``), ``cross_entropy`` sets the class's loss function to
 ``liger_for_causal_lm_loss`` (Hugging Face's ``loss_function`` property returns ``_loss_function``).
@@ -27,6 +30,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import inspect
 import logging
 import types
 from collections.abc import Callable
@@ -329,8 +333,13 @@ class Norm:
         namespace = {"__init__": __init__, "forward": forward, "extra_repr": extra_repr}
         return _subclass(original, liger_rms_norm, namespace)
 
+    @staticmethod
+    def eps_of(module: nn.Module) -> float:
+        """A Hugging Face norm's epsilon (``variance_epsilon`` in most, ``eps`` in some and in older 5.x)."""
+        return getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6))
+
     def constructor_args(self, module: nn.Module) -> tuple[tuple, dict]:
-        eps = getattr(module, "variance_epsilon", getattr(module, "eps", 1e-6))
+        eps = self.eps_of(module)
         if self.weightless:
             return (), {"eps": eps}
         return (module.weight.shape[0],), {"eps": eps}
@@ -409,6 +418,88 @@ class Method:
 
 
 @dataclass(frozen=True)
+class DecoderLayer:
+    """A pre-norm decoder layer whose residual add after attention feeds a norm (``norm``), patched by
+    ``fused_add_rms_norm``: its forward is replaced by the generic one below, which runs the layer as
+
+        residual = x; h = input_layernorm(x); a = self_attn(hidden_states=h, **the layer's arguments)[0]
+        a = after_attention(a); y, residual = fused_add_rms_norm(a, residual, norm)  # residual = a + x
+        m = mlp(y) (its first element if a tuple); m = after_mlp(m); return residual + m
+
+    ``after_attention`` / ``after_mlp``: attributes of the layer applied, in order, to the branch's output
+    before its residual add (a module is called, a number multiplies): Phi-3's residual dropouts, the
+    sandwich norms of Gemma 2/3 and GLM-4, Granite's residual multiplier. The add after the MLP stays
+    unfused: it feeds the next layer's input norm across the layer boundary (see docs/fused_add_rms_norm.md).
+    """
+
+    cls: str
+    norm: str = "post_attention_layernorm"
+    after_attention: tuple[str, ...] = ()
+    after_mlp: tuple[str, ...] = ()
+
+    def target(self, norm: Norm) -> Method:
+        """The ``Method`` target (the layer's forward) for the model type whose norms are ``norm``."""
+        return _decoder_layer_method(self, norm)
+
+
+@functools.cache
+def _decoder_layer_method(layer: DecoderLayer, norm: Norm) -> Method:
+    steps = ", ".join(
+        f"{branch} -> {' -> '.join(attrs)}"
+        for branch, attrs in (("attention", layer.after_attention), ("MLP", layer.after_mlp))
+        if attrs
+    )
+    return Method(
+        layer.cls,
+        "forward",
+        functools.partial(_fused_add_norm_layer_forward, layer=layer, norm=norm),
+        f"residual add after attention + {layer.norm} as one liger fused_add_rms_norm "
+        f"(offset={norm.offset}, casting_mode={norm.casting_mode!r}){f'; {steps}' if steps else ''}",
+    )
+
+
+def _then(layer_module: nn.Module, attrs: tuple[str, ...], hidden_states: torch.Tensor) -> torch.Tensor:
+    for attr in attrs:
+        step = getattr(layer_module, attr)
+        hidden_states = hidden_states * step if isinstance(step, (int, float)) else step(hidden_states)
+    return hidden_states
+
+
+def _fused_add_norm_layer_forward(original: Callable, layer: DecoderLayer, norm: Norm) -> Callable:
+    """The forward of ``DecoderLayer`` (see there). The layer's other arguments, passed by keyword or
+    position (named by the original's signature), all go to ``self_attn`` by keyword, as every
+    supported layer passes them. The norm module's weight and eps are read at each call, so it may be
+    Hugging Face's class or its Liger replacement (option ``rms_norm``)."""
+    fused_add_rms_norm = importlib.import_module("liger_kernel.ops.fused_add_rms_norm").fused_add_rms_norm
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    positional = [p.name for p in inspect.signature(original).parameters.values() if p.kind in kinds][2:]
+
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if len(args) > len(positional):
+            raise TypeError(f"{type(self).__name__}.forward() got {len(args) + 1} positional arguments")
+        kwargs.update(zip(positional, args))
+        residual = hidden_states
+        hidden_states = self.input_layernorm(hidden_states)
+        hidden_states = self.self_attn(hidden_states=hidden_states, **kwargs)[0]
+        hidden_states = _then(self, layer.after_attention, hidden_states)
+        norm_module = getattr(self, layer.norm)
+        eps = Norm.eps_of(norm_module)
+        hidden_states, residual = fused_add_rms_norm(
+            hidden_states, residual, norm_module.weight, eps, norm.offset, norm.casting_mode
+        )
+        if norm.output_dtype == "input":
+            hidden_states = hidden_states.to(residual.dtype)
+        hidden_states = self.mlp(hidden_states)
+        if isinstance(hidden_states, tuple):  # MoE blocks that also return router scores (gpt-oss)
+            hidden_states = hidden_states[0]
+        hidden_states = _then(self, layer.after_mlp, hidden_states)
+        return residual + hidden_states
+
+    forward.__doc__ = original.__doc__
+    return forward
+
+
+@dataclass(frozen=True)
 class CausalLMForward:
     """``XForCausalLM.forward`` -> the shared forward computing the fused linear cross entropy."""
 
@@ -467,6 +558,11 @@ class ModelSpec:
     forward: CausalLMForward = CausalLMForward()
     doc_name: str = ""
     loss: LossFunction = field(default_factory=LossFunction)
+    # None: no residual add of the layer feeds a norm (OLMo 2/3 normalize each branch's output before its
+    # add, and the sum feeds attention or the MLP directly), so no fused_add_rms_norm option.
+    # fused_add_default: whether the option is on by default.
+    decoder_layer: DecoderLayer | None = None
+    fused_add_default: bool = True
 
     def option_defaults(self) -> dict[str, bool]:
         options = {"rope": True} if self.rope is not None else {}
@@ -476,9 +572,12 @@ class ModelSpec:
             "fused_linear_cross_entropy": True,
             "rms_norm": True,
             self.mlp_option: True,
+            **({"fused_add_rms_norm": self.fused_add_default} if self.decoder_layer is not None else {}),
         }
 
     def targets(self, option: str) -> tuple:
+        if option == "fused_add_rms_norm" and self.decoder_layer is not None:
+            return (self.decoder_layer.target(self.rms_norm),)
         return {
             "rope": (self.rope,),
             "rms_norm": self.rms_norm if isinstance(self.rms_norm, tuple) else (self.rms_norm,),
@@ -545,6 +644,17 @@ _LLAMA4 = dict(
 )
 
 
+def _gemma_sandwich(cls: str) -> DecoderLayer:
+    """Gemma 2/3: each branch's output is normalized before its residual add (post_attention_layernorm,
+    post_feedforward_layernorm), and the add after attention feeds pre_feedforward_layernorm."""
+    return DecoderLayer(
+        cls,
+        norm="pre_feedforward_layernorm",
+        after_attention=("post_attention_layernorm",),
+        after_mlp=("post_feedforward_layernorm",),
+    )
+
+
 def _experts_gate(cls: str) -> Method:
     return Method(
         cls,
@@ -565,6 +675,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             mlp_option="swiglu",
             mlp=GatedMLP("LlamaMLP", "LigerSwiGLUMLP"),
             doc_name="Llama (2, 3, 3.x)",
+            decoder_layer=DecoderLayer("LlamaDecoderLayer"),
         ),
         ModelSpec(
             "mistral",
@@ -574,6 +685,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             mlp_option="swiglu",
             mlp=GatedMLP("MistralMLP", "LigerSwiGLUMLP"),
             doc_name="Mistral",
+            decoder_layer=DecoderLayer("MistralDecoderLayer"),
         ),
         ModelSpec(
             "mixtral",
@@ -584,6 +696,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             mlp=_experts_gate("MixtralExperts"),
             forward=CausalLMForward(load_balancing_loss="load_balancing_loss_func"),
             doc_name="Mixtral",
+            decoder_layer=DecoderLayer("MixtralDecoderLayer"),
         ),
         ModelSpec(
             "gemma",
@@ -593,6 +706,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             mlp_option="geglu",
             mlp=GatedMLP("GemmaMLP", "LigerGEGLUMLP", "hidden_act"),
             doc_name="Gemma",
+            decoder_layer=DecoderLayer("GemmaDecoderLayer"),
         ),
         ModelSpec(
             "gemma2",
@@ -603,6 +717,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             mlp=GatedMLP("Gemma2MLP", "LigerGEGLUMLP", "hidden_activation"),
             forward=CausalLMForward(logit_softcap_attr="final_logit_softcapping"),
             doc_name="Gemma 2",
+            decoder_layer=_gemma_sandwich("Gemma2DecoderLayer"),
         ),
         ModelSpec(
             "qwen2",
@@ -612,6 +727,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             mlp_option="swiglu",
             mlp=GatedMLP("Qwen2MLP", "LigerSwiGLUMLP"),
             doc_name="Qwen2 (and Qwen2.5)",
+            decoder_layer=DecoderLayer("Qwen2DecoderLayer"),
         ),
         ModelSpec(
             "phi3",
@@ -626,6 +742,11 @@ MODEL_SPECS: dict[str, ModelSpec] = {
                 "liger_swiglu on the two halves of gate_up_proj (when config.hidden_act is silu)",
             ),
             doc_name="Phi-3 (and Phi-3.5)",
+            decoder_layer=DecoderLayer(
+                "Phi3DecoderLayer",
+                after_attention=("resid_attn_dropout",),
+                after_mlp=("resid_mlp_dropout",),
+            ),
         ),
         ModelSpec(
             "qwen3",
@@ -635,6 +756,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             mlp_option="swiglu",
             mlp=GatedMLP("Qwen3MLP", "LigerSwiGLUMLP"),
             doc_name="Qwen3 (dense; QK-norm over head_dim)",
+            decoder_layer=DecoderLayer("Qwen3DecoderLayer"),
         ),
         ModelSpec(
             "qwen3_moe",
@@ -645,6 +767,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             mlp=(GatedMLP("Qwen3MoeMLP", "LigerSwiGLUMLP"), _experts_gate("Qwen3MoeExperts")),
             forward=CausalLMForward(load_balancing_loss="load_balancing_loss_func"),
             doc_name="Qwen3-MoE",
+            decoder_layer=DecoderLayer("Qwen3MoeDecoderLayer"),
         ),
         ModelSpec(
             "gemma3_text",
@@ -655,6 +778,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             mlp=GatedMLP("Gemma3MLP", "LigerGEGLUMLP", "hidden_activation"),
             forward=CausalLMForward(logit_softcap_attr="final_logit_softcapping"),
             doc_name="Gemma 3 (text-only causal LM)",
+            decoder_layer=_gemma_sandwich("Gemma3DecoderLayer"),
         ),
         # The text decoder of Gemma3ForConditionalGeneration: the same modeling module and classes (its
         # multimodal projector's Gemma3RMSNorm too); the SigLIP vision tower is another module, untouched.
@@ -667,6 +791,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             mlp=GatedMLP("Gemma3MLP", "LigerGEGLUMLP", "hidden_activation"),
             forward=CausalLMForward(base_takes_labels=True),  # this forward has no final soft-cap
             doc_name="Gemma 3 (image-text; the text decoder)",
+            decoder_layer=_gemma_sandwich("Gemma3DecoderLayer"),
         ),
         ModelSpec(
             "olmo2",
@@ -702,6 +827,11 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             ),
             rope=None,  # interleaved pairs over a partial rotary dim: the model's own code
             doc_name="GLM-4",
+            decoder_layer=DecoderLayer(
+                "Glm4DecoderLayer",
+                after_attention=("post_self_attn_layernorm",),
+                after_mlp=("post_mlp_layernorm",),
+            ),
         ),
         ModelSpec(
             "granite",
@@ -713,6 +843,11 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             # embedding and residual multipliers live in the base model, which runs unchanged
             forward=CausalLMForward(logits_divisor_attr="logits_scaling"),
             doc_name="Granite (3.x)",
+            decoder_layer=DecoderLayer(
+                "GraniteDecoderLayer",
+                after_attention=("residual_multiplier",),
+                after_mlp=("residual_multiplier",),
+            ),
         ),
         ModelSpec(
             "smollm3",
@@ -722,6 +857,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             mlp_option="swiglu",
             mlp=GatedMLP("SmolLM3MLP", "LigerSwiGLUMLP"),
             doc_name="SmolLM3 (RoPE skipped on its NoPE layers, as the model does)",
+            decoder_layer=DecoderLayer("SmolLM3DecoderLayer"),
         ),
         # Multi-head latent attention: its q_a/kv_a norms are DeepseekV3RMSNorm too. The rotary embedding is
         # patched where the model rotates halves (config.rope_interleave=False); the default interleaved
@@ -735,6 +871,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             # dense layers and the shared experts are DeepseekV3MLP (the latter with their own width)
             mlp=(GatedMLP("DeepseekV3MLP", "LigerSwiGLUMLP"), _experts_gate("DeepseekV3Experts")),
             doc_name="DeepSeek-V3",
+            decoder_layer=DecoderLayer("DeepseekV3DecoderLayer"),
         ),
         ModelSpec(
             "gpt_oss",
@@ -752,6 +889,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             rope=Function("apply_rotary_pos_emb", make=_half_table_rope),
             forward=CausalLMForward(load_balancing_loss="load_balancing_loss_func"),
             doc_name="gpt-oss (attention sinks run in the model's attention)",
+            decoder_layer=DecoderLayer("GptOssDecoderLayer"),
         ),
         ModelSpec(
             "llama4_text",
@@ -780,6 +918,7 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             mlp_option="swiglu",
             mlp=GatedMLP("MinistralMLP", "LigerSwiGLUMLP"),
             doc_name="Ministral",
+            decoder_layer=DecoderLayer("MinistralDecoderLayer"),
         ),
     )
 }

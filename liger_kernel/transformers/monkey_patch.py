@@ -611,13 +611,24 @@ def liger_patched(model_type: str, model: nn.Module | None = None, **options: bo
         _release(holder)
 
 
+# Options Liger Kernel 0.8's functions do not have: keyword-only, after ``model``, so that a positional
+# call written for the reference binds as there.
+KEYWORD_ONLY_OPTIONS = ("fused_add_rms_norm",)
+
+
 def _make_apply(model_type: str) -> Callable[..., None]:
     spec = MODEL_SPECS[model_type]
     params = [
         inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation="bool")
         for name, default in spec.option_defaults().items()
+        if name not in KEYWORD_ONLY_OPTIONS
     ]
     params.append(inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None))
+    params += [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation="bool")
+        for name, default in spec.option_defaults().items()
+        if name in KEYWORD_ONLY_OPTIONS
+    ]
     signature = inspect.Signature(params, return_annotation=None)
 
     def apply(*args: Any, **kwargs: Any) -> None:

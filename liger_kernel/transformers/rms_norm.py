@@ -10,6 +10,17 @@ from liger_kernel.ops.rms_norm import CASTING_MODES, rms_norm_optional_weight
 _INIT_FNS = ("ones", "zeros")
 
 
+def initial_weight(hidden_size: int, casting_mode: str, init_fn: str) -> nn.Parameter:
+    """A norm's weight of ``hidden_size`` ones or zeros (``init_fn``), after checking the arguments."""
+    if init_fn not in _INIT_FNS:
+        raise ValueError(f"init_fn must be one of {_INIT_FNS}, got {init_fn!r}")
+    if casting_mode not in CASTING_MODES:
+        raise ValueError(f"casting_mode must be one of {sorted(CASTING_MODES)}, got {casting_mode!r}")
+    if hidden_size < 1:
+        raise ValueError(f"hidden_size must be positive, got {hidden_size}")
+    return nn.Parameter((torch.ones if init_fn == "ones" else torch.zeros)(hidden_size))
+
+
 class LigerRMSNorm(nn.Module):
     """RMSNorm over the last dim: ``y = x / sqrt(mean(x^2) + eps) * (offset + weight)``.
 
@@ -34,16 +45,10 @@ class LigerRMSNorm(nn.Module):
         elementwise_affine: bool = True,
     ) -> None:
         super().__init__()
-        if init_fn not in _INIT_FNS:
-            raise ValueError(f"init_fn must be one of {_INIT_FNS}, got {init_fn!r}")
-        if casting_mode not in CASTING_MODES:
-            raise ValueError(f"casting_mode must be one of {sorted(CASTING_MODES)}, got {casting_mode!r}")
-        if hidden_size < 1:
-            raise ValueError(f"hidden_size must be positive, got {hidden_size}")
-        init = torch.ones if init_fn == "ones" else torch.zeros
+        weight = initial_weight(hidden_size, casting_mode, init_fn)  # (checks the arguments either way)
         self.elementwise_affine = elementwise_affine
         if elementwise_affine:
-            self.weight = nn.Parameter(init(hidden_size))
+            self.weight = weight
         else:
             self.register_parameter("weight", None)
         self.hidden_size = hidden_size

@@ -33,6 +33,7 @@ import torch
 # One moderate (the kernels' design) shape per op: each op's first shape in benchmark/ops.py.
 OPS = (
     "rms_norm",
+    "fused_add_rms_norm",
     "layer_norm",
     "rope",
     "swiglu_mlp",

@@ -18,6 +18,7 @@ from liger_kernel.ops.geglu import geglu_mlp
 from liger_kernel.ops.swiglu import swiglu_mlp
 from liger_kernel.transformers.functional import (
     liger_cross_entropy,
+    liger_fused_add_rms_norm,
     liger_fused_linear_cross_entropy,
     liger_geglu,
     liger_layer_norm,
@@ -148,6 +149,16 @@ def op_cases(rows: int = 5, seed: int = 0) -> list[OpCase]:
             ("x", "w"),
             lambda x, w: (liger_rms_norm(x, w, EPS, 0.0, "none"),),
             lambda x, w: (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + EPS) * w,),
+        ),
+        OpCase(
+            "fused_add_rms_norm",
+            {"x": randn(rows, hidden), "residual": randn(rows, hidden), "w": randn(hidden)},
+            ("x", "residual", "w"),
+            lambda x, residual, w: liger_fused_add_rms_norm(x, residual, w, EPS, 0.0, "none"),
+            lambda x, residual, w: (
+                (x + residual) * torch.rsqrt((x + residual).pow(2).mean(-1, keepdim=True) + EPS) * w,
+                x + residual,
+            ),
         ),
         OpCase(
             "layer_norm",

@@ -14,6 +14,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from liger_kernel.ops import cross_entropy as ce_ops
+from liger_kernel.ops import fused_add_rms_norm as add_rms_ops
 from liger_kernel.ops import fused_linear_cross_entropy as flce_ops
 from liger_kernel.ops import glu as glu_ops
 from liger_kernel.ops import gpt_oss_glu as gpt_oss_glu_ops
@@ -56,6 +57,14 @@ def _samples(device):
     return {
         "rms_norm_forward": (rms_ops.rms_norm_forward, (x, w, 1e-6, 0.0, "llama")),
         "rms_norm_backward": (rms_ops.rms_norm_backward, (randn(6, 16), x, w, rstd, 0.0, "llama", True)),
+        "fused_add_rms_norm_forward": (
+            add_rms_ops.fused_add_rms_norm_forward,
+            (x, randn(6, 16, grad=True), w, 1e-6, 0.0, "llama"),
+        ),
+        "fused_add_rms_norm_backward": (
+            add_rms_ops.fused_add_rms_norm_backward,
+            (randn(6, 16), randn(6, 16), x, w, rstd, 0.0, "llama", True),
+        ),
         "layer_norm_forward": (ln_ops.layer_norm_forward, (x, w, b, 1e-5)),
         "layer_norm_backward": (ln_ops.layer_norm_backward, (randn(6, 16), x, w, mean, rstd, True, True)),
         "rope_forward": (rope_ops.rope_forward, (q, k, cos, sin)),
@@ -148,7 +157,17 @@ def test_compile_dynamic_shapes(device):
 
 
 def test_every_liger_op_is_covered():
-    modules = (rms_ops, ln_ops, rope_ops, glu_ops, ce_ops, flce_ops, gpt_oss_glu_ops, llama4_rope_ops)
+    modules = (
+        rms_ops,
+        add_rms_ops,
+        ln_ops,
+        rope_ops,
+        glu_ops,
+        ce_ops,
+        flce_ops,
+        gpt_oss_glu_ops,
+        llama4_rope_ops,
+    )
     registered = {n for m in modules for n, v in vars(m).items() if isinstance(v, LigerOp)}
     assert registered == set(OP_NAMES)
 

@@ -29,6 +29,8 @@ REEXPORTS = {
         "LigerFalconH1SwiGLUMLP", "LigerFusedLinearCrossEntropyLoss", "LigerGEGLUMLP", "LigerLayerNorm",
         "LigerPhi3SwiGLUMLP", "LigerQwen3MoeSwiGLUMLP", "LigerRMSNorm", "LigerSwiGLUMLP", "liger_rotary_pos_emb",
         "liger_llama4_text_rotary_pos_emb",
+
+        "LigerFusedAddRMSNorm",
         "_apply_liger_kernel", "_apply_liger_kernel_to_instance", "MODEL_TYPE_TO_APPLY_LIGER_FN",
         *(f"apply_liger_kernel_to_{t}" for t in ("llama", "mistral", "mixtral", "gemma", "gemma2", "qwen2", "phi3")),
     ],

@@ -36,7 +36,12 @@ from liger_kernel.transformers import (
 )
 from liger_kernel.transformers.model.causal_lm import is_liger_forward
 from liger_kernel.transformers.model.loss_utils import liger_for_causal_lm_loss
-from liger_kernel.transformers.monkey_patch import MODEL_SPECS, apply_liger_kernel, describe
+from liger_kernel.transformers.monkey_patch import (
+    KEYWORD_ONLY_OPTIONS,
+    MODEL_SPECS,
+    apply_liger_kernel,
+    describe,
+)
 from liger_testing import assert_close, assert_close_to_reference
 
 SUPPORTED = ", ".join(sorted(t for t, spec in MODEL_SPECS.items() if spec.available()))
@@ -367,7 +372,10 @@ def test_generated_functions_describe_the_table():
     for model_type, spec in MODEL_SPECS.items():
         fn = MODEL_TYPE_TO_APPLY_LIGER_FN[model_type]
         params = inspect.signature(fn).parameters
-        assert list(params) == [*spec.option_defaults(), "model"]
+        options = list(spec.option_defaults())
+        keyword_only = [o for o in options if o in KEYWORD_ONLY_OPTIONS]
+        assert list(params) == [*(o for o in options if o not in keyword_only), "model", *keyword_only]
+        assert all(params[o].kind is inspect.Parameter.KEYWORD_ONLY for o in keyword_only)
         assert params["fused_linear_cross_entropy"].default is True
         assert params["cross_entropy"].default is False
         assert all(norm.name in fn.__doc__ for norm in spec.targets("rms_norm"))
@@ -416,7 +424,9 @@ def test_skip_logits_and_eval_mode():
     ref = _reference("llama")
     ids, mask, labels = ref.batch
     model = T.build("llama", ref.state_dict)
-    lt.apply_liger_kernel_to_llama(model=model, rope=False, rms_norm=False, swiglu=False)
+    lt.apply_liger_kernel_to_llama(
+        model=model, rope=False, rms_norm=False, swiglu=False, fused_add_rms_norm=False
+    )
     plain = T.build("llama", ref.state_dict).eval()
     model.eval()
     with torch.no_grad():
