@@ -24,6 +24,7 @@ applied. How the table is applied (class and instance patching, undo) is ``monke
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import importlib.util
@@ -203,6 +204,7 @@ class Function:
     name: str
     make: Callable[[Callable], Callable] = _rope
     liger: str = "liger_rotary_pos_emb"
+    module: str | None = None  # the modeling module defining it, when not the entry's (see ModelSpec)
 
     def describe(self) -> str:
         return f"function {self.name} -> {self.liger}"
@@ -227,6 +229,7 @@ class Norm:
     # "input": the original rounds its output to the input's dtype even when the weight's dtype is wider
     # (OLMo 2/3: ``(w * n).to(input_dtype)``), so the replacement casts its result to x's dtype too.
     output_dtype: str = "promoted"
+    module: str | None = None
 
     def describe(self) -> str:
         cast = ", output in x's dtype" if self.output_dtype == "input" else ""
@@ -286,6 +289,7 @@ class GatedMLP:
     name: str
     liger: str
     act_attr: str = "hidden_act"
+    module: str | None = None
 
     def describe(self) -> str:
         return f"class {self.name} -> {self.liger} (activation from config.{self.act_attr})"
@@ -333,6 +337,7 @@ class Method:
     method: str
     make: Callable[[Callable], Callable]
     description: str
+    module: str | None = None
 
     def describe(self) -> str:
         return f"method {self.cls}.{self.method} -> {self.description}"
@@ -373,19 +378,25 @@ class ModelSpec:
 
     ``rope=None``: the model's rotary embedding is not one the Liger kernel computes (GLM-4 rotates
     interleaved pairs of a partial rotary dim), so there is no ``rope`` option and the model's own code
-    runs. ``mlp`` may be several targets (Qwen3-MoE: the dense MLP class and the experts' gate).
+    runs. ``mlp`` may be several targets (Qwen3-MoE: the dense MLP class and the experts' gate), and so
+    may ``rope`` and ``rms_norm``: a model whose text decoder is another model type's (Mistral 3's is
+    Mistral's or Ministral 3's, built from ``config.text_config``) takes that entry's targets, each
+    naming its own modeling ``module`` (see :func:`_text_decoder_of`).
     """
 
     model_type: str
     module: str
     causal_lm: str
-    rms_norm: Norm
+    rms_norm: Norm | tuple[Norm, ...]
     mlp_option: str  # "swiglu" or "geglu"
     mlp: GatedMLP | Method | tuple[GatedMLP | Method, ...]
-    rope: Function | None = Function("apply_rotary_pos_emb")
+    rope: Function | tuple[Function, ...] | None = Function("apply_rotary_pos_emb")
     forward: CausalLMForward = CausalLMForward()
     doc_name: str = ""
     loss: LossFunction = field(default_factory=LossFunction)
+    # The transformers releases the entry is for (README's table): every 5.x release has the modeling
+    # modules of the types below; CI tests 5.25 (CPU), the GPU machine 5.17.
+    transformers: str = ">=5.0,<6"
 
     def option_defaults(self) -> dict[str, bool]:
         options = {"rope": True} if self.rope is not None else {}
@@ -398,20 +409,45 @@ class ModelSpec:
         }
 
     def targets(self, option: str) -> tuple:
-        return {
-            "rope": (self.rope,),
-            "rms_norm": (self.rms_norm,),
-            self.mlp_option: self.mlp if isinstance(self.mlp, tuple) else (self.mlp,),
-            "fused_linear_cross_entropy": (self.forward,),
-            "cross_entropy": (self.loss,),
+        targets = {
+            "rope": self.rope,
+            "rms_norm": self.rms_norm,
+            self.mlp_option: self.mlp,
+            "fused_linear_cross_entropy": self.forward,
+            "cross_entropy": self.loss,
         }[option]
+        return targets if isinstance(targets, tuple) else (targets,)
+
+    def module_of(self, target: Any) -> str:
+        """The name of the modeling module that defines ``target`` (the entry's own, unless it says)."""
+        return getattr(target, "module", None) or self.module
+
+    def modeling_of(self, target: Any) -> types.ModuleType | None:
+        """The modeling module defining ``target``; None when the installed transformers lacks it (a text
+        decoder type newer than the release: its targets are skipped, the others apply)."""
+        return self.modeling_module(self.module_of(target))
+
+    def modeling_module(self, name: str) -> types.ModuleType | None:
+        """One of :meth:`modules`, imported; None when the installed transformers lacks it."""
+        if name == self.module:
+            return self.modeling()
+        if not _module_exists(name):
+            logger.debug("liger_kernel: %s is not in the installed transformers; skipped", name)
+            return None
+        return importlib.import_module(name)
+
+    def modules(self) -> list[str]:
+        """Every modeling module the entry's targets live in, its own first."""
+        names = [self.module]
+        for option in self.option_defaults():
+            for target in self.targets(option):
+                if self.module_of(target) not in names:
+                    names.append(self.module_of(target))
+        return names
 
     def available(self) -> bool:
         """Whether the installed transformers has this model type's modeling module."""
-        try:
-            return importlib.util.find_spec(self.module) is not None
-        except ModuleNotFoundError:  # the parent package (transformers.models.<type>) is missing
-            return False
+        return _module_exists(self.module)
 
     def unavailable_reason(self) -> str:
         import transformers
@@ -425,6 +461,13 @@ class ModelSpec:
         if not self.available():
             raise ValueError(f"Liger Kernel cannot patch {self.unavailable_reason()}")
         return importlib.import_module(self.module)
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # the parent package (transformers.models.<type>) is missing
+        return False
 
 
 def _tf(name: str) -> str:
@@ -657,5 +700,58 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             mlp=GatedMLP("MinistralMLP", "LigerSwiGLUMLP"),
             doc_name="Ministral",
         ),
+        # Llama 4's position-dependent query scaling (after RoPE) stays in the model's attention
+        ModelSpec(
+            "ministral3",
+            _tf("ministral3"),
+            "Ministral3ForCausalLM",
+            rms_norm=Norm("Ministral3RMSNorm"),
+            mlp_option="swiglu",
+            mlp=GatedMLP("Ministral3MLP", "LigerSwiGLUMLP"),
+            doc_name="Ministral 3",
+        ),
     )
 }
+
+
+def _text_decoder_of(model_type: str, causal_lm: str, decoders: tuple[str, ...], doc_name: str) -> ModelSpec:
+    """The entry of an image-text model whose text decoder is a model of one of the ``decoders`` types
+    (whichever its ``config.text_config.model_type`` names): their ``rope``, ``rms_norm`` and MLP
+    targets, each in its own modeling module, and the fused loss on ``causal_lm``; the vision tower and
+    the multimodal projector keep their code. Class patching patches every decoder's classes; instance
+    patching swaps the modules the model has (and RoPE only in the modules the model uses)."""
+    specs = [MODEL_SPECS[d] for d in decoders]
+    mlp_options = {s.mlp_option for s in specs}
+    if len(mlp_options) != 1:
+        raise ValueError(
+            f"{model_type}: the text decoders {decoders} have different MLP options {mlp_options}"
+        )
+
+    def in_own_module(option: str) -> tuple:
+        return tuple(
+            dataclasses.replace(t, module=s.module_of(t))
+            for s in specs
+            for t in s.targets(s.mlp_option if option == "mlp" else option)
+            if t is not None
+        )
+
+    return ModelSpec(
+        model_type,
+        _tf(model_type),
+        causal_lm,
+        rms_norm=in_own_module("rms_norm"),
+        mlp_option=mlp_options.pop(),
+        mlp=in_own_module("mlp"),
+        rope=in_own_module("rope") or None,
+        doc_name=doc_name,
+    )
+
+
+# Mistral 3 (Mistral Small 3.1, Ministral 3, Magistral): a Pixtral vision tower and the text decoder of
+# MistralModel or Ministral3Model.
+MODEL_SPECS["mistral3"] = _text_decoder_of(
+    "mistral3",
+    "Mistral3ForConditionalGeneration",
+    ("mistral", "ministral3"),
+    "Mistral 3 (image-text; the text decoder, Mistral or Ministral 3)",
+)

@@ -86,7 +86,7 @@ def _describe(spec: ModelSpec, prefix: str = "") -> dict[str, list[str]]:
                 if isinstance(target, (CausalLMForward, LossFunction))
                 else target.describe()
             )
-            lines.append(f"{prefix}{spec.module.rsplit('.', 1)[-1]}: {text}")
+            lines.append(f"{prefix}{spec.module_of(target).rsplit('.', 1)[-1]}: {text}")
         out[option] = lines
     return out
 
@@ -151,11 +151,13 @@ def patched_class_by_name(ref: str) -> type:
     if len(parts) in (2, 3):
         module, cls_name, method = parts[0].replace("__", "."), parts[1], (parts[2:] or [None])[0]
         for spec in MODEL_SPECS.values():
-            if spec.module != module:
+            if module not in spec.modules():
                 continue
-            modeling = spec.modeling()
             for option in spec.option_defaults():
                 for target in spec.targets(option):
+                    if spec.module_of(target) != module:
+                        continue
+                    modeling = spec.modeling_of(target)
                     if method is None and isinstance(target, (Norm, GatedMLP)) and target.name == cls_name:
                         return _replacement(modeling, cls_name, target.make)
                     if isinstance(target, Method) and (target.cls, target.method) == (cls_name, method):
@@ -218,24 +220,35 @@ def _release(holder: Any) -> None:
 
 
 def _owners(spec: ModelSpec) -> set[int]:
-    modeling = spec.modeling()
-    return {id(modeling)} | {id(obj) for obj in vars(modeling).values() if isinstance(obj, type)}
+    owners = set()
+    for name in spec.modules():
+        modeling = spec.modeling_module(name)
+        if modeling is not None:
+            owners |= {id(modeling)} | {id(obj) for obj in vars(modeling).values() if isinstance(obj, type)}
+    return owners
 
 
 def _class_patches(spec: ModelSpec, option: str) -> Iterator[tuple[Any, str, Callable[[Any], Any]]]:
     """(owner, attribute, make) for every attribute that ``option`` sets in class mode."""
     modeling = spec.modeling()
     for target in spec.targets(option):
+        if isinstance(target, (Function, Norm, GatedMLP, Method)):
+            modeling = spec.modeling_of(target)
+            if modeling is None:
+                continue
         if isinstance(target, (Function, Norm, GatedMLP)):
             if not hasattr(modeling, target.name):
-                logger.warning("liger_kernel: %s has no %s; not patched", spec.module, target.name)
+                logger.warning("liger_kernel: %s has no %s; not patched", spec.module_of(target), target.name)
                 continue
             yield modeling, target.name, target.replace if isinstance(target, Function) else target.make
         elif isinstance(target, Method):
             cls = getattr(modeling, target.cls, None)
             if cls is None or not hasattr(cls, target.method):
                 logger.warning(
-                    "liger_kernel: %s has no %s.%s; not patched", spec.module, target.cls, target.method
+                    "liger_kernel: %s has no %s.%s; not patched",
+                    spec.module_of(target),
+                    target.cls,
+                    target.method,
                 )
                 continue
             yield cls, target.method, target.make
@@ -362,15 +375,18 @@ def _check_model_type(spec: ModelSpec, model: nn.Module) -> None:
 
 def _apply_to_instance(spec: ModelSpec, model: nn.Module, options: dict[str, bool]) -> None:
     _check_model_type(spec, model)
-    modeling = spec.modeling()
+    spec.modeling()  # (unavailable: a clear error before anything is changed)
     record = _instance_record(model, create=True)
+    # the modeling modules whose classes this model is built of (Mistral 3: its text decoder's one)
+    used = {type(m).__module__ for m in model.modules()}
     for option, enabled in options.items():
         if not enabled:
             continue
         for target in spec.targets(option):
             if isinstance(target, Function):
                 # Called as a module global by the attention layers: there is no per-instance hook.
-                if hasattr(modeling, target.name):
+                modeling = spec.modeling_of(target)
+                if spec.module_of(target) in used and hasattr(modeling, target.name):
                     _hold(modeling, target.name, target.replace, record.holder)
             elif isinstance(target, (Norm, GatedMLP, Method)):
                 _swap_submodules(spec, model, target, record)
@@ -381,19 +397,24 @@ def _apply_to_instance(spec: ModelSpec, model: nn.Module, options: dict[str, boo
 
 
 def _swap_submodules(spec: ModelSpec, model: nn.Module, target: Any, record: _InstanceRecord) -> None:
-    modeling = spec.modeling()
+    modeling = spec.modeling_of(target)
+    if modeling is None:
+        return
     if isinstance(target, Method):
         original_cls = getattr(modeling, target.cls, None)
         if original_cls is None or not hasattr(original_cls, target.method):
             logger.warning(
-                "liger_kernel: %s has no %s.%s; not patched", spec.module, target.cls, target.method
+                "liger_kernel: %s has no %s.%s; not patched",
+                spec.module_of(target),
+                target.cls,
+                target.method,
             )
             return
         new_cls = _method_subclass(original_cls, target)
         constructor_args = None
     else:
         if not hasattr(modeling, target.name):
-            logger.warning("liger_kernel: %s has no %s; not patched", spec.module, target.name)
+            logger.warning("liger_kernel: %s has no %s; not patched", spec.module_of(target), target.name)
             return
         original_cls = _original(modeling, target.name)
         new_cls = _replacement(modeling, target.name, target.make)

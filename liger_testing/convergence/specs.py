@@ -8,7 +8,8 @@ restores every process-wide change the patch made). Patch and undo are given as 
 never imports ``liger_kernel``.
 
 The built-in specs (llama, mistral, mixtral, gemma, gemma2, qwen2, phi3, and since issue 20 qwen3,
-qwen3_moe, gemma3_text, gemma3, olmo2, olmo3, glm4, granite, smollm3, ministral, deepseek_v3, gpt_oss) are 2-layer models with
+qwen3_moe, gemma3_text, gemma3, olmo2, olmo3, glm4, granite, smollm3, ministral, deepseek_v3, gpt_oss,
+ministral3, mistral3) are 2-layer models with
 hidden size 64, 4 attention heads over 2 key/value heads, an intermediate size of 120 (not a power of
 two, so kernels take their masked paths) and eager attention in every arm; their patch is
 ``liger_kernel.transformers:apply_liger_kernel_to_<name>``. Downstream projects add their own with
@@ -103,6 +104,22 @@ TINY_EXTRA: Mapping[str, Mapping[str, Any]] = MappingProxyType(
         },
         "smollm3": {"tie_word_embeddings": False, "no_rope_layer_interval": 2},
         "ministral": {"tie_word_embeddings": False, "head_dim": 16, "sliding_window": 8},
+        # YaRN over original_max_position_embeddings 8: positions 8.. get Llama 4's query scaling
+        "ministral3": {
+            "tie_word_embeddings": False,
+            "head_dim": 16,
+            "rope_parameters": {
+                "rope_type": "yarn",
+                "rope_theta": 1e6,
+                "factor": 64.0,
+                "original_max_position_embeddings": 8,
+                "beta_fast": 32.0,
+                "beta_slow": 1.0,
+                "mscale": 1.0,
+                "mscale_all_dim": 1.0,
+                "llama_4_scaling_beta": 0.1,
+            },
+        },
         # 4 experts top 2 (batched_mm), a sliding and a full layer (attention sinks), load-balancing loss
         # on; swiglu_limit 0.2 so that the clamps bind in the tiny model (about one value in six at init:
         # gate_up has std 0.02 * sqrt(64))
@@ -156,6 +173,22 @@ TINY_MULTIMODAL: Mapping[str, tuple[str, Mapping[str, Any]]] = MappingProxyType(
                 "mm_tokens_per_image": 4,
             },
         ),
+        # Mistral Small 3.1's layout: a Mistral text decoder (tied embeddings, the default) and Pixtral
+        "mistral3": (
+            "mistral",
+            {
+                "vision_config": {
+                    "model_type": "pixtral",
+                    "hidden_size": 16,
+                    "intermediate_size": 24,
+                    "num_hidden_layers": 1,
+                    "num_attention_heads": 2,
+                    "head_dim": 8,
+                    "image_size": 28,
+                    "patch_size": 14,
+                },
+            },
+        ),
     }
 )
 
@@ -189,6 +222,18 @@ def auto_causal_lm(config: Any) -> nn.Module:
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+
+
+def auto_image_text_to_text(config: Any) -> nn.Module:
+    """``AutoModelForImageTextToText.from_config(config)`` with eager attention: image-text models that
+    ``AutoModelForCausalLM`` does not map (Mistral 3); trained on text, they are causal LMs all the same."""
+    from transformers import AutoModelForImageTextToText
+
+    return AutoModelForImageTextToText.from_config(config, attn_implementation="eager")
+
+
+# Built-in types that AutoModelForCausalLM does not build.
+_MAKE_MODEL: Mapping[str, ModelFactory] = MappingProxyType({"mistral3": auto_image_text_to_text})
 
 
 @dataclass(frozen=True)
@@ -314,6 +359,7 @@ def _builtin(model_type: str, description: str) -> None:
         make_config,
         patch=f"liger_kernel.transformers:apply_liger_kernel_to_{model_type}",
         undo=f"liger_kernel.transformers:revert_liger_kernel_to_{model_type}",
+        make_model=_MAKE_MODEL.get(model_type),
         description=description,
     )
 
@@ -336,6 +382,8 @@ for _model_type, _description in (
     ("granite", "Granite: embedding/residual/attention multipliers, logits divided by 4"),
     ("smollm3", "SmolLM3: RoPE on layer 0, none on layer 1"),
     ("ministral", "Ministral: sliding window 8"),
+    ("ministral3", "Ministral 3: YaRN RoPE, Llama 4 query scaling from position 8"),
+    ("mistral3", "Mistral 3 image-text: its Mistral text decoder (no images in the data), tied embeddings"),
     (
         "deepseek_v3",
         "DeepSeek-V3: latent attention, a dense and an MoE layer (shared expert), rotate-half RoPE",

@@ -35,6 +35,8 @@ NEW_MODELS = (
     "ministral",
     "deepseek_v3",
     "gpt_oss",
+    "ministral3",
+    "mistral3",
 )
 
 # model type -> reason, for integrations known not to converge (strict: an unexpected pass fails).

@@ -369,7 +369,7 @@ def test_generated_functions_describe_the_table():
         assert list(params) == [*spec.option_defaults(), "model"]
         assert params["fused_linear_cross_entropy"].default is True
         assert params["cross_entropy"].default is False
-        assert spec.rms_norm.name in fn.__doc__ and spec.causal_lm in fn.__doc__
+        assert all(t.name in fn.__doc__ for t in spec.targets("rms_norm")) and spec.causal_lm in fn.__doc__
     assert "offset=1.0, casting_mode='gemma', init_fn='zeros'" in lt.apply_liger_kernel_to_gemma2.__doc__
     assert "final_logit_softcapping" in lt.apply_liger_kernel_to_gemma2.__doc__
     assert "geglu" in inspect.signature(lt.apply_liger_kernel_to_gemma).parameters
@@ -672,3 +672,61 @@ def test_rope_replacements_that_adapt_the_tables_match_the_model(model_type):
     assert [t.dtype for t in ours] == [t.dtype for t in expected]
     golden = original(q.double(), k.double(), cos.double(), sin.double())
     assert_close_to_reference(ours, expected, golden, msg=model_type)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Image-text models whose text decoder is another model type's (Mistral 3)
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif("mistral3" not in T.MODEL_TYPES, reason="transformers without Mistral 3")
+def test_text_decoder_entry_patches_the_decoder_modules_the_model_uses():
+    from transformers.models.ministral3 import modeling_ministral3
+    from transformers.models.mistral import modeling_mistral
+    from transformers.models.mistral3 import modeling_mistral3
+
+    assert {MODEL_SPECS["mistral3"].module_of(t) for t in MODEL_SPECS["mistral3"].targets("rope")} == {
+        MODEL_SPECS["mistral"].module,
+        MODEL_SPECS["ministral3"].module,
+    }
+    originals = {m: m.apply_rotary_pos_emb for m in (modeling_mistral, modeling_ministral3)}
+    projector_norm = modeling_mistral3.Mistral3RMSNorm
+    model = T.build("mistral3")  # the Ministral 3 text decoder
+    lt.apply_liger_kernel_to_mistral3(model=model)
+    # RoPE is a module global: only the decoder module this model runs is patched
+    assert modeling_mistral.apply_rotary_pos_emb is originals[modeling_mistral]
+    assert modeling_ministral3.apply_rotary_pos_emb is not originals[modeling_ministral3]
+    assert isinstance(model.model.language_model.norm, LigerRMSNorm)
+    assert type(model.model.multi_modal_projector.norm) is projector_norm  # the projector keeps its code
+    assert not any(type(m).__module__.startswith("liger_kernel") for m in model.model.vision_tower.modules())
+    unpatch(model)
+    assert all(m.apply_rotary_pos_emb is f for m, f in originals.items())
+
+    with liger_patched("mistral3"):  # classes: every decoder the config may name
+        assert all(m.apply_rotary_pos_emb is not f for m, f in originals.items())
+        assert issubclass(modeling_mistral.MistralRMSNorm, LigerRMSNorm)
+        assert modeling_mistral3.Mistral3RMSNorm is projector_norm
+    assert all(m.apply_rotary_pos_emb is f for m, f in originals.items())
+
+
+def test_text_decoder_missing_from_transformers_is_skipped(monkeypatch):
+    """A text decoder type newer than the installed transformers: its targets are skipped, the other
+    decoder's apply."""
+    from transformers.models.mistral import modeling_mistral
+
+    from liger_kernel.transformers import model_specs
+
+    decoder = dataclasses.replace(
+        MODEL_SPECS["ministral3"], module="transformers.models.future.modeling_future"
+    )
+    monkeypatch.setitem(MODEL_SPECS, "ministral3", decoder)
+    spec = model_specs._text_decoder_of(
+        "mistral3", "Mistral3ForConditionalGeneration", ("mistral", "ministral3"), ""
+    )
+    monkeypatch.setitem(MODEL_SPECS, "mistral3", spec)
+    assert spec.modeling_of(spec.targets("rms_norm")[1]) is None
+    original = modeling_mistral.MistralRMSNorm
+    with liger_patched("mistral3"):
+        assert issubclass(modeling_mistral.MistralRMSNorm, LigerRMSNorm)
+    assert modeling_mistral.MistralRMSNorm is original
+    assert any("modeling_future" in line for line in describe("mistral3")["rms_norm"])
