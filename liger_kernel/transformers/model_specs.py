@@ -43,6 +43,18 @@ logger = logging.getLogger(__name__)
 
 _SILU = ("silu", "swish")
 
+# What the fallbacks below have said already: each says once per process what keeps the model's code.
+_SAID: set[tuple[str, str]] = set()
+
+
+def _say_once(part: str, reason: str) -> None:
+    """Warn once per process that ``part`` keeps the model's own code, and why. Not while torch.compile
+    traces (a log call would break the graph; the eager run of the same model says it)."""
+    if torch.compiler.is_compiling() or (part, reason) in _SAID:
+        return
+    _SAID.add((part, reason))
+    logger.warning("liger_kernel: %s keeps the model's own code: %s", part, reason)
+
 
 def _liger(name: str) -> Any:
     """A public object of ``liger_kernel.transformers`` (imported when a patch is applied, not before)."""
@@ -70,6 +82,10 @@ def _rope(original: Callable) -> Callable:
 
     def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
         if cos.shape[-1] != q.shape[-1]:
+            _say_once(
+                f"{original.__module__}.apply_rotary_pos_emb",
+                f"partial rotary embedding (cos/sin of width {cos.shape[-1]} for heads of {q.shape[-1]})",
+            )
             return original(q, k, cos, sin, unsqueeze_dim)
         return liger_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=unsqueeze_dim)
 
@@ -98,6 +114,10 @@ def _half_table_rope(original: Callable) -> Callable:
 
     def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
         if 2 * cos.shape[-1] != q.shape[-1]:
+            _say_once(
+                f"{original.__module__}.apply_rotary_pos_emb",
+                f"partial rotary embedding (half tables of width {cos.shape[-1]} for heads of {q.shape[-1]})",
+            )
             return original(q, k, cos, sin, unsqueeze_dim)
         cos, sin = torch.cat((cos, cos), dim=-1), torch.cat((sin, sin), dim=-1)
         return liger_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=unsqueeze_dim)
@@ -120,12 +140,21 @@ def _act_of(config: Any, attr: str) -> Any:
     return getattr(config, attr, None)
 
 
+def _silu_or_say(module: nn.Module, part: str) -> bool:
+    """Whether ``module``'s config asks for SiLU (what ``liger_swiglu`` computes); else say so once."""
+    act = _act_of(getattr(module, "config", None), "hidden_act")
+    if act in _SILU:
+        return True
+    _say_once(f"{type(module).__name__}.{part}", f"config.hidden_act is {act!r}; liger_swiglu computes silu")
+    return False
+
+
 def _fused_gate_up_mlp_forward(original: Callable) -> Callable:
     """An MLP with one ``gate_up_proj`` (halves gate | up: Phi-3, GLM-4) with ``liger_swiglu`` on the halves."""
     liger_swiglu = _functional("liger_swiglu")
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        if _act_of(self.config, "hidden_act") not in _SILU:
+        if not _silu_or_say(self, "forward"):
             return original(self, hidden_states)
         gate, up = self.gate_up_proj(hidden_states).chunk(2, dim=-1)
         return self.down_proj(liger_swiglu(gate, up))
@@ -146,7 +175,7 @@ def _experts_apply_gate(original: Callable) -> Callable:
     liger_swiglu = _functional("liger_swiglu")
 
     def _apply_gate(self, gate_up_out: torch.Tensor) -> torch.Tensor:
-        if _act_of(getattr(self, "config", None), "hidden_act") not in _SILU:
+        if not _silu_or_say(self, "_apply_gate"):
             return original(self, gate_up_out)
         gate, up = gate_up_out.chunk(2, dim=-1)
         return liger_swiglu(gate, up)
@@ -273,8 +302,10 @@ class Norm:
         return (module.weight.shape[0],), {"eps": eps}
 
     @staticmethod
-    def supports(module: nn.Module) -> bool:
-        return True
+    def why_not(module: nn.Module) -> str | None:
+        """None when ``module`` can become the Liger norm in place, else why not (a norm with a bias)."""
+        names = sorted(name for name, _ in module.named_parameters(recurse=False))
+        return None if names == ["weight"] else f"its parameters are {names}; LigerRMSNorm has a weight only"
 
 
 @dataclass(frozen=True)
@@ -314,7 +345,7 @@ class GatedMLP:
                 return nn.Module.__new__(cls)
             reason = spec.unsupported_reason(config)
             if reason is not None:
-                logger.warning("liger_kernel: %s keeps %s: %s", original.__name__, original.__name__, reason)
+                _say_once(original.__name__, reason)
                 return original(config, *args, **kwargs)
             return nn.Module.__new__(cls)
 
@@ -325,8 +356,9 @@ class GatedMLP:
         # MLPs built with their own width (MoE models' dense or shared-expert MLPs) keep it
         return (module.config,), {"intermediate_size": getattr(module, "intermediate_size", None)}
 
-    def supports(self, module: nn.Module) -> bool:
-        return self.unsupported_reason(getattr(module, "config", None)) is None
+    def why_not(self, module: nn.Module) -> str | None:
+        """None when ``module`` can become the Liger MLP in place, else why not."""
+        return self.unsupported_reason(getattr(module, "config", None))
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ from liger_kernel.transformers.model_specs import (  # noqa: F401 (the replaceme
     _experts_apply_gate,
     _fused_gate_up_mlp_forward,
     _rope,
+    _say_once,
 )
 
 logger = logging.getLogger(__name__)
@@ -422,10 +423,9 @@ def _swap_submodules(spec: ModelSpec, model: nn.Module, target: Any, record: _In
     for module in model.modules():
         if type(module) is not original_cls:  # exact: already swapped (or built patched) modules are skipped
             continue
-        if not isinstance(target, Method) and not target.supports(module):
-            logger.warning(
-                "liger_kernel: %s of this model is not patched: %s", type(module).__name__, target.describe()
-            )
+        reason = None if isinstance(target, Method) else target.why_not(module)
+        if reason is not None:
+            _say_once(type(module).__name__, reason)
             continue
         added = _swap_class(module, new_cls, constructor_args)
         record.swapped.append((module, original_cls, added))

@@ -350,16 +350,79 @@ def test_instance_entry_point_drops_options_the_model_type_does_not_take(caplog)
     assert T.modeling("gemma").apply_rotary_pos_emb.__module__.startswith("transformers")
 
 
-def test_unsupported_activation_keeps_the_original_mlp(caplog):
+def _said(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "keeps the model's own code" in r.getMessage()]
+
+
+@pytest.fixture
+def nothing_said_yet(monkeypatch):
+    """The fallbacks say once per process what keeps the model's code: start from nothing said."""
+    from liger_kernel.transformers import model_specs
+
+    monkeypatch.setattr(model_specs, "_SAID", set())
+
+
+def test_unsupported_activation_keeps_the_original_mlp(caplog, nothing_said_yet):
     config = T.tiny_config("llama", hidden_act="relu")
-    with liger_patched("llama"):
+    with caplog.at_level(logging.WARNING, logger="liger_kernel"), liger_patched("llama"):
         model = T.build("llama", config=config)
-    assert type(model.model.layers[0].mlp) is T.modeling("llama").LlamaMLP
+    assert [type(layer.mlp) for layer in model.model.layers] == [T.modeling("llama").LlamaMLP] * 2
     assert isinstance(model.model.norm, LigerRMSNorm)
-    assert "hidden_act" in caplog.text
+    assert len(_said(caplog)) == 1 and "LlamaMLP" in caplog.text and "hidden_act" in caplog.text  # once
     other = T.build("llama", config=config)
     lt.apply_liger_kernel_to_llama(model=other)
     assert type(other.model.layers[0].mlp) is T.modeling("llama").LlamaMLP
+    assert len(_said(caplog)) == 1
+
+
+@pytest.mark.parametrize(
+    "model_type, option, config, part, reason",
+    [
+        (
+            "phi3",
+            "rope",
+            {"partial_rotary_factor": 0.5},
+            "modeling_phi3.apply_rotary_pos_emb",
+            "partial rotary",
+        ),
+        ("glm4", "swiglu", {"hidden_act": "gelu"}, "Glm4MLP.forward", "hidden_act is 'gelu'"),
+        (
+            "qwen3_moe",
+            "swiglu",
+            {"hidden_act": "gelu"},
+            "Qwen3MoeExperts._apply_gate",
+            "hidden_act is 'gelu'",
+        ),
+    ],
+    ids=["partial-rotary", "fused-gate-up-gelu", "experts-gelu"],
+)
+def test_a_config_the_kernel_does_not_cover_keeps_the_models_code_and_says_so_once(
+    model_type, option, config, part, reason, caplog, nothing_said_yet
+):
+    config = T.tiny_config(model_type, **config)
+    if model_type == "qwen3_moe":
+        config._experts_implementation = "batched_mm"  # calls _apply_gate
+    ref = T.build(model_type, config=config)
+    model = T.build(model_type, config=config)
+    with caplog.at_level(logging.WARNING, logger="liger_kernel"):
+        # only the option concerned, so the patched model runs exactly the unpatched one's code
+        only = {o: o == option for o in MODEL_SPECS[model_type].option_defaults()}
+        MODEL_TYPE_TO_APPLY_LIGER_FN[model_type](model=model, **only)
+        for _ in range(2):
+            logits = T.eval_logits(model, *T.batch()[:2])
+    said = [m for m in _said(caplog) if part in m]
+    assert len(said) == 1 and reason in said[0], _said(caplog)
+    assert torch.equal(logits, T.eval_logits(ref, *T.batch()[:2]))
+
+
+def test_a_norm_with_a_bias_keeps_its_code_and_says_so(caplog, nothing_said_yet):
+    model = T.build("llama")
+    model.model.norm.bias = nn.Parameter(torch.zeros(model.config.hidden_size))
+    with caplog.at_level(logging.WARNING, logger="liger_kernel"):
+        lt.apply_liger_kernel_to_llama(model=model)
+    assert type(model.model.norm) is T.modeling("llama").LlamaRMSNorm
+    assert isinstance(model.model.layers[0].input_layernorm, LigerRMSNorm)
+    assert len(_said(caplog)) == 1 and "['bias', 'weight']" in caplog.text
 
 
 def test_generated_functions_describe_the_table():
