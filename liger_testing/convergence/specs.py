@@ -157,19 +157,22 @@ TINY_EXTRA: Mapping[str, Mapping[str, Any]] = MappingProxyType(
 
 # Image-text models: the tiny text model of another entry as ``text_config``, plus these (a one-layer
 # vision tower that the text-only runs never call).
+_TINY_VISION: Mapping[str, Any] = MappingProxyType(
+    {
+        "hidden_size": 16,
+        "intermediate_size": 24,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "image_size": 28,
+        "patch_size": 14,
+    }
+)
 TINY_MULTIMODAL: Mapping[str, tuple[str, Mapping[str, Any]]] = MappingProxyType(
     {
         "gemma3": (
             "gemma3_text",
             {
-                "vision_config": {
-                    "hidden_size": 16,
-                    "intermediate_size": 24,
-                    "num_hidden_layers": 1,
-                    "num_attention_heads": 2,
-                    "image_size": 28,
-                    "patch_size": 14,
-                },
+                "vision_config": dict(_TINY_VISION),
                 "mm_tokens_per_image": 4,
             },
         ),
@@ -177,16 +180,7 @@ TINY_MULTIMODAL: Mapping[str, tuple[str, Mapping[str, Any]]] = MappingProxyType(
         "mistral3": (
             "mistral",
             {
-                "vision_config": {
-                    "model_type": "pixtral",
-                    "hidden_size": 16,
-                    "intermediate_size": 24,
-                    "num_hidden_layers": 1,
-                    "num_attention_heads": 2,
-                    "head_dim": 8,
-                    "image_size": 28,
-                    "patch_size": 14,
-                },
+                "vision_config": {"model_type": "pixtral", **_TINY_VISION, "head_dim": 8},
             },
         ),
     }

@@ -127,15 +127,7 @@ _GEMMA3_VISION = dict(
 )
 # Mistral3ForConditionalGeneration with the Ministral 3 text decoder (the convergence spec has Mistral's);
 # a one-layer Pixtral tower, never run either.
-_PIXTRAL_VISION = dict(
-    hidden_size=16,
-    intermediate_size=24,
-    num_hidden_layers=1,
-    num_attention_heads=2,
-    head_dim=8,
-    image_size=28,
-    patch_size=14,
-)
+_PIXTRAL_VISION = {**_GEMMA3_VISION, "head_dim": 8}
 _MULTIMODAL = {
     "gemma3": ("gemma3_text", {"vision_config": _GEMMA3_VISION, "mm_tokens_per_image": 4}),
     "mistral3": ("ministral3", {"vision_config": {"model_type": "pixtral", **_PIXTRAL_VISION}}),
