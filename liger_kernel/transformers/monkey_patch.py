@@ -234,16 +234,16 @@ def _class_patches(spec: ModelSpec, option: str) -> Iterator[tuple[Any, str, Cal
     modeling = spec.modeling()
     for target in spec.targets(option):
         if isinstance(target, (Function, Norm, GatedMLP, Method)):
-            modeling = spec.modeling_of(target)
-            if modeling is None:
+            home = spec.modeling_of(target)  # (a text decoder's module, for Mistral 3)
+            if home is None:
                 continue
         if isinstance(target, (Function, Norm, GatedMLP)):
-            if not hasattr(modeling, target.name):
+            if not hasattr(home, target.name):
                 logger.warning("liger_kernel: %s has no %s; not patched", spec.module_of(target), target.name)
                 continue
-            yield modeling, target.name, target.replace if isinstance(target, Function) else target.make
+            yield home, target.name, target.replace if isinstance(target, Function) else target.make
         elif isinstance(target, Method):
-            cls = getattr(modeling, target.cls, None)
+            cls = getattr(home, target.cls, None)
             if cls is None or not hasattr(cls, target.method):
                 logger.warning(
                     "liger_kernel: %s has no %s.%s; not patched",
