@@ -13,6 +13,10 @@ option of ``apply_liger_kernel_to_<model_type>``, the targets that option replac
   kernel computes (otherwise the original class is built, with a warning);
 * ``Method(cls, method, make)``: one method of a modeling class, replaced by ``make(original)``
   (Phi-3's fused gate_up MLP forward, the MoE experts' gate).
+Each target lives in the entry's modeling module unless it names another (``module=``): Mistral 3's
+entry takes the targets of the ``mistral`` and ``ministral3`` entries, in their modules.
+A config that a replacement does not compute (another activation, a partial rotary embedding, a norm
+with a bias) keeps the model's code for that part, and ``_say_once`` says so once per process.
 The loss options are the same for every model: ``fused_linear_cross_entropy`` wraps
 ``XForCausalLM.forward`` (``model/causal_lm.py``), ``cross_entropy`` sets the class's loss function to
 ``liger_for_causal_lm_loss`` (Hugging Face's ``loss_function`` property returns ``_loss_function``).

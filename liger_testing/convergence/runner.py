@@ -170,6 +170,8 @@ class Series:
 
     ``diff`` / ``noise`` / ``scale`` are largest absolute values (of patched - unpatched, unpatched -
     reference, unpatched); ``diff_l2`` / ``noise_l2`` the same differences' L2 norms, for information.
+    ``param/`` quantities leave out the elements whose gradient sign the gradient check has not pinned
+    (see ``_unpinned``).
     """
 
     diff: list[float] = field(default_factory=list)
