@@ -16,6 +16,10 @@ option of ``apply_liger_kernel_to_<model_type>``, the targets that option replac
 * ``DecoderLayer(cls, ...)`` (option ``fused_add_rms_norm``): the decoder layer's forward -> one generic
   forward (``_fused_add_norm_layer_forward``) whose residual add after attention and the norm that add
   feeds run as one ``fused_add_rms_norm`` kernel, in the casting mode of the entry's ``Norm``.
+Each target lives in the entry's modeling module unless it names another (``module=``): Mistral 3's
+entry takes the targets of the ``mistral`` and ``ministral3`` entries, in their modules.
+A config that a replacement does not compute (another activation, a partial rotary embedding, a norm
+with a bias) keeps the model's code for that part, and ``_say_once`` says so once per process.
 The loss options are the same for every model: ``fused_linear_cross_entropy`` wraps
 ``XForCausalLM.forward`` (``model/causal_lm.py``), ``cross_entropy`` sets the class's loss function to
 ``liger_for_causal_lm_loss`` (Hugging Face's ``loss_function`` property returns ``_loss_function``).
@@ -27,6 +31,7 @@ applied. How the table is applied (class and instance patching, undo) is ``monke
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import importlib.util
@@ -45,6 +50,18 @@ from liger_kernel.transformers.patched_classes import make_patched_class as _sub
 logger = logging.getLogger(__name__)
 
 _SILU = ("silu", "swish")
+
+# What the fallbacks below have said already: each says once per process what keeps the model's code.
+_SAID: set[tuple[str, str]] = set()
+
+
+def _say_once(part: str, reason: str) -> None:
+    """Warn once per process that ``part`` keeps the model's own code, and why. Not while torch.compile
+    traces (a log call would break the graph; the eager run of the same model says it)."""
+    if torch.compiler.is_compiling() or (part, reason) in _SAID:
+        return
+    _SAID.add((part, reason))
+    logger.warning("liger_kernel: %s keeps the model's own code: %s", part, reason)
 
 
 def _liger(name: str) -> Any:
@@ -73,6 +90,10 @@ def _rope(original: Callable) -> Callable:
 
     def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
         if cos.shape[-1] != q.shape[-1]:
+            _say_once(
+                f"{original.__module__}.apply_rotary_pos_emb",
+                f"partial rotary embedding (cos/sin of width {cos.shape[-1]} for heads of {q.shape[-1]})",
+            )
             return original(q, k, cos, sin, unsqueeze_dim)
         return liger_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=unsqueeze_dim)
 
@@ -101,6 +122,10 @@ def _half_table_rope(original: Callable) -> Callable:
 
     def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
         if 2 * cos.shape[-1] != q.shape[-1]:
+            _say_once(
+                f"{original.__module__}.apply_rotary_pos_emb",
+                f"partial rotary embedding (half tables of width {cos.shape[-1]} for heads of {q.shape[-1]})",
+            )
             return original(q, k, cos, sin, unsqueeze_dim)
         cos, sin = torch.cat((cos, cos), dim=-1), torch.cat((sin, sin), dim=-1)
         return liger_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=unsqueeze_dim)
@@ -158,12 +183,21 @@ def _act_of(config: Any, attr: str) -> Any:
     return getattr(config, attr, None)
 
 
+def _silu_or_say(module: nn.Module, part: str) -> bool:
+    """Whether ``module``'s config asks for SiLU (what ``liger_swiglu`` computes); else say so once."""
+    act = _act_of(getattr(module, "config", None), "hidden_act")
+    if act in _SILU:
+        return True
+    _say_once(f"{type(module).__name__}.{part}", f"config.hidden_act is {act!r}; liger_swiglu computes silu")
+    return False
+
+
 def _fused_gate_up_mlp_forward(original: Callable) -> Callable:
     """An MLP with one ``gate_up_proj`` (halves gate | up: Phi-3, GLM-4) with ``liger_swiglu`` on the halves."""
     liger_swiglu = _functional("liger_swiglu")
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        if _act_of(self.config, "hidden_act") not in _SILU:
+        if not _silu_or_say(self, "forward"):
             return original(self, hidden_states)
         gate, up = self.gate_up_proj(hidden_states).chunk(2, dim=-1)
         return self.down_proj(liger_swiglu(gate, up))
@@ -184,7 +218,7 @@ def _experts_apply_gate(original: Callable) -> Callable:
     liger_swiglu = _functional("liger_swiglu")
 
     def _apply_gate(self, gate_up_out: torch.Tensor) -> torch.Tensor:
-        if _act_of(getattr(self, "config", None), "hidden_act") not in _SILU:
+        if not _silu_or_say(self, "_apply_gate"):
             return original(self, gate_up_out)
         gate, up = gate_up_out.chunk(2, dim=-1)
         return liger_swiglu(gate, up)
@@ -242,6 +276,7 @@ class Function:
     name: str
     make: Callable[[Callable], Callable] = _rope
     liger: str = "liger_rotary_pos_emb"
+    module: str | None = None  # the modeling module defining it, when not the entry's (see ModelSpec)
 
     def describe(self) -> str:
         return f"function {self.name} -> {self.liger}"
@@ -273,6 +308,7 @@ class Norm:
     # This name is another release's name of the class ``alias_of`` names: where the installed module
     # binds both to one class, only ``alias_of`` is patched (one replacement class, which pickles).
     alias_of: str | None = None
+    module: str | None = None
 
     def describe(self) -> str:
         cast = ", output in x's dtype" if self.output_dtype == "input" else ""
@@ -345,8 +381,10 @@ class Norm:
         return (module.weight.shape[0],), {"eps": eps}
 
     @staticmethod
-    def supports(module: nn.Module) -> bool:
-        return True
+    def why_not(module: nn.Module) -> str | None:
+        """None when ``module`` can become the Liger norm in place, else why not (a norm with a bias)."""
+        names = sorted(name for name, _ in module.named_parameters(recurse=False))
+        return None if names == ["weight"] else f"its parameters are {names}; LigerRMSNorm has a weight only"
 
 
 @dataclass(frozen=True)
@@ -361,6 +399,7 @@ class GatedMLP:
     name: str
     liger: str
     act_attr: str = "hidden_act"
+    module: str | None = None
 
     def describe(self) -> str:
         return f"class {self.name} -> {self.liger} (activation from config.{self.act_attr})"
@@ -385,7 +424,7 @@ class GatedMLP:
                 return nn.Module.__new__(cls)
             reason = spec.unsupported_reason(config)
             if reason is not None:
-                logger.warning("liger_kernel: %s keeps %s: %s", original.__name__, original.__name__, reason)
+                _say_once(original.__name__, reason)
                 return original(config, *args, **kwargs)
             return nn.Module.__new__(cls)
 
@@ -400,8 +439,9 @@ class GatedMLP:
             width = module.gate_proj.out_features
         return (module.config,), {"intermediate_size": width}
 
-    def supports(self, module: nn.Module) -> bool:
-        return self.unsupported_reason(getattr(module, "config", None)) is None
+    def why_not(self, module: nn.Module) -> str | None:
+        """None when ``module`` can become the Liger MLP in place, else why not."""
+        return self.unsupported_reason(getattr(module, "config", None))
 
 
 @dataclass(frozen=True)
@@ -412,6 +452,7 @@ class Method:
     method: str
     make: Callable[[Callable], Callable]
     description: str
+    module: str | None = None
 
     def describe(self) -> str:
         return f"method {self.cls}.{self.method} -> {self.description}"
@@ -545,7 +586,10 @@ class ModelSpec:
 
     ``rope=None``: the model's rotary embedding is not one the Liger kernel computes (GLM-4 rotates
     interleaved pairs of a partial rotary dim), so there is no ``rope`` option and the model's own code
-    runs. ``mlp`` may be several targets (Qwen3-MoE: the dense MLP class and the experts' gate).
+    runs. ``mlp`` may be several targets (Qwen3-MoE: the dense MLP class and the experts' gate), and so
+    may ``rope`` and ``rms_norm``: a model whose text decoder is another model type's (Mistral 3's is
+    Mistral's or Ministral 3's, built from ``config.text_config``) takes that entry's targets, each
+    naming its own modeling ``module`` (see :func:`_text_decoder_of`).
     """
 
     model_type: str
@@ -554,7 +598,7 @@ class ModelSpec:
     rms_norm: Norm | tuple[Norm, ...]
     mlp_option: str  # "swiglu" or "geglu"
     mlp: GatedMLP | Method | tuple[GatedMLP | Method, ...]
-    rope: Function | None = Function("apply_rotary_pos_emb")
+    rope: Function | tuple[Function, ...] | None = Function("apply_rotary_pos_emb")
     forward: CausalLMForward = CausalLMForward()
     doc_name: str = ""
     loss: LossFunction = field(default_factory=LossFunction)
@@ -563,6 +607,9 @@ class ModelSpec:
     # fused_add_default: whether the option is on by default.
     decoder_layer: DecoderLayer | None = None
     fused_add_default: bool = True
+    # The transformers releases the entry is for (README's table): every 5.x release has the modeling
+    # modules of the types below; CI tests 5.25 (CPU), the GPU machine 5.17.
+    transformers: str = ">=5.0,<6"
 
     def option_defaults(self) -> dict[str, bool]:
         options = {"rope": True} if self.rope is not None else {}
@@ -578,20 +625,45 @@ class ModelSpec:
     def targets(self, option: str) -> tuple:
         if option == "fused_add_rms_norm" and self.decoder_layer is not None:
             return (self.decoder_layer.target(self.rms_norm),)
-        return {
-            "rope": (self.rope,),
-            "rms_norm": self.rms_norm if isinstance(self.rms_norm, tuple) else (self.rms_norm,),
-            self.mlp_option: self.mlp if isinstance(self.mlp, tuple) else (self.mlp,),
-            "fused_linear_cross_entropy": (self.forward,),
-            "cross_entropy": (self.loss,),
+        targets = {
+            "rope": self.rope,
+            "rms_norm": self.rms_norm,
+            self.mlp_option: self.mlp,
+            "fused_linear_cross_entropy": self.forward,
+            "cross_entropy": self.loss,
         }[option]
+        return targets if isinstance(targets, tuple) else (targets,)
+
+    def module_of(self, target: Any) -> str:
+        """The name of the modeling module that defines ``target`` (the entry's own, unless it says)."""
+        return getattr(target, "module", None) or self.module
+
+    def modeling_of(self, target: Any) -> types.ModuleType | None:
+        """The modeling module defining ``target``; None when the installed transformers lacks it (a text
+        decoder type newer than the release: its targets are skipped, the others apply)."""
+        return self.modeling_module(self.module_of(target))
+
+    def modeling_module(self, name: str) -> types.ModuleType | None:
+        """One of :meth:`modules`, imported; None when the installed transformers lacks it."""
+        if name == self.module:
+            return self.modeling()
+        if not _module_exists(name):
+            logger.debug("liger_kernel: %s is not in the installed transformers; skipped", name)
+            return None
+        return importlib.import_module(name)
+
+    def modules(self) -> list[str]:
+        """Every modeling module the entry's targets live in, its own first."""
+        names = [self.module]
+        for option in self.option_defaults():
+            for target in self.targets(option):
+                if self.module_of(target) not in names:
+                    names.append(self.module_of(target))
+        return names
 
     def available(self) -> bool:
         """Whether the installed transformers has this model type's modeling module."""
-        try:
-            return importlib.util.find_spec(self.module) is not None
-        except ModuleNotFoundError:  # the parent package (transformers.models.<type>) is missing
-            return False
+        return _module_exists(self.module)
 
     def unavailable_reason(self) -> str:
         import transformers
@@ -605,6 +677,13 @@ class ModelSpec:
         if not self.available():
             raise ValueError(f"Liger Kernel cannot patch {self.unavailable_reason()}")
         return importlib.import_module(self.module)
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # the parent package (transformers.models.<type>) is missing
+        return False
 
 
 def _tf(name: str) -> str:
@@ -920,5 +999,59 @@ MODEL_SPECS: dict[str, ModelSpec] = {
             doc_name="Ministral",
             decoder_layer=DecoderLayer("MinistralDecoderLayer"),
         ),
+        # Llama 4's position-dependent query scaling (after RoPE) stays in the model's attention
+        ModelSpec(
+            "ministral3",
+            _tf("ministral3"),
+            "Ministral3ForCausalLM",
+            rms_norm=Norm("Ministral3RMSNorm"),
+            mlp_option="swiglu",
+            mlp=GatedMLP("Ministral3MLP", "LigerSwiGLUMLP"),
+            decoder_layer=DecoderLayer("Ministral3DecoderLayer"),
+            doc_name="Ministral 3",
+        ),
     )
 }
+
+
+def _text_decoder_of(model_type: str, causal_lm: str, decoders: tuple[str, ...], doc_name: str) -> ModelSpec:
+    """The entry of an image-text model whose text decoder is a model of one of the ``decoders`` types
+    (whichever its ``config.text_config.model_type`` names): their ``rope``, ``rms_norm`` and MLP
+    targets, each in its own modeling module, and the fused loss on ``causal_lm``; the vision tower and
+    the multimodal projector keep their code. Class patching patches every decoder's classes; instance
+    patching swaps the modules the model has (and RoPE only in the modules the model uses)."""
+    specs = [MODEL_SPECS[d] for d in decoders]
+    mlp_options = {s.mlp_option for s in specs}
+    if len(mlp_options) != 1:
+        raise ValueError(
+            f"{model_type}: the text decoders {decoders} have different MLP options {mlp_options}"
+        )
+
+    def in_own_module(option: str) -> tuple:
+        return tuple(
+            dataclasses.replace(t, module=s.module_of(t))
+            for s in specs
+            for t in s.targets(s.mlp_option if option == "mlp" else option)
+            if t is not None
+        )
+
+    return ModelSpec(
+        model_type,
+        _tf(model_type),
+        causal_lm,
+        rms_norm=in_own_module("rms_norm"),
+        mlp_option=mlp_options.pop(),
+        mlp=in_own_module("mlp"),
+        rope=in_own_module("rope") or None,
+        doc_name=doc_name,
+    )
+
+
+# Mistral 3 (Mistral Small 3.1, Ministral 3, Magistral): a Pixtral vision tower and the text decoder of
+# MistralModel or Ministral3Model.
+MODEL_SPECS["mistral3"] = _text_decoder_of(
+    "mistral3",
+    "Mistral3ForConditionalGeneration",
+    ("mistral", "ministral3"),
+    "Mistral 3 (image-text; the text decoder, Mistral or Ministral 3)",
+)

@@ -61,6 +61,7 @@ from liger_kernel.transformers.model_specs import (  # noqa: F401 (the replaceme
     _experts_apply_gate,
     _fused_gate_up_mlp_forward,
     _rope,
+    _say_once,
 )
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def _describe(spec: ModelSpec, prefix: str = "") -> dict[str, list[str]]:
                 if isinstance(target, (CausalLMForward, LossFunction))
                 else target.describe()
             )
-            lines.append(f"{prefix}{spec.module.rsplit('.', 1)[-1]}: {text}")
+            lines.append(f"{prefix}{spec.module_of(target).rsplit('.', 1)[-1]}: {text}")
         out[option] = lines
     return out
 
@@ -152,11 +153,13 @@ def patched_class_by_name(ref: str) -> type:
     if len(parts) in (2, 3):
         module, cls_name, method = parts[0].replace("__", "."), parts[1], (parts[2:] or [None])[0]
         for spec in MODEL_SPECS.values():
-            if spec.module != module:
+            if module not in spec.modules():
                 continue
-            modeling = spec.modeling()
             for option in spec.option_defaults():
                 for target in spec.targets(option):
+                    if spec.module_of(target) != module:
+                        continue
+                    modeling = spec.modeling_of(target)
                     if method is None and isinstance(target, (Norm, GatedMLP)) and target.name == cls_name:
                         return _replacement(modeling, cls_name, target.make)
                     if isinstance(target, Method) and (target.cls, target.method) == (cls_name, method):
@@ -228,8 +231,12 @@ def _release(holder: Any) -> None:
 
 
 def _owners(spec: ModelSpec) -> set[int]:
-    modeling = spec.modeling()
-    return {id(modeling)} | {id(obj) for obj in vars(modeling).values() if isinstance(obj, type)}
+    owners = set()
+    for name in spec.modules():
+        modeling = spec.modeling_module(name)
+        if modeling is not None:
+            owners |= {id(modeling)} | {id(obj) for obj in vars(modeling).values() if isinstance(obj, type)}
+    return owners
 
 
 def _skipped(spec: ModelSpec, modeling: types.ModuleType, target: Function | Norm | GatedMLP) -> bool:
@@ -237,7 +244,7 @@ def _skipped(spec: ModelSpec, modeling: types.ModuleType, target: Function | Nor
     for a name only some releases have), or it is an alias of a class another target patches."""
     if not hasattr(modeling, target.name):
         level = logging.DEBUG if getattr(target, "absent_ok", False) else logging.WARNING
-        logger.log(level, "liger_kernel: %s has no %s; not patched", spec.module, target.name)
+        logger.log(level, "liger_kernel: %s has no %s; not patched", spec.module_of(target), target.name)
         return True
     alias_of = getattr(target, "alias_of", None)
     return alias_of is not None and _original(modeling, alias_of) is _original(modeling, target.name)
@@ -247,15 +254,22 @@ def _class_patches(spec: ModelSpec, option: str) -> Iterator[tuple[Any, str, Cal
     """(owner, attribute, make) for every attribute that ``option`` sets in class mode."""
     modeling = spec.modeling()
     for target in spec.targets(option):
-        if isinstance(target, (Function, Norm, GatedMLP)):
-            if _skipped(spec, modeling, target):
+        if isinstance(target, (Function, Norm, GatedMLP, Method)):
+            home = spec.modeling_of(target)  # (a text decoder's module, for Mistral 3)
+            if home is None:
                 continue
-            yield modeling, target.name, target.replace if isinstance(target, Function) else target.make
+        if isinstance(target, (Function, Norm, GatedMLP)):
+            if _skipped(spec, home, target):
+                continue
+            yield home, target.name, target.replace if isinstance(target, Function) else target.make
         elif isinstance(target, Method):
-            cls = getattr(modeling, target.cls, None)
+            cls = getattr(home, target.cls, None)
             if cls is None or not hasattr(cls, target.method):
                 logger.warning(
-                    "liger_kernel: %s has no %s.%s; not patched", spec.module, target.cls, target.method
+                    "liger_kernel: %s has no %s.%s; not patched",
+                    spec.module_of(target),
+                    target.cls,
+                    target.method,
                 )
                 continue
             yield cls, target.method, target.make
@@ -391,15 +405,18 @@ def _check_model_type(spec: ModelSpec, model: nn.Module) -> None:
 
 def _apply_to_instance(spec: ModelSpec, model: nn.Module, options: dict[str, bool]) -> None:
     _check_model_type(spec, model)
-    modeling = spec.modeling()
+    spec.modeling()  # (unavailable: a clear error before anything is changed)
     record = _instance_record(model, create=True)
+    # the modeling modules whose classes this model is built of (Mistral 3: its text decoder's one)
+    used = {type(m).__module__ for m in model.modules()}
     for option, enabled in options.items():
         if not enabled:
             continue
         for target in spec.targets(option):
             if isinstance(target, Function):
                 # Called as a module global by the attention layers: there is no per-instance hook.
-                if hasattr(modeling, target.name):
+                modeling = spec.modeling_of(target)
+                if spec.module_of(target) in used and hasattr(modeling, target.name):
                     _hold(modeling, target.name, target.replace, record.holder)
             elif isinstance(target, (Norm, GatedMLP, Method)):
                 _swap_submodules(spec, model, target, record)
@@ -410,12 +427,17 @@ def _apply_to_instance(spec: ModelSpec, model: nn.Module, options: dict[str, boo
 
 
 def _swap_submodules(spec: ModelSpec, model: nn.Module, target: Any, record: _InstanceRecord) -> None:
-    modeling = spec.modeling()
+    modeling = spec.modeling_of(target)
+    if modeling is None:
+        return
     if isinstance(target, Method):
         original_cls = getattr(modeling, target.cls, None)
         if original_cls is None or not hasattr(original_cls, target.method):
             logger.warning(
-                "liger_kernel: %s has no %s.%s; not patched", spec.module, target.cls, target.method
+                "liger_kernel: %s has no %s.%s; not patched",
+                spec.module_of(target),
+                target.cls,
+                target.method,
             )
             return
         new_cls = _method_subclass(original_cls, target)
@@ -429,10 +451,9 @@ def _swap_submodules(spec: ModelSpec, model: nn.Module, target: Any, record: _In
     for module in model.modules():
         if type(module) is not original_cls:  # exact: already swapped (or built patched) modules are skipped
             continue
-        if not isinstance(target, Method) and not target.supports(module):
-            logger.warning(
-                "liger_kernel: %s of this model is not patched: %s", type(module).__name__, target.describe()
-            )
+        reason = None if isinstance(target, Method) else target.why_not(module)
+        if reason is not None:
+            _say_once(type(module).__name__, reason)
             continue
         added = _swap_class(module, new_cls, constructor_args)
         record.swapped.append((module, original_cls, added))

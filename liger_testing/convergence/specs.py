@@ -9,7 +9,7 @@ never imports ``liger_kernel``.
 
 The built-in specs (llama, mistral, mixtral, gemma, gemma2, qwen2, phi3, and since issue 20 qwen3,
 qwen3_moe, gemma3_text, gemma3, olmo2, olmo3, glm4, granite, smollm3, ministral, deepseek_v3, gpt_oss,
-llama4_text, llama4) are 2-layer models with
+llama4_text, llama4, ministral3, mistral3) are 2-layer models with
 hidden size 64, 4 attention heads over 2 key/value heads, an intermediate size of 120 (not a power of
 two, so kernels take their masked paths) and eager attention in every arm; their patch is
 ``liger_kernel.transformers:apply_liger_kernel_to_<name>``. Downstream projects add their own with
@@ -104,6 +104,22 @@ TINY_EXTRA: Mapping[str, Mapping[str, Any]] = MappingProxyType(
         },
         "smollm3": {"tie_word_embeddings": False, "no_rope_layer_interval": 2},
         "ministral": {"tie_word_embeddings": False, "head_dim": 16, "sliding_window": 8},
+        # YaRN over original_max_position_embeddings 8: positions 8.. get Llama 4's query scaling
+        "ministral3": {
+            "tie_word_embeddings": False,
+            "head_dim": 16,
+            "rope_parameters": {
+                "rope_type": "yarn",
+                "rope_theta": 1e6,
+                "factor": 64.0,
+                "original_max_position_embeddings": 8,
+                "beta_fast": 32.0,
+                "beta_slow": 1.0,
+                "mscale": 1.0,
+                "mscale_all_dim": 1.0,
+                "llama_4_scaling_beta": 0.1,
+            },
+        },
         # 4 experts top 2 (batched_mm), a sliding and a full layer (attention sinks), load-balancing loss
         # on; swiglu_limit 0.2 so that the clamps bind in the tiny model (about one value in six at init:
         # gate_up has std 0.02 * sqrt(64))
@@ -177,6 +193,13 @@ TINY_MULTIMODAL: Mapping[str, tuple[str, Mapping[str, Any]]] = MappingProxyType(
                 },
             },
         ),
+        # Mistral Small 3.1's layout: a Mistral text decoder (tied embeddings, the default) and Pixtral
+        "mistral3": (
+            "mistral",
+            {
+                "vision_config": {"model_type": "pixtral", **_TINY_VISION, "head_dim": 8},
+            },
+        ),
     }
 )
 
@@ -212,12 +235,19 @@ def auto_causal_lm(config: Any) -> nn.Module:
     return AutoModelForCausalLM.from_config(config, attn_implementation="eager")
 
 
-def auto_image_text_model(config: Any) -> nn.Module:
-    """``AutoModelForImageTextToText.from_config(config)`` with eager attention: the image-text model of
-    a config whose causal-LM class is a text-only model of another type (Llama 4)."""
+def auto_image_text_to_text(config: Any) -> nn.Module:
+    """``AutoModelForImageTextToText.from_config(config)`` with eager attention: image-text models that
+    ``AutoModelForCausalLM`` does not map (Mistral 3) or maps to a text-only model of another type (Llama 4);
+    trained on text, they are causal LMs all the same."""
     from transformers import AutoModelForImageTextToText
 
     return AutoModelForImageTextToText.from_config(config, attn_implementation="eager")
+
+
+# Built-in types whose image-text model AutoModelForCausalLM does not build.
+_MAKE_MODEL: Mapping[str, ModelFactory] = MappingProxyType(
+    {"mistral3": auto_image_text_to_text, "llama4": auto_image_text_to_text}
+)
 
 
 @dataclass(frozen=True)
@@ -333,7 +363,7 @@ def resolve_callable(ref: CallableRef | None, what: str = "callable") -> Callabl
     return obj
 
 
-def _builtin(model_type: str, description: str, make_model: ModelFactory | None = None) -> None:
+def _builtin(model_type: str, description: str) -> None:
     def make_config(vocab_size: int) -> Any:
         return tiny_config(model_type, vocab_size)
 
@@ -343,7 +373,7 @@ def _builtin(model_type: str, description: str, make_model: ModelFactory | None 
         make_config,
         patch=f"liger_kernel.transformers:apply_liger_kernel_to_{model_type}",
         undo=f"liger_kernel.transformers:revert_liger_kernel_to_{model_type}",
-        make_model=make_model,
+        make_model=_MAKE_MODEL.get(model_type),
         description=description,
     )
 
@@ -366,6 +396,8 @@ for _model_type, _description in (
     ("granite", "Granite: embedding/residual/attention multipliers, logits divided by 4"),
     ("smollm3", "SmolLM3: RoPE on layer 0, none on layer 1"),
     ("ministral", "Ministral: sliding window 8"),
+    ("ministral3", "Ministral 3: YaRN RoPE, Llama 4 query scaling from position 8"),
+    ("mistral3", "Mistral 3 image-text: its Mistral text decoder (no images in the data), tied embeddings"),
     (
         "deepseek_v3",
         "DeepSeek-V3: latent attention, a dense and an MoE layer (shared expert), rotate-half RoPE",
@@ -376,11 +408,10 @@ for _model_type, _description in (
         "Llama 4 text: interleaved RoPE and weightless QK-norm on layer 0 (NoPE layer 1), a dense and an "
         "MoE layer (top 1, shared expert)",
     ),
+    (
+        "llama4",
+        "Llama 4 image-text: its text decoder (no images in the data); the model AutoModelForCausalLM "
+        "builds from this config is llama4_text's",
+    ),
 ):
     _builtin(_model_type, _description)
-_builtin(
-    "llama4",
-    "Llama 4 image-text: its text decoder (no images in the data); the model AutoModelForCausalLM "
-    "builds from this config is llama4_text's",
-    make_model=auto_image_text_model,
-)

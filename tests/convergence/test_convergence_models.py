@@ -37,6 +37,8 @@ NEW_MODELS = (
     "gpt_oss",
     "llama4_text",
     "llama4",
+    "ministral3",
+    "mistral3",
 )
 
 # model type -> reason, for integrations known not to converge (strict: an unexpected pass fails).
@@ -91,6 +93,22 @@ def test_fp32_patched_matches_unpatched(model, device):
     )
     _check_patched_everything(result, model)
     result.assert_converged()
+
+
+@pytest.mark.convergence
+def test_fp32_parameters_are_not_judged_where_adamw_amplifies_rounding(device):
+    """qwen3_moe, seed 0, CPU: one lm_head element's gradient is 1e-9 (below AdamW's eps), so the first
+    update there is lr * g / (|g| + eps) with slope lr / eps, and a 5e-11 rounding difference in the
+    fused loss moved the parameter by 4e-6, 70x the parameter's float32 noise: DIVERGED at step 1
+    although every gradient agreed. The runner now leaves such elements out of the parameter check."""
+    if torch.device(device).type != "cpu":
+        pytest.skip("the case is the CPU run's (batch 2 x 16, seed 0)")
+    result = run_convergence(
+        model="qwen3_moe", steps=1, dtype=torch.float32, device=device, batch_size=2, seq_len=16, seed=0
+    )
+    result.assert_converged()
+    assert result.quantities["param/lm_head.weight"].ratio[0] < 0.5
+    assert result.quantities["grad/lm_head.weight"].ratio[0] < 0.5
 
 
 @pytest.mark.gpu

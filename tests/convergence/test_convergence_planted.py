@@ -152,3 +152,17 @@ def test_bad_options_are_rejected():
         run_convergence(model="llama", stepz=1)
     with pytest.raises(ValueError, match="seq_len"):
         run_convergence(model="llama", steps=1, seq_len=1, patch=planted.manual_rmsnorm_patch, undo="none")
+
+
+def test_unpinned_elements_are_those_whose_gradient_sign_the_check_leaves_open():
+    """AdamW's early updates are about lr * g / (|g| + eps): where the float64 gradient is within the
+    accepted gradient difference of zero, an accepted gradient may move the parameter either way, so
+    those elements (and only those whose arms' gradients differ) leave the parameter comparison."""
+    from liger_testing.convergence.runner import _unpinned
+
+    reference = torch.tensor([1e-9, -1e-9, 1e-9, 5e-6, -5e-6, 0.0], dtype=torch.float64)
+    unpatched = reference.float()
+    patched = unpatched + torch.tensor([5e-11, 0.0, -3e-9, 1e-7, 0.0, 0.0])
+    allowed = torch.tensor(2e-6, dtype=torch.float64)
+    got = _unpinned(patched, unpatched, reference, allowed)
+    assert got.tolist() == [True, False, True, False, False, False]

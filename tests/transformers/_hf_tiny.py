@@ -69,6 +69,22 @@ _EXTRA = {
     },
     "smollm3": {"num_hidden_layers": 1},
     "ministral": {"sliding_window": 4, "head_dim": 8, "num_hidden_layers": 1},
+    # YaRN with original_max_position_embeddings 4, so that positions 4..7 get Llama 4's query scaling
+    "ministral3": {
+        "head_dim": 8,
+        "num_hidden_layers": 1,
+        "rope_parameters": {
+            "rope_type": "yarn",
+            "rope_theta": 1e6,
+            "factor": 16.0,
+            "original_max_position_embeddings": 4,
+            "beta_fast": 32.0,
+            "beta_slow": 1.0,
+            "mscale": 1.0,
+            "mscale_all_dim": 1.0,
+            "llama_4_scaling_beta": 0.1,
+        },
+    },
     # 4 experts top 2 (grouped_mm, which calls the patched _apply_gate; batched_mm's backward is not
     # bitwise reproducible on CPU); one sliding-window layer; swiglu_limit small enough that about a
     # quarter of the tiny model's gate/up values are clamped
@@ -121,9 +137,13 @@ _GEMMA3_VISION = dict(
 )
 # Llama4ForConditionalGeneration: the same, with a one-layer vision tower (never run either).
 _LLAMA4_VISION = dict(_GEMMA3_VISION, vision_output_dim=16, projector_input_dim=16, projector_output_dim=16)
+# Mistral3ForConditionalGeneration with the Ministral 3 text decoder (the convergence spec has Mistral's);
+# a one-layer Pixtral tower, never run either.
+_PIXTRAL_VISION = {**_GEMMA3_VISION, "head_dim": 8}
 _MULTIMODAL = {
     "gemma3": ("gemma3_text", {"vision_config": _GEMMA3_VISION, "mm_tokens_per_image": 4}),
     "llama4": ("llama4_text", {"vision_config": _LLAMA4_VISION}),
+    "mistral3": ("ministral3", {"vision_config": {"model_type": "pixtral", **_PIXTRAL_VISION}}),
 }
 
 _CLASS_NAMES = {
@@ -144,6 +164,8 @@ _CLASS_NAMES = {
     "granite": ("GraniteConfig", "GraniteForCausalLM"),
     "smollm3": ("SmolLM3Config", "SmolLM3ForCausalLM"),
     "ministral": ("MinistralConfig", "MinistralForCausalLM"),
+    "ministral3": ("Ministral3Config", "Ministral3ForCausalLM"),
+    "mistral3": ("Mistral3Config", "Mistral3ForConditionalGeneration"),
     "deepseek_v3": ("DeepseekV3Config", "DeepseekV3ForCausalLM"),
     "gpt_oss": ("GptOssConfig", "GptOssForCausalLM"),
     "llama4_text": ("Llama4TextConfig", "Llama4ForCausalLM"),
@@ -170,7 +192,7 @@ def tiny_config(model_type: str, **overrides):
     config_cls = getattr(transformers, _CLASS_NAMES[model_type][0])
     if model_type in _MULTIMODAL:
         text_type, extra = _MULTIMODAL[model_type]
-        text_config = {**_COMMON, **_EXTRA[text_type], **overrides}
+        text_config = {**_COMMON, **_EXTRA[text_type], **overrides, "model_type": text_type}
         config = config_cls(text_config=text_config, **extra)
         config._attn_implementation = "eager"
         config.get_text_config()._attn_implementation = "eager"

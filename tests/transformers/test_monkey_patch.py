@@ -356,16 +356,79 @@ def test_instance_entry_point_drops_options_the_model_type_does_not_take(caplog)
     assert T.modeling("gemma").apply_rotary_pos_emb.__module__.startswith("transformers")
 
 
-def test_unsupported_activation_keeps_the_original_mlp(caplog):
+def _said(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "keeps the model's own code" in r.getMessage()]
+
+
+@pytest.fixture
+def nothing_said_yet(monkeypatch):
+    """The fallbacks say once per process what keeps the model's code: start from nothing said."""
+    from liger_kernel.transformers import model_specs
+
+    monkeypatch.setattr(model_specs, "_SAID", set())
+
+
+def test_unsupported_activation_keeps_the_original_mlp(caplog, nothing_said_yet):
     config = T.tiny_config("llama", hidden_act="relu")
-    with liger_patched("llama"):
+    with caplog.at_level(logging.WARNING, logger="liger_kernel"), liger_patched("llama"):
         model = T.build("llama", config=config)
-    assert type(model.model.layers[0].mlp) is T.modeling("llama").LlamaMLP
+    assert [type(layer.mlp) for layer in model.model.layers] == [T.modeling("llama").LlamaMLP] * 2
     assert isinstance(model.model.norm, LigerRMSNorm)
-    assert "hidden_act" in caplog.text
+    assert len(_said(caplog)) == 1 and "LlamaMLP" in caplog.text and "hidden_act" in caplog.text  # once
     other = T.build("llama", config=config)
     lt.apply_liger_kernel_to_llama(model=other)
     assert type(other.model.layers[0].mlp) is T.modeling("llama").LlamaMLP
+    assert len(_said(caplog)) == 1
+
+
+@pytest.mark.parametrize(
+    "model_type, option, config, part, reason",
+    [
+        (
+            "phi3",
+            "rope",
+            {"partial_rotary_factor": 0.5},
+            "modeling_phi3.apply_rotary_pos_emb",
+            "partial rotary",
+        ),
+        ("glm4", "swiglu", {"hidden_act": "gelu"}, "Glm4MLP.forward", "hidden_act is 'gelu'"),
+        (
+            "qwen3_moe",
+            "swiglu",
+            {"hidden_act": "gelu"},
+            "Qwen3MoeExperts._apply_gate",
+            "hidden_act is 'gelu'",
+        ),
+    ],
+    ids=["partial-rotary", "fused-gate-up-gelu", "experts-gelu"],
+)
+def test_a_config_the_kernel_does_not_cover_keeps_the_models_code_and_says_so_once(
+    model_type, option, config, part, reason, caplog, nothing_said_yet
+):
+    config = T.tiny_config(model_type, **config)
+    if model_type == "qwen3_moe":
+        config._experts_implementation = "batched_mm"  # calls _apply_gate
+    ref = T.build(model_type, config=config)
+    model = T.build(model_type, config=config)
+    with caplog.at_level(logging.WARNING, logger="liger_kernel"):
+        # only the option concerned, so the patched model runs exactly the unpatched one's code
+        only = {o: o == option for o in MODEL_SPECS[model_type].option_defaults()}
+        MODEL_TYPE_TO_APPLY_LIGER_FN[model_type](model=model, **only)
+        for _ in range(2):
+            logits = T.eval_logits(model, *T.batch()[:2])
+    said = [m for m in _said(caplog) if part in m]
+    assert len(said) == 1 and reason in said[0], _said(caplog)
+    assert torch.equal(logits, T.eval_logits(ref, *T.batch()[:2]))
+
+
+def test_a_norm_with_a_bias_keeps_its_code_and_says_so(caplog, nothing_said_yet):
+    model = T.build("llama")
+    model.model.norm.bias = nn.Parameter(torch.zeros(model.config.hidden_size))
+    with caplog.at_level(logging.WARNING, logger="liger_kernel"):
+        lt.apply_liger_kernel_to_llama(model=model)
+    assert type(model.model.norm) is T.modeling("llama").LlamaRMSNorm
+    assert isinstance(model.model.layers[0].input_layernorm, LigerRMSNorm)
+    assert len(_said(caplog)) == 1 and "['bias', 'weight']" in caplog.text
 
 
 def test_generated_functions_describe_the_table():
@@ -378,8 +441,7 @@ def test_generated_functions_describe_the_table():
         assert all(params[o].kind is inspect.Parameter.KEYWORD_ONLY for o in keyword_only)
         assert params["fused_linear_cross_entropy"].default is True
         assert params["cross_entropy"].default is False
-        assert all(norm.name in fn.__doc__ for norm in spec.targets("rms_norm"))
-        assert spec.causal_lm in fn.__doc__
+        assert all(t.name in fn.__doc__ for t in spec.targets("rms_norm")) and spec.causal_lm in fn.__doc__
     assert "offset=1.0, casting_mode='gemma', init_fn='zeros'" in lt.apply_liger_kernel_to_gemma2.__doc__
     assert "final_logit_softcapping" in lt.apply_liger_kernel_to_gemma2.__doc__
     assert "geglu" in inspect.signature(lt.apply_liger_kernel_to_gemma).parameters
@@ -800,3 +862,60 @@ def test_llama4_qk_norm_alias_gets_one_replacement_class_and_pickles():
     unpatch(copy)
     unpatch(model)
     assert type(copy.model.layers[0].self_attn.qk_norm) is hf_norm
+
+
+# Image-text models whose text decoder is another model type's (Mistral 3)
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif("mistral3" not in T.MODEL_TYPES, reason="transformers without Mistral 3")
+def test_text_decoder_entry_patches_the_decoder_modules_the_model_uses():
+    from transformers.models.ministral3 import modeling_ministral3
+    from transformers.models.mistral import modeling_mistral
+    from transformers.models.mistral3 import modeling_mistral3
+
+    assert {MODEL_SPECS["mistral3"].module_of(t) for t in MODEL_SPECS["mistral3"].targets("rope")} == {
+        MODEL_SPECS["mistral"].module,
+        MODEL_SPECS["ministral3"].module,
+    }
+    originals = {m: m.apply_rotary_pos_emb for m in (modeling_mistral, modeling_ministral3)}
+    projector_norm = modeling_mistral3.Mistral3RMSNorm
+    model = T.build("mistral3")  # the Ministral 3 text decoder
+    lt.apply_liger_kernel_to_mistral3(model=model)
+    # RoPE is a module global: only the decoder module this model runs is patched
+    assert modeling_mistral.apply_rotary_pos_emb is originals[modeling_mistral]
+    assert modeling_ministral3.apply_rotary_pos_emb is not originals[modeling_ministral3]
+    assert isinstance(model.model.language_model.norm, LigerRMSNorm)
+    assert type(model.model.multi_modal_projector.norm) is projector_norm  # the projector keeps its code
+    assert not any(type(m).__module__.startswith("liger_kernel") for m in model.model.vision_tower.modules())
+    unpatch(model)
+    assert all(m.apply_rotary_pos_emb is f for m, f in originals.items())
+
+    with liger_patched("mistral3"):  # classes: every decoder the config may name
+        assert all(m.apply_rotary_pos_emb is not f for m, f in originals.items())
+        assert issubclass(modeling_mistral.MistralRMSNorm, LigerRMSNorm)
+        assert modeling_mistral3.Mistral3RMSNorm is projector_norm
+    assert all(m.apply_rotary_pos_emb is f for m, f in originals.items())
+
+
+def test_text_decoder_missing_from_transformers_is_skipped(monkeypatch):
+    """A text decoder type newer than the installed transformers: its targets are skipped, the other
+    decoder's apply."""
+    from transformers.models.mistral import modeling_mistral
+
+    from liger_kernel.transformers import model_specs
+
+    decoder = dataclasses.replace(
+        MODEL_SPECS["ministral3"], module="transformers.models.future.modeling_future"
+    )
+    monkeypatch.setitem(MODEL_SPECS, "ministral3", decoder)
+    spec = model_specs._text_decoder_of(
+        "mistral3", "Mistral3ForConditionalGeneration", ("mistral", "ministral3"), ""
+    )
+    monkeypatch.setitem(MODEL_SPECS, "mistral3", spec)
+    assert spec.modeling_of(spec.targets("rms_norm")[1]) is None
+    original = modeling_mistral.MistralRMSNorm
+    with liger_patched("mistral3"):
+        assert issubclass(modeling_mistral.MistralRMSNorm, LigerRMSNorm)
+    assert modeling_mistral.MistralRMSNorm is original
+    assert any("modeling_future" in line for line in describe("mistral3")["rms_norm"])
