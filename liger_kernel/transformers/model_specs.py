@@ -380,11 +380,13 @@ class Norm:
             return (), {"eps": eps}
         return (module.weight.shape[0],), {"eps": eps}
 
-    @staticmethod
-    def why_not(module: nn.Module) -> str | None:
+    def why_not(self, module: nn.Module) -> str | None:
         """None when ``module`` can become the Liger norm in place, else why not (a norm with a bias)."""
         names = sorted(name for name, _ in module.named_parameters(recurse=False))
-        return None if names == ["weight"] else f"its parameters are {names}; LigerRMSNorm has a weight only"
+        expected = [] if self.weightless else ["weight"]
+        if names == expected:
+            return None
+        return f"its parameters are {names}; the Liger norm has {'no parameter' if self.weightless else 'a weight only'}"
 
 
 @dataclass(frozen=True)
