@@ -42,10 +42,12 @@ import inspect
 import math
 import os
 import re
+import signal
 import sys
+import threading
 import time
 import types
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -894,6 +896,33 @@ class _Run:
         return out, agree
 
 
+@contextlib.contextmanager
+def _ctrl_c_requests_stop() -> Iterator[threading.Event]:
+    """While a run is in progress, the first Ctrl-C (SIGINT) sets the returned event and the loop stops after
+    the step in progress; a second one raises KeyboardInterrupt at once. A KeyboardInterrupt raised wherever
+    the signal lands can be lost: C code inside torch that probes an argument clears the pending exception
+    or reports it as a TypeError. Only in the main thread, and only over Python's default handler (a handler
+    the caller installed is left alone)."""
+    stop = threading.Event()
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield stop
+        return
+
+    def request_stop(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, request_stop)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_convergence(config: RunConfig | None = None, **overrides: Any) -> ConvergenceResult:
     """Run the patched / unpatched / float64-reference arms in lockstep and return the measurements.
 
@@ -911,16 +940,21 @@ def run_convergence(config: RunConfig | None = None, **overrides: Any) -> Conver
     cfg = cfg.resolved()
     spec = get_spec(cfg.model)
     t0 = time.perf_counter()
-    run = _Run(cfg, spec)
-    run.build()
-    interrupted = False
-    try:
-        for step, input_ids in enumerate(run.batches):
-            run.step(step, input_ids)
-    except KeyboardInterrupt:  # report the steps done so far, marked interrupted
-        interrupted = True
-        run.truncate()
-    eval_series, agreement = ({}, math.nan) if interrupted else run.evaluate()
+    with _ctrl_c_requests_stop() as stop_requested:
+        run = _Run(cfg, spec)
+        run.build()
+        interrupted = stop_requested.is_set()
+        try:
+            for step, input_ids in enumerate(run.batches):
+                if interrupted:
+                    break
+                run.step(step, input_ids)
+                interrupted = stop_requested.is_set()
+        except KeyboardInterrupt:  # a second Ctrl-C, or SIGINT under another handler: mid-step
+            interrupted = True
+            run.truncate()
+        # report the steps done so far, marked interrupted
+        eval_series, agreement = ({}, math.nan) if interrupted else run.evaluate()
     return ConvergenceResult(
         config=cfg,
         spec=spec,
