@@ -143,6 +143,10 @@ def test_ctrl_c_reports_the_steps_done_and_exits_130(device):
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        # a shell without job control starts background jobs with SIGINT ignored, and the child would
+        # inherit that (Python then installs no KeyboardInterrupt handler): give it the default, as a
+        # terminal's foreground process has
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         for line in proc.stderr:  # progress lines go to standard error
