@@ -37,7 +37,7 @@ import torch
 
 from liger_kernel.ops.fused_linear_cross_entropy import (
     _addmm_into,
-    _cost_rule_rows,
+    cost_rule_rows,
     default_chunk_budget,
     default_chunk_size,
     device_rates,
@@ -133,7 +133,7 @@ def units_per_chunk(
     if budget is None:
         budget = default_chunk_budget(tokens, hidden, vocab, element_size, accum_size)
     rows = min(
-        _cost_rule_rows(tokens, hidden, vocab, element_size, accum_size, device_rates(x.device)),
+        cost_rule_rows(tokens, hidden, vocab, element_size, accum_size, device_rates(x.device)),
         default_chunk_size(tokens, vocab, element_size * max(1, logits_buffers), budget),
     )
     return max(1, min(n_units, rows // max(1, tokens_per_unit)))

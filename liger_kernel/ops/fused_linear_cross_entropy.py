@@ -232,7 +232,7 @@ def flce_chunk_rows(
     if budget is None:
         budget = default_chunk_budget(n_rows, hidden, vocab, element_size, accum_size)
     return min(
-        _cost_rule_rows(n_rows, hidden, vocab, element_size, accum_size, device_rates(device)),
+        cost_rule_rows(n_rows, hidden, vocab, element_size, accum_size, device_rates(device)),
         default_chunk_size(n_rows, vocab, element_size, budget),
     )
 
@@ -247,9 +247,11 @@ def default_chunk_budget(n_rows: int, hidden: int, vocab: int, element_size: int
 
 
 @functools.lru_cache(maxsize=1024)
-def _cost_rule_rows(
+def cost_rule_rows(
     n_rows: int, hidden: int, vocab: int, element_size: int, accum_size: int, rates: tuple[float, float]
 ) -> int:
+    """Rows per chunk by the cost rule alone (no memory budget): the most chunks whose predicted
+    ``chunk_loop_seconds`` stays within CHUNK_OVERHEAD_TARGET of one chunk's (see ``flce_chunk_rows``)."""
     n = max(n_rows, 1)
 
     def rows_of(k: int) -> int:

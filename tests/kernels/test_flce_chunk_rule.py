@@ -62,7 +62,7 @@ def test_cost_rule_meets_its_criterion(hidden, vocab, accum):
     def seconds(rows):
         return chunk_loop_seconds(n, hidden, vocab, rows, 2, accum, REFERENCE_RATES)
 
-    rows = flce._cost_rule_rows(n, hidden, vocab, 2, accum, REFERENCE_RATES)
+    rows = flce.cost_rule_rows(n, hidden, vocab, 2, accum, REFERENCE_RATES)
     allowed = (1 + CHUNK_OVERHEAD_TARGET) * seconds(n)
     assert seconds(rows) <= allowed
     chunks = -(-n // rows)
@@ -76,7 +76,7 @@ def test_cost_rule_does_not_depend_on_vocab_or_hidden():
     element size and the device's FLOP-to-byte ratio only (see ``flce_chunk_rows``): one chunk size for every
     (hidden, vocab) of the models, until the budget caps it. (At small hidden sizes the cross entropy
     kernel's share of one chunk's time, 2e F / (6 H B), grows, and with it the time the 5 % is of.)"""
-    rows = {flce._cost_rule_rows(8192, h, v, 2, 2, REFERENCE_RATES) for h, v in MODEL_SHAPES if h >= 2048}
+    rows = {flce.cost_rule_rows(8192, h, v, 2, 2, REFERENCE_RATES) for h, v in MODEL_SHAPES if h >= 2048}
     assert len(rows) == 1, rows
 
 
