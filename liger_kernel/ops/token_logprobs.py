@@ -79,6 +79,8 @@ def row_logsumexp(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tenso
     if not _uses_kernel(logits):
         scaled = logits.float() if logits.dtype != torch.float64 else logits
         return torch.logsumexp(scaled * (1.0 / temperature) if temperature != 1.0 else scaled, dim=-1)
+    if logits.stride(-1) != 1:  # the kernel walks a row with unit steps
+        logits = logits.contiguous()
     lse = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
     if logits.shape[0]:
         block, warps = row_launch(logits.shape[1])
@@ -109,6 +111,11 @@ def logprob_grad_(
     if not 1 <= len(targets) <= 2 or len(coeffs) != len(targets):
         raise ValueError(
             f"one or two target sets with one coefficient each, got {len(targets)} and {len(coeffs)}"
+        )
+    if logits.dim() != 2 or (logits.shape[1] > 1 and logits.stride(1) != 1):
+        raise ValueError(
+            f"logits must be (rows, V) with a unit stride along V (the gradient is written in place), "
+            f"got shape {tuple(logits.shape)} and strides {logits.stride()}"
         )
     if not _uses_kernel(logits):
         work = logits if logits.dtype == torch.float64 else logits.float()

@@ -17,7 +17,12 @@ TEMPERATURES = [1.0, 0.7, 2.0]
 
 
 def _logits(data, device, n, vocab, dtype):
-    logits = data.draw(lst.tensors((n, vocab), torch.float32, device=device, low=-8.0, high=8.0)).to(dtype)
+    """(n, vocab) logits, some far beyond exp's fp32 range (exp(100) overflows: the max must be taken out),
+    possibly a masked entry, and possibly a column slice of a wider buffer (a row stride beyond vocab)."""
+    padding = data.draw(st.sampled_from([0, 3]))
+    scale = data.draw(st.sampled_from([1.0, 40.0]))
+    wide = data.draw(lst.tensors((n, vocab + padding), torch.float32, device=device, low=-8.0, high=8.0))
+    logits = (wide * scale).to(dtype)[:, :vocab]
     if vocab > 2 and data.draw(st.booleans()):
         logits[:, -1] = float("-inf")  # a masked vocabulary entry: probability 0, gradient 0
     return logits
@@ -74,11 +79,14 @@ def test_gradient_in_place_matches_float64(device, n, vocab, dtype, temperature,
 
     golden = grad_math(logits.double())
     reference = grad_math(logits.float()).to(dtype)
-    buffer = logits.clone()
+    base = logits._base if logits._base is not None else logits
+    wide = base.clone()  # the same layout: a row stride beyond V when logits is a column slice
+    buffer = wide[:, : logits.shape[1]]
     with block_max(blocks):
         lse = ops.row_logsumexp(buffer, temperature)
         grad = ops.logprob_grad_(buffer, lse, targets, coeffs, temperature)
     assert grad.data_ptr() == buffer.data_ptr() and grad.dtype == dtype  # in place, in the logits' dtype
+    assert torch.equal(wide[:, logits.shape[1] :], base[:, logits.shape[1] :])  # nothing written past a row
     # c_y (1 - p_y) cancels where p_y -> 1: the floor is relative to the two terms, not their difference; and
     # p = exp(z / T - lse) carries the rounding of its argument, a difference of |z / T| and |lse|, as a relative
     # error
@@ -102,6 +110,15 @@ def test_torch_steps_match_the_kernels(device):
     as_double = logits.double()
     torch_steps = ops.logprob_grad_(as_double, ops.row_logsumexp(as_double, 0.7), targets, coeffs, 0.7)
     torch.testing.assert_close(kernel, torch_steps.float(), atol=1e-6, rtol=1e-5)
+
+
+def test_gradient_needs_unit_stride_along_the_vocabulary(device):
+    logits = torch.zeros(5, 4, device=device).t()  # (4, 5) with stride 4 along the vocabulary
+    y, c = torch.zeros(4, dtype=torch.long, device=device), torch.ones(4, device=device)
+    lse = ops.row_logsumexp(logits)  # reads: copies to rows
+    torch.testing.assert_close(lse, torch.logsumexp(logits, -1))
+    with pytest.raises(ValueError, match="unit stride along V"):
+        ops.logprob_grad_(logits, lse, [y], [c])
 
 
 def test_bad_target_count_is_named(device):
