@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from liger_testing.mutate.ignore import IgnoreFileError, find_ignored, parse_ignore_file
+from liger_testing.mutate.ignore import IgnoreFileError, find_ignored, parse_ignore_file, stale_entries
 from liger_testing.mutate.operators import OPERATORS, Mutant, generate_mutants
 from liger_testing.mutate.report import print_table, summarize, summary_line, write_json
 from liger_testing.mutate.runner import IGNORED, MutantResult, run_baseline, run_mutants
@@ -163,6 +163,11 @@ def run(argv: Sequence[str] | None = None) -> int:
         except IgnoreFileError as e:
             raise UsageError(str(e)) from None
     ignored = find_ignored(mutants, entries)
+    if not args.only:
+        for entry in stale_entries(mutants, entries, set(operators or OPERATORS)):
+            print(f"warning: {ignore_path.name}: stale entry {entry.file}:{entry.line} {entry.operator}"
+                  f"{'' if entry.index is None else f'#{entry.index}'}: no such mutant any more "
+                  "(the file changed); re-check it", file=sys.stderr)  # fmt: skip
 
     if args.list:
         for m in mutants:

@@ -3,7 +3,9 @@
 One entry a line, ``PATH:LINE OPERATOR REASON``; ``#`` starts a comment line; blank lines are skipped.
 ``OPERATOR`` may carry ``#K`` to name one of several mutants of that operator on the line (as the
 report's ids do); without it, every mutant of that operator on the line is ignored. A reason is
-required: an equivalent mutant is a claim someone must be able to check.
+required: an equivalent mutant is a claim someone must be able to check. Entries are keyed by line: when a
+file changes, an entry whose line no longer has such a mutant is reported as stale (re-check it; a
+moved line may also have brought another mutant of the same operator under an old entry).
 
     # liger_kernel/ops/rms_norm.py
     liger_kernel/ops/rms_norm.py:74 drop_upcast  y = n * w with fp32 w promotes n to fp32 anyway
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from liger_testing.mutate.operators import OPERATORS, Mutant
 
-__all__ = ["IgnoreEntry", "IgnoreFileError", "parse_ignore_file", "find_ignored"]
+__all__ = ["IgnoreEntry", "IgnoreFileError", "parse_ignore_file", "find_ignored", "stale_entries"]
 
 _ENTRY = re.compile(
     r"^(?P<file>\S+):(?P<line>\d+)\s+(?P<op>[a-z_]+)(?:#(?P<index>\d+))?(?:\s+(?P<reason>.*))?$"
@@ -76,3 +78,16 @@ def find_ignored(mutants: list[Mutant], entries: list[IgnoreEntry]) -> dict[str,
                 ignored[mutant.id] = entry.reason
                 break
     return ignored
+
+
+def stale_entries(
+    mutants: list[Mutant], entries: list[IgnoreEntry], operators: set[str]
+) -> list[IgnoreEntry]:
+    """Entries for a file and operator of this run that match none of its mutants: the file changed under
+    them (a line moved), so they no longer mark what they were written for."""
+    files = {m.file for m in mutants}
+    return [
+        e
+        for e in entries
+        if e.file in files and e.operator in operators and not any(e.matches(m) for m in mutants)
+    ]

@@ -8,7 +8,7 @@ import pytest
 
 from liger_testing.mutate import classify, generate_mutants, parse_ignore_file
 from liger_testing.mutate.cli import main
-from liger_testing.mutate.ignore import IgnoreFileError
+from liger_testing.mutate.ignore import IgnoreFileError, stale_entries
 
 KERNEL = textwrap.dedent(
     """
@@ -135,6 +135,22 @@ def test_ignore_file(tmp_path):
         path.write_text(bad + "\n")
         with pytest.raises(IgnoreFileError, match=match):
             parse_ignore_file(path)
+
+
+def test_stale_ignore_entries_are_found(tmp_path):
+    """An entry whose line has no such mutant any more (the file changed) is stale; an entry for a file
+    or an operator this run does not mutate is not."""
+    mutants = generate_mutants(KERNEL, "k.py")
+    where = next(m for m in mutants if m.operator == "swap_where")
+    path = tmp_path / "ignore.txt"
+    path.write_text(
+        f"k.py:{where.line} swap_where  kept\n"
+        f"k.py:{where.line + 1000} swap_where  moved away\n"
+        "other.py:3 swap_where  another file\n"
+    )
+    entries = parse_ignore_file(path)
+    assert stale_entries(mutants, entries, {"swap_where"}) == [entries[1]]
+    assert stale_entries(mutants, entries, {"drop_term"}) == []
 
 
 @pytest.mark.parametrize(
