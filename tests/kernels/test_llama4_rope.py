@@ -129,7 +129,7 @@ def test_many_heads_take_several_tiles(device, seed):
 def test_non_contiguous_inputs(device, dtype, data):
     """Strided views everywhere, head_dim included (every other element of a larger buffer)."""
     q = data.draw(lst.tensors((2, 3, 4, 12), dtype, device=device, contiguous=False))
-    k = data.draw(lst.tensors((2, 3, 1, 12), dtype, device=device, contiguous=False))
+    k = data.draw(lst.tensors((2, 3, 2, 12), dtype, device=device, contiguous=False))  # 2 heads: head stride
     freqs_cis = random_table((2, 6, 6), device)[:, ::2]  # every other position of a longer table
     assert not (q.is_contiguous() or k.is_contiguous() or freqs_cis.is_contiguous())
     r = run_all(q, k, freqs_cis)
@@ -144,9 +144,12 @@ def test_slices_of_a_fused_projection_and_output_layout(device, seed):
     freqs_cis = random_table((1, 3, 8), device)
     r = run_all(q, k, freqs_cis)
     assert_close_to_reference(r["liger"], r["reference"], r["golden"])
+    # head_dim 12 of a 16-wide buffer: a head stride that is not head_dim, in q and in k
+    r = run_all(qkv[:, :, :4, :12], qkv[:, :, 4:6, :12], random_table((1, 3, 6), device))
+    assert_close_to_reference(r["liger"], r["reference"], r["golden"])
 
     dense_q = torch.randn(2, 4, 3, 16, device=device).transpose(1, 2)  # (b, s, h, d), heads outermost
-    dense_k = torch.randn(2, 3, 2, 16, device=device)
+    dense_k = torch.randn(2, 2, 3, 16, device=device).transpose(1, 2)
     before = (dense_q.clone(), dense_k.clone())
     q_out, k_out = liger_llama4_rope(dense_q, dense_k, freqs_cis)
     assert q_out.stride() == dense_q.stride() and k_out.stride() == dense_k.stride()
