@@ -196,6 +196,40 @@ def test_module_can_replace_the_unfused_layer(device, seed, dtype, norm_cls):
     assert_modules_equivalent(reference.to(device), candidate.to(device), x, residual, dtype=dtype)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_row_strided_inputs(device, seed, dtype):
+    """x and residual as column slices of wider buffers (a row stride beyond the hidden size) give what
+    their contiguous copies give, bit for bit, outputs and gradients."""
+    hidden = 40
+    x_wide = torch.randn(6, hidden + 8, device=device).to(dtype).requires_grad_()
+    r_wide = torch.randn(6, hidden + 3, device=device).to(dtype).requires_grad_()
+    norm = LigerFusedAddRMSNorm(hidden, eps=EPS).to(device, dtype)
+    dy, dh = (torch.randn(6, hidden, device=device).to(dtype) for _ in range(2))
+    x, residual = x_wide[:, :hidden], r_wide[:, 3:]
+    assert x.stride(0) != hidden and residual.stride(0) != hidden
+    strided = norm(x, residual)
+    grads = torch.autograd.grad(strided, (x_wide, r_wide), (dy, dh))
+    xc, rc = (t.detach().contiguous().requires_grad_() for t in (x, residual))
+    dense = norm(xc, rc)
+    dense_grads = torch.autograd.grad(dense, (xc, rc), (dy, dh))
+    assert_close(strided, dense, atol=0, rtol=0)
+    assert_close((grads[0][:, :hidden], grads[1][:, 3:]), dense_grads, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_pytorch_fallback_matches_the_formula(monkeypatch, seed, dtype):
+    """CPU tensors with the interpreter off take the PyTorch path: the same rounding points."""
+    import liger_kernel.ops.fused_add_rms_norm as fused_ops
+    import liger_kernel.ops.rms_norm as rms_ops
+
+    monkeypatch.setattr(fused_ops, "use_triton", lambda name, t: False)
+    monkeypatch.setattr(rms_ops, "use_triton", lambda name, t: False)
+    x, residual = (torch.randn(5, 24).to(dtype) for _ in range(2))
+    weight = (1 + 0.1 * torch.randn(24)).to(dtype)
+    r = run_all("llama", x, residual, weight)
+    check_results(r, x, residual, weight)
+
+
 def test_unused_outputs_get_no_gradient_work(device, seed):
     """Only h used (y's gradient None): x and residual get h's gradient unchanged, the weight none.
     Only y used: dx = dresidual = the norm's gradient."""
