@@ -15,7 +15,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from test_rms_norm import EPS, reference_module
+from test_rms_norm import EPS, dx_terms, reference_module, terms_floor
 from transformers.models.gemma.modeling_gemma import GemmaRMSNorm
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
@@ -28,7 +28,6 @@ from liger_testing import (
     assert_close_to_reference,
     assert_modules_equivalent,
     bounds_checked,
-    default_floor,
 )
 from liger_testing import strategies as lst
 
@@ -84,18 +83,10 @@ def run_all(casting_mode, x, residual, weight):
 
 def dh_floor(r, x, residual, weight, actual):
     """Relative floor for dx = dresidual = dnorm + dh_out: one rounding of the terms it sums, not of the
-    (possibly cancelled) result. The norm's gradient rstd * (dn - n * mean(n * dn)) is a difference of
-    larger terms (see test_rms_norm.dx_floor), and dh_out is added to it."""
-    h = (x.double() + residual.double()).reshape(-1, x.shape[-1])
-    dy = r["dy"].double().reshape(h.shape)
-    rstd = torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + EPS)
-    n = h * rstd
-    dn = dy * (r["offset"] + weight.detach().double())
-    c = (n * dn).mean(-1, keepdim=True)
-    terms = rstd * torch.maximum(dn.abs(), (n * c).abs()) + r["dh"].double().reshape(h.shape).abs()
-    scale = r["golden"]["dx"].abs().max().item()
-    floor = default_floor(actual)
-    return max(floor, floor * terms.max().item() / scale) if scale > 0 else floor
+    (possibly cancelled) result: the norm's gradient terms (test_rms_norm.dx_terms) plus |dh_out|."""
+    h = x.double() + residual.double()
+    terms = dx_terms(h, r["dy"], r["offset"], weight) + r["dh"].double().reshape(-1, x.shape[-1]).abs()
+    return terms_floor(terms, r["golden"]["dx"], actual)
 
 
 def check_results(r, x, residual, weight):

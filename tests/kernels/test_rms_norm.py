@@ -111,16 +111,26 @@ def dx_floor(r, x, weight):
     nearly cancel (a short row, a weight that tracks x), one ulp of the terms is many ulps of dx.
     Any order of operations rounds the terms, so the floor is eps * their scale / max|dx|.
     """
+    terms = dx_terms(x, r["grad_out"], r["offset"], weight)
+    return terms_floor(terms, r["golden"]["dx"], r["liger"]["dx"])
+
+
+def dx_terms(x, dy, offset, weight):
+    """|the two terms| of the norm's dx, rstd * max(|dn|, |n * mean(n * dn)|), per element (rows, hidden),
+    in float64."""
     x64 = x.detach().double().reshape(-1, x.shape[-1])
-    dy = r["grad_out"].double().reshape(x64.shape)
-    offset = r["offset"]
+    dy = dy.double().reshape(x64.shape)
     rstd = torch.rsqrt(x64.pow(2).mean(-1, keepdim=True) + EPS)
     n = x64 * rstd
     dn = dy * (offset + weight.detach().double())
     c = (n * dn).mean(-1, keepdim=True)
-    terms = rstd * torch.maximum(dn.abs(), (n * c).abs())
-    scale = r["golden"]["dx"].abs().max().item()
-    floor = default_floor(r["liger"]["dx"])
+    return rstd * torch.maximum(dn.abs(), (n * c).abs())
+
+
+def terms_floor(terms, golden, actual):
+    """The relative floor of one rounding of ``terms`` (actual's dtype), relative to max|golden|."""
+    scale = golden.abs().max().item()
+    floor = default_floor(actual)
     return max(floor, floor * terms.max().item() / scale) if scale > 0 else floor
 
 
