@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -11,7 +12,8 @@ from pathlib import Path
 from liger_testing.mutate.ignore import IgnoreFileError, find_ignored, parse_ignore_file, stale_entries
 from liger_testing.mutate.operators import OPERATORS, Mutant, generate_mutants
 from liger_testing.mutate.report import print_table, summarize, summary_line, write_json
-from liger_testing.mutate.runner import IGNORED, MutantResult, run_baseline, run_mutants
+from liger_testing.mutate.runner import IGNORED, SURVIVED, MutantResult, run_baseline, run_mutants
+from liger_testing.mutate.selection import select_tests
 
 __all__ = ["main", "DEFAULT_IGNORE_FILE"]
 
@@ -46,7 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ignore-file", type=Path, help=f"equivalent mutants (default: ROOT/{DEFAULT_IGNORE_FILE} "
                    "when it exists)")  # fmt: skip
     p.add_argument("--timeout", type=float, help="seconds per mutant (default: 3 x the unmutated run + 30)")
-    p.add_argument("--jobs", type=int, default=1, help="mutants run in parallel, each in its own copy")
+    p.add_argument("--jobs", default="1", help="mutants run in parallel, each in its own copy ('auto': one per "
+                   "CPU; with --select coverage each run is a few tests, so this beats pytest-xdist's -n)")  # fmt: skip
+    p.add_argument("--select", choices=("all", "coverage"), default="all",
+                   help="which tests each mutant runs: all of --tests (default), or only those that execute the "
+                   "mutated statement in the unmutated run (measured with coverage; needs the coverage package)")  # fmt: skip
     p.add_argument("--pytest-args", default="", help="extra pytest arguments, one string "
                    "(write --pytest-args='-n 2 -p myplugin')")  # fmt: skip
     p.add_argument("--json", type=Path, metavar="PATH", help="write the results as JSON")
@@ -103,12 +109,20 @@ def _validate(args: argparse.Namespace) -> tuple[Path, list[str], list[str], lis
             )
     if args.timeout is not None and args.timeout <= 0:
         raise UsageError(f"--timeout must be positive, got {args.timeout:g}")
-    if args.jobs < 1:
-        raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.jobs == "auto":
+        args.jobs = os.cpu_count() or 1
+    elif not args.jobs.isdigit() or int(args.jobs) < 1:
+        raise UsageError(f"--jobs must be a positive integer or 'auto', got {args.jobs!r}")
+    args.jobs = int(args.jobs)
     if args.fail_under is not None and not 0 <= args.fail_under <= 100:
         raise UsageError(f"--fail-under must be a percentage in [0, 100], got {args.fail_under:g}")
     if args.ignore_file is not None and not args.ignore_file.is_file():
         raise UsageError(f"--ignore-file {args.ignore_file} does not exist")
+    if args.select == "coverage":
+        try:
+            import coverage  # noqa: F401
+        except ImportError:
+            raise UsageError("--select coverage needs the coverage package (pip install coverage)") from None
     if args.json is not None and not args.json.resolve().parent.is_dir():
         raise UsageError(f"--json {args.json}: folder {args.json.resolve().parent} does not exist")
     try:
@@ -176,25 +190,45 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(f"{len(mutants)} mutants, {len(ignored)} ignored as equivalent")
         return EXIT_OK
 
-    baseline, tail = run_baseline(root, tests, pytest_args)
+    to_run = [m for m in mutants if m.id not in ignored]
+    coverage_of = sorted({m.file for m in to_run}) if args.select == "coverage" else None
+    baseline, tail, test_map = run_baseline(root, tests, pytest_args, coverage_of=coverage_of)
     if baseline.status != "survived":  # "survived" here: every test passed on the unmutated code
         raise UsageError(f"the tests do not pass on the unmutated code ({baseline.status}, "
                          f"{baseline.killed_by or baseline.note}); fix them first:\n{tail}")  # fmt: skip
     timeout = args.timeout if args.timeout is not None else 3 * baseline.seconds + 30
     print(f"baseline: tests pass in {baseline.seconds:.1f}s; timeout per mutant {timeout:.0f}s; "
-          f"{len(mutants) - len(ignored)} mutants to run", file=sys.stderr)  # fmt: skip
+          f"{len(to_run)} mutants to run", file=sys.stderr)  # fmt: skip
 
-    to_run = [m for m in mutants if m.id not in ignored]
+    unreached: dict[str, MutantResult] = {}
+    tests_by_mutant = None
+    if test_map is not None:
+        tests_by_mutant = {}
+        sources = {f: (root / f).read_bytes() for f in coverage_of or ()}
+        for m in to_run:
+            chosen = select_tests(m, sources[m.file], test_map)
+            if chosen == []:
+                unreached[m.id] = MutantResult(
+                    m, SURVIVED, note="no test executes this statement", tests_run=0
+                )
+            elif chosen is not None:
+                tests_by_mutant[m.id] = chosen
+        print(f"selection: {len(tests_by_mutant)} mutants run the tests that execute them, "
+              f"{len(to_run) - len(tests_by_mutant) - len(unreached)} run every test (import-time, cached or "
+              f"compiled code), {len(unreached)} are executed by no test", file=sys.stderr)  # fmt: skip
+    runnable = [m for m in to_run if m.id not in unreached]
     by_id = {r.mutant.id: r for r in run_mutants(
-        root, to_run, tests, pytest_args=pytest_args, timeout=timeout, jobs=args.jobs, on_result=_progress(len(to_run))
+        root, runnable, tests, pytest_args=pytest_args, timeout=timeout, jobs=args.jobs,
+        on_result=_progress(len(runnable)), tests_by_mutant=tests_by_mutant,
     )}  # fmt: skip
+    by_id.update(unreached)
     results = [by_id.get(m.id) or MutantResult(m, IGNORED, note=ignored.get(m.id, "")) for m in mutants]
 
     print_table(results)
     summary = summarize(results)
     if args.json is not None:
         write_json(args.json, results, root=str(root), files=files, tests=tests, pytest_args=pytest_args,
-                   baseline_seconds=round(baseline.seconds, 3), timeout_seconds=timeout,
+                   baseline_seconds=round(baseline.seconds, 3), timeout_seconds=timeout, select=args.select,
                    fail_under=args.fail_under)  # fmt: skip
     if args.fail_under is not None and (summary["kill_rate"] or 0.0) < args.fail_under:
         print(f"FAIL: {summary_line(summary)} is below --fail-under {args.fail_under:g}%", file=sys.stderr)

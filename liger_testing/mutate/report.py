@@ -110,6 +110,7 @@ def to_json(results: Sequence[MutantResult], **meta: Any) -> dict:
                 "note": r.note,
                 "returncode": r.returncode,
                 "seconds": round(r.seconds, 3),
+                "tests_run": r.tests_run,
             }
             for r in results
         ],

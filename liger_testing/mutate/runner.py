@@ -17,12 +17,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from liger_testing.mutate.operators import Mutant
+from liger_testing.mutate.selection import COVERAGE_PLUGIN, TestMap, coverage_environment, read_test_map
 
 __all__ = ["MutantResult", "RunOutcome", "classify", "copy_project", "run_baseline", "run_mutants"]
 
@@ -52,6 +53,7 @@ class MutantResult:
     note: str = ""
     returncode: int | None = None
     seconds: float = 0.0
+    tests_run: int | None = None  # how many tests were chosen for it (None: all of --tests)
 
 
 def copy_project(root: Path, dest: Path) -> Path:
@@ -111,8 +113,9 @@ def _pytest_command(python: str, tests: Sequence[str], pytest_args: Sequence[str
     return [python, "-m", "pytest", *tests, "-x", "-v", "-rfE", "-p", "no:cacheprovider", *pytest_args]
 
 
-def _environment(workdir: Path) -> dict[str, str]:
+def _environment(workdir: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    env.update(extra or {})
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(workdir), env.get("PYTHONPATH", "")) if p)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     # liger_testing's plugin loads this Hypothesis profile: no shrinking, no database, same examples.
@@ -121,13 +124,18 @@ def _environment(workdir: Path) -> dict[str, str]:
 
 
 def _run_pytest(
-    workdir: Path, python: str, tests: Sequence[str], pytest_args: Sequence[str], timeout: float | None
+    workdir: Path,
+    python: str,
+    tests: Sequence[str],
+    pytest_args: Sequence[str],
+    timeout: float | None,
+    env: Mapping[str, str] | None = None,
 ) -> tuple[RunOutcome, str]:
     """One pytest run in ``workdir``: its outcome and its output."""
     start = time.monotonic()
     # Its own session, so a timeout (or ^C) ends the whole process group, xdist workers included.
     proc = subprocess.Popen(
-        _pytest_command(python, tests, pytest_args), cwd=workdir, env=_environment(workdir),
+        _pytest_command(python, tests, pytest_args), cwd=workdir, env=_environment(workdir, env),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     timed_out = False
@@ -147,13 +155,27 @@ def _run_pytest(
 
 
 def run_baseline(
-    root: Path, tests: Sequence[str], pytest_args: Sequence[str], python: str = sys.executable
-) -> tuple[RunOutcome, str]:
-    """Run the tests once on an unmutated scratch copy; returns the outcome and the output's tail."""
+    root: Path,
+    tests: Sequence[str],
+    pytest_args: Sequence[str],
+    python: str = sys.executable,
+    coverage_of: Sequence[str] | None = None,
+) -> tuple[RunOutcome, str, TestMap | None]:
+    """Run the tests once on an unmutated scratch copy; returns the outcome, the output's tail and, when
+    ``coverage_of`` names files (relative to ``root``), which tests executed which of their lines."""
     with tempfile.TemporaryDirectory(prefix="liger-mutate-") as tmp:
         work = copy_project(root, Path(tmp) / "project")
-        outcome, output = _run_pytest(work, python, tests, pytest_args, None)
-        return outcome, "\n".join(output.strip().splitlines()[-15:])
+        args, env = list(pytest_args), None
+        if coverage_of is not None:
+            data_dir = Path(tmp) / "coverage"
+            data_dir.mkdir()
+            args = ["-p", COVERAGE_PLUGIN, *args]
+            env = coverage_environment(data_dir, coverage_of, work)
+        outcome, output = _run_pytest(work, python, tests, args, None, env)
+        test_map = (
+            read_test_map(data_dir, work) if coverage_of is not None and outcome.status == SURVIVED else None
+        )
+        return outcome, "\n".join(output.strip().splitlines()[-15:]), test_map
 
 
 def run_mutants(
@@ -166,8 +188,10 @@ def run_mutants(
     jobs: int = 1,
     python: str = sys.executable,
     on_result: Callable[[MutantResult], None] | None = None,
+    tests_by_mutant: Mapping[str, Sequence[str]] | None = None,
 ) -> list[MutantResult]:
-    """Run each mutant alone against ``tests`` in ``jobs`` scratch copies; results in ``mutants`` order."""
+    """Run each mutant alone against ``tests`` (or ``tests_by_mutant[mutant.id]`` where given) in ``jobs``
+    scratch copies; results in ``mutants`` order."""
     results: list[MutantResult | None] = [None] * len(mutants)
     if not mutants:
         return []
@@ -186,11 +210,12 @@ def run_mutants(
             target = work / mutant.file
             target.write_bytes(mutant.apply(originals[mutant.file]))
             try:
-                outcome, _output = _run_pytest(work, python, tests, pytest_args, timeout)
+                chosen = (tests_by_mutant or {}).get(mutant.id, tests)
+                outcome, _output = _run_pytest(work, python, chosen, pytest_args, timeout)
             finally:
                 target.write_bytes(originals[mutant.file])
             result = MutantResult(mutant, outcome.status, outcome.killed_by, outcome.note, outcome.returncode,
-                                  outcome.seconds)  # fmt: skip
+                                  outcome.seconds, None if chosen is tests else len(chosen))  # fmt: skip
             results[i] = result
             if on_result is not None:
                 with lock:

@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from liger_testing.mutate import classify, generate_mutants, parse_ignore_file
+from liger_testing.mutate import Edit, Mutant, classify, generate_mutants, parse_ignore_file
 from liger_testing.mutate.cli import main
 from liger_testing.mutate.ignore import IgnoreFileError, stale_entries
 
@@ -162,6 +162,9 @@ def test_stale_ignore_entries_are_found(tmp_path):
         (["k.py", "--tests", "t.py", "--operators", "flip"], "--operators: unknown flip"),
         (["k.py", "--tests", "t.py", "--fail-under", "120"], "--fail-under must be a percentage"),
         (["k.py", "--tests", "t.py", "--timeout", "0"], "--timeout must be positive"),
+        (["k.py", "--tests", "t.py", "--jobs", "0"], "--jobs must be a positive integer or 'auto', got '0'"),
+        (["k.py", "--tests", "t.py", "--jobs", "many"], "--jobs must be a positive integer or 'auto'"),
+        (["k.py", "--tests", "t.py", "--select", "some"], "--select: invalid choice"),
         (["t.txt", "--tests", "t.py"], "not a Python source file"),
         (
             ["k.py", "--tests", "t.py", "--only", "k.py:1:swap_where#0"],
@@ -237,3 +240,109 @@ def test_end_to_end_on_a_tiny_project(tmp_path, monkeypatch, capsys):
     assert (summary["kill_rate"], summary["ignored"], summary["survived"]) == (80.0, 1, 1)
     assert (tmp_path / "kern.py").read_text() == PROJECT_CODE  # mutants only ever touch the scratch copy
     assert "kill rate 80.0%" in capsys.readouterr().out
+
+
+# --select coverage: which tests each mutant runs ----------------------------------------------------------
+
+SELECTION_CODE = textwrap.dedent(
+    """
+    import functools
+
+    SCALE = 2 + 0
+
+
+    def used(x):
+        y = x * 3 + 1
+        if x + 0 > 1:
+            return y
+        return y + 0
+
+
+    def unused(x):
+        return x + 5
+
+
+    @functools.lru_cache
+    def cached(x):
+        return x + 7
+
+
+    @some.jit
+    def compiled(x):
+        return x + 9
+    """
+)
+
+
+def test_selection_picks_the_tests_that_run_the_statement():
+    from liger_testing.mutate.selection import TestMap, select_tests
+
+    source = SELECTION_CODE.encode()
+    line_of = {text: n for n, text in enumerate(SELECTION_CODE.splitlines(), start=1)}
+    body = line_of["    y = x * 3 + 1"]
+    branch = line_of["    if x + 0 > 1:"]
+    tail = line_of["    return y + 0"]
+    test_map = TestMap(
+        lines={"sel.py": {body: {"t::b", "t::a"}, branch: {"t::a", "t::b", "t::c"}, tail: {"t::c", ""}}},
+        order=["t::c", "t::b", "t::a"],
+    )
+
+    def chosen(line_text: str, fragment: str):
+        """The tests chosen for a mutant that edits ``fragment`` on the line that reads ``line_text``."""
+        line = line_of[line_text]
+        start = sum(len(t) + 1 for t in SELECTION_CODE.splitlines()[: line - 1]) + line_text.index(fragment)
+        mutant = Mutant("sel.py", line, 0, "drop_term", "", (Edit(start, start + len(fragment), "0"),))
+        selected = select_tests(mutant, source, test_map)
+        return None if selected is None else tuple(selected)
+
+    assert chosen("    y = x * 3 + 1", "1") == ("t::b", "t::a")  # in collection order
+    assert chosen("    if x + 0 > 1:", "0") == ("t::c", "t::b", "t::a")  # an if's test: whoever reached it
+    assert chosen("    return y + 0", "0") == ("t::c",)  # the empty context (outside any test) is no test
+    assert chosen("    return x + 5", "5") == ()  # never executed: nothing can notice it
+    assert chosen("SCALE = 2 + 0", "0") is None  # import time: every test
+    assert chosen("def used(x):", "x") is None  # a signature runs where the def runs: every test
+    assert chosen("    return x + 7", "7") is None  # cached: later tests use the result unseen
+    assert chosen("    return x + 9", "9") is None  # decorated, no line ran in Python: compiled
+
+
+def test_end_to_end_with_coverage_selection_under_xdist(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "kern.py").write_text(PROJECT_CODE + "\n\ndef unused(x):\n    return x - 1\n")
+    (tmp_path / "test_kern.py").write_text(PROJECT_TESTS)
+    out = tmp_path / "result.json"
+    argv = [str(tmp_path / "kern.py"), "--tests", str(tmp_path / "test_kern.py"), "--json", str(out)]
+    # The coverage plugin must reach xdist's workers, or every mutant would look unreached.
+    assert main([*argv, "--select", "coverage", "--pytest-args=-p xdist -n 2"]) == 0
+    report = json.loads(out.read_text())
+    assert report["select"] == "coverage"
+    got = {m["mutation"]: (m["status"], m["killed_by"], m["tests_run"]) for m in report["mutants"]}
+    assert got == {
+        "x * w + b  ->  (x * w)": ("killed", "test_kern.py::test_affine", 1),
+        "x * w + b  ->  (b)": ("killed", "test_kern.py::test_affine", 1),
+        "x * 2 + 0  ->  (x * 2)": ("survived", None, 1),
+        "x * 2 + 0  ->  (0)": ("killed", "test_kern.py::test_shifted", 1),
+        "x + 0  ->  (x)": ("survived", None, 1),
+        "x + 0  ->  (0)": ("killed", "test_kern.py::test_plus_zero", 1),
+        "x - 1  ->  (x)": ("survived", None, 0),
+    }
+    assert {m["note"] for m in report["mutants"] if m["tests_run"] == 0} == {
+        "no test executes this statement"
+    }
+
+
+def test_select_coverage_without_the_package_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_coverage(name, *args, **kwargs):
+        if name == "coverage":
+            raise ImportError("No module named 'coverage'")
+        return real_import(name, *args, **kwargs)
+
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "kern.py").write_text(PROJECT_CODE)
+    monkeypatch.setattr(builtins, "__import__", no_coverage)
+    assert main([str(tmp_path / "kern.py"), "--tests", str(tmp_path), "--select", "coverage"]) == 2
+    assert "--select coverage needs the coverage package" in capsys.readouterr().err
