@@ -467,11 +467,13 @@ class DecoderLayer:
 
         residual = x; h = input_layernorm(x); a = self_attn(hidden_states=h, **the layer's arguments)[0]
         a = after_attention(a); y, residual = fused_add_rms_norm(a, residual, norm)  # residual = a + x
-        m = mlp(y) (its first element if a tuple); m = after_mlp(m); return residual + m
+        m = mlp(y) (its first element if a tuple, in residual's shape); m = after_mlp(m); return residual + m
 
     ``after_attention`` / ``after_mlp``: attributes of the layer applied, in order, to the branch's output
     before its residual add (a module is called, a number multiplies): Phi-3's residual dropouts, the
-    sandwich norms of Gemma 2/3 and GLM-4, Granite's residual multiplier. The add after the MLP stays
+    sandwich norms of Gemma 2/3 and GLM-4, Granite's residual multiplier. ``mlp``: the attribute holding
+    the MLP (Llama 4's ``feed_forward``, dense or MoE; its MoE returns a tuple of flattened tokens and
+    router scores). The add after the MLP stays
     unfused: it feeds the next layer's input norm across the layer boundary (see docs/fused_add_rms_norm.md).
     """
 
@@ -479,6 +481,7 @@ class DecoderLayer:
     norm: str = "post_attention_layernorm"
     after_attention: tuple[str, ...] = ()
     after_mlp: tuple[str, ...] = ()
+    mlp: str = "mlp"
 
     def target(self, norm: Norm) -> Method:
         """The ``Method`` target (the layer's forward) for the model type whose norms are ``norm``."""
@@ -532,9 +535,11 @@ def _fused_add_norm_layer_forward(original: Callable, layer: DecoderLayer, norm:
         )
         if norm.output_dtype == "input":
             hidden_states = hidden_states.to(residual.dtype)
-        hidden_states = self.mlp(hidden_states)
-        if isinstance(hidden_states, tuple):  # MoE blocks that also return router scores (gpt-oss)
+        hidden_states = getattr(self, layer.mlp)(hidden_states)
+        if isinstance(hidden_states, tuple):  # MoE blocks that also return router scores (gpt-oss, Llama 4)
             hidden_states = hidden_states[0]
+        if hidden_states.shape != residual.shape:  # Llama 4's MoE returns (tokens, hidden)
+            hidden_states = hidden_states.view(residual.shape)
         hidden_states = _then(self, layer.after_mlp, hidden_states)
         return residual + hidden_states
 
@@ -607,7 +612,8 @@ class ModelSpec:
     # None: no residual add of the layer feeds a norm (OLMo 2/3 normalize each branch's output before its
     # add, and the sum feeds attention or the MLP directly), so no fused_add_rms_norm option.
     # fused_add_default: whether the option is on by default.
-    decoder_layer: DecoderLayer | None = None
+    # A tuple of targets: a text-decoder entry's (Mistral 3), the layers of its decoder types.
+    decoder_layer: DecoderLayer | tuple[Method, ...] | None = None
     fused_add_default: bool = True
     # The transformers releases the entry is for (README's table): every 5.x release has the modeling
     # modules of the types below; CI tests 5.25 (CPU), the GPU machine 5.17.
@@ -625,8 +631,12 @@ class ModelSpec:
         }
 
     def targets(self, option: str) -> tuple:
+        if option == "fused_add_rms_norm" and isinstance(self.decoder_layer, tuple):
+            return self.decoder_layer
         if option == "fused_add_rms_norm" and self.decoder_layer is not None:
-            return (self.decoder_layer.target(self.rms_norm),)
+            # the layer's norms are the model's RMSNorm with a weight (not a weightless QK-norm)
+            norms = self.rms_norm if isinstance(self.rms_norm, tuple) else (self.rms_norm,)
+            return (self.decoder_layer.target(next(n for n in norms if not n.weightless)),)
         targets = {
             "rope": self.rope,
             "rms_norm": self.rms_norm,
@@ -722,6 +732,7 @@ _LLAMA4 = dict(
         ),
     ),
     rope=Function("apply_rotary_emb", make=_llama4_rope, liger="liger_llama4_text_rotary_pos_emb"),
+    decoder_layer=DecoderLayer("Llama4TextDecoderLayer", mlp="feed_forward"),
 )
 
 
@@ -1021,7 +1032,8 @@ def _text_decoder_of(model_type: str, causal_lm: str, decoders: tuple[str, ...],
     (whichever its ``config.text_config.model_type`` names): their ``rope``, ``rms_norm`` and MLP
     targets, each in its own modeling module, and the fused loss on ``causal_lm``; the vision tower and
     the multimodal projector keep their code. Class patching patches every decoder's classes; instance
-    patching swaps the modules the model has (and RoPE only in the modules the model uses)."""
+    patching swaps the modules the model has (and RoPE only in the modules the model uses). The decoder
+    layers' fused add + norm (``fused_add_rms_norm``) comes along from each decoder type that has one."""
     specs = [MODEL_SPECS[d] for d in decoders]
     mlp_options = {s.mlp_option for s in specs}
     if len(mlp_options) != 1:
@@ -1033,6 +1045,7 @@ def _text_decoder_of(model_type: str, causal_lm: str, decoders: tuple[str, ...],
         return tuple(
             dataclasses.replace(t, module=s.module_of(t))
             for s in specs
+            if option != "fused_add_rms_norm" or s.decoder_layer is not None
             for t in s.targets(s.mlp_option if option == "mlp" else option)
             if t is not None
         )
@@ -1046,6 +1059,7 @@ def _text_decoder_of(model_type: str, causal_lm: str, decoders: tuple[str, ...],
         mlp=in_own_module("mlp"),
         rope=in_own_module("rope") or None,
         doc_name=doc_name,
+        decoder_layer=in_own_module("fused_add_rms_norm") or None,
     )
 
 

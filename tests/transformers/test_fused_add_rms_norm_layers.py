@@ -32,20 +32,39 @@ def _only_fused_add(model_type: str) -> dict[str, bool]:
 
 class _Layer(nn.Module):
     """One decoder layer called as the model calls it: the captured keyword arguments, with the
-    position embeddings (cos, sin) as inputs so that they take the run's dtype."""
+    position embeddings (cos, sin) and a float attention mask as inputs, so that they take the run's
+    dtype as in a model of that dtype. (Llama 4's position embeddings are one complex table, which stays
+    in the keyword arguments: a complex table has no bf16 form.)"""
 
-    def __init__(self, layer: nn.Module, kwargs: dict) -> None:
+    def __init__(self, layer: nn.Module, kwargs: dict, names: tuple[str, ...]) -> None:
         super().__init__()
         self.layer = layer
         self.kwargs = kwargs
+        self.names = names
 
-    def forward(self, hidden_states, cos, sin):
-        return self.layer(hidden_states, **self.kwargs, position_embeddings=(cos, sin))
+    def forward(self, hidden_states, *tensors):
+        given = dict(zip(self.names, tensors))
+        if "cos" in given:
+            given["position_embeddings"] = (given.pop("cos"), given.pop("sin"))
+        return self.layer(hidden_states, **self.kwargs, **given)
+
+    @staticmethod
+    def split(kwargs: dict) -> tuple[dict, tuple[str, ...], tuple[torch.Tensor, ...]]:
+        """The keyword arguments that stay, and the names and values of those that become inputs."""
+        kwargs, names, tensors = dict(kwargs), [], []
+        if isinstance(kwargs.get("position_embeddings"), tuple):
+            names += ["cos", "sin"]
+            tensors += list(kwargs.pop("position_embeddings"))
+        mask = kwargs.get("attention_mask")
+        if isinstance(mask, torch.Tensor) and mask.is_floating_point():
+            names.append("attention_mask")
+            tensors.append(kwargs.pop("attention_mask"))
+        return kwargs, tuple(names), tuple(tensors)
 
 
-def _first_layer_call(model: nn.Module) -> tuple[torch.Tensor, dict]:
-    """The hidden states and keyword arguments the model passes to its first decoder layer."""
-    layer = _decoder_layers(model)[0]
+def _layer_call(model: nn.Module, index: int = 0) -> tuple[torch.Tensor, dict]:
+    """The hidden states and keyword arguments the model passes to its decoder layer ``index``."""
+    layer = _decoder_layers(model)[index]
     seen = {}
 
     def hook(module, args, kwargs):
@@ -75,17 +94,13 @@ def _decoder_layers(model: nn.Module) -> nn.ModuleList:
     raise AssertionError(f"no decoder layers in {type(model).__name__}")
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-@pytest.mark.parametrize("model_type", FUSED_TYPES)
-def test_fused_layer_matches_the_unpatched_layer(model_type, dtype):
-    # (batched_mm experts: grouped_mm has no float64 kernel for the golden)
-    config = T.tiny_config(model_type, experts_implementation="batched_mm")
+def _check_layer(model_type: str, config, dtype: torch.dtype, index: int = 0) -> None:
     model = T.build(model_type, config=config)
-    hidden_states, kwargs = _first_layer_call(model)
-    cos, sin = kwargs.pop("position_embeddings")
+    hidden_states, kwargs = _layer_call(model, index)
+    kwargs, names, tensors = _Layer.split(kwargs)
     patched = copy.deepcopy(model)
     apply_liger_kernel(model_type, model=patched, **_only_fused_add(model_type))
-    layer, patched_layer = _decoder_layers(model)[0], _decoder_layers(patched)[0]
+    layer, patched_layer = _decoder_layers(model)[index], _decoder_layers(patched)[index]
     assert type(patched_layer) is not type(layer) and isinstance(patched_layer, type(layer))
 
     # a residual stream larger than the branch outputs, as in a trained model, and random weights in the
@@ -98,16 +113,45 @@ def test_fused_layer_matches_the_unpatched_layer(model_type, dtype):
                 if "norm" in name:
                     p.copy_(torch.randn_like(p) * 0.5)
     assert_modules_equivalent(
-        _Layer(layer, kwargs), _Layer(patched_layer, kwargs), x, cos, sin, dtype=dtype, msg=model_type
+        _Layer(layer, kwargs, names),
+        _Layer(patched_layer, kwargs, names),
+        x,
+        *tensors,
+        dtype=dtype,
+        msg=model_type,
     )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("model_type", FUSED_TYPES)
+def test_fused_layer_matches_the_unpatched_layer(model_type, dtype):
+    # (batched_mm experts: grouped_mm has no float64 kernel for the golden)
+    _check_layer(model_type, T.tiny_config(model_type, experts_implementation="batched_mm"), dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_llama4_dense_layer_matches_the_unpatched_layer(dtype):
+    """The tiny Llama 4's one layer is MoE (its feed_forward returns flattened tokens and router scores);
+    with every second layer MoE, layer 0 is dense (a Llama4TextMLP returning the input's shape)."""
+    config = T.tiny_config(
+        "llama4_text", experts_implementation="batched_mm", num_hidden_layers=2, interleave_moe_layer_step=2
+    )
+    model = T.build("llama4_text", config=config)
+    assert not model.model.layers[0].is_moe_layer and model.model.layers[1].is_moe_layer
+    _check_layer("llama4_text", config, dtype, index=0)
 
 
 def test_option_defaults_and_description():
     """On by default for every type with a decoder-layer entry (all exact: the test above); no option
-    at all for OLMo 2/3, whose adds feed no norm, nor (not yet) for Llama 4, whose layer calls its MLP
-    ``feed_forward`` (dense or MoE), and Mistral 3, whose decoder layers live in other types' modules."""
+    at all for OLMo 2/3, whose adds feed no norm. Mistral 3 takes its text decoders' layers, each in
+    its own modeling module."""
     without = {t for t, spec in MODEL_SPECS.items() if spec.decoder_layer is None}
-    assert without == {"olmo2", "olmo3", "llama4_text", "llama4", "mistral3"}
+    assert without == {"olmo2", "olmo3"}
+    layers = MODEL_SPECS["mistral3"].targets("fused_add_rms_norm")
+    assert {(t.cls, t.module) for t in layers} == {
+        ("MistralDecoderLayer", "transformers.models.mistral.modeling_mistral"),
+        ("Ministral3DecoderLayer", "transformers.models.ministral3.modeling_ministral3"),
+    }
     for model_type, spec in MODEL_SPECS.items():
         defaults = spec.option_defaults()
         if model_type in without:
@@ -133,7 +177,7 @@ def test_positional_arguments_are_named_by_the_original_signature():
     """Mixtral's layer takes position_embeddings second: a positional call must bind it there."""
     config = T.tiny_config("mixtral", experts_implementation="batched_mm")
     model = T.build("mixtral", config=config)
-    hidden_states, kwargs = _first_layer_call(model)
+    hidden_states, kwargs = _layer_call(model)
     patched = copy.deepcopy(model)
     apply_liger_kernel("mixtral", model=patched, **_only_fused_add("mixtral"))
     layer = _decoder_layers(patched)[0]
@@ -149,7 +193,7 @@ def test_compile_fullgraph_no_graph_break():
     """The patched layer inside torch.compile(fullgraph=True): no graph break, same result as eager
     (the op's own registration is checked by tests/kernels/test_custom_ops.py's opcheck)."""
     model = T.build("llama")
-    hidden_states, kwargs = _first_layer_call(model)
+    hidden_states, kwargs = _layer_call(model)
     apply_liger_kernel("llama", model=model, **_only_fused_add("llama"))
     layer = _decoder_layers(model)[0]
     x = hidden_states.clone().requires_grad_()
