@@ -7,8 +7,9 @@ does there; each name is loaded from its op module on first use, so importing on
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from liger_kernel._lazy import load_export
 
 _FUNCTION_MODULES = {
     "LigerRMSNormFunction": "rms_norm",
@@ -25,7 +26,7 @@ _FUNCTION_MODULES = {
 
 def __getattr__(name: str) -> Any:
     if name in _FUNCTION_MODULES:
-        return getattr(importlib.import_module(f"{__name__}.{_FUNCTION_MODULES[name]}"), name)
+        return load_export(__name__, _FUNCTION_MODULES[name], name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -7,8 +7,9 @@ Auto class, or the first patch applied to a model.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from liger_kernel._lazy import load_export
 
 # public name -> the submodule that defines it
 _EXPORTS: dict[str, str] = {
@@ -64,7 +65,7 @@ def __getattr__(name: str) -> Any:
     module = _module_of(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    value = load_export(__name__, module, name)
     globals()[name] = value  # later lookups skip __getattr__
     return value
 

@@ -444,3 +444,24 @@ def test_causal_lm_loss_of_custom_forwards(seed):
     assert unpack_cross_entropy_result((loss, z_loss))[2:] == (None, None)
     with pytest.raises(ValueError, match="hidden_size is 4"):
         LigerForCausalLMLoss(hidden, weight, labels, 4)
+
+
+def test_a_failing_lazy_import_names_its_cause(monkeypatch):
+    """The packages load their exports on first use (PEP 562): an AttributeError while importing a module
+    (a transformers release that renamed something) must not read as "cannot import name"."""
+    import liger_kernel.ops
+    import liger_kernel.transformers
+
+    def broken(name, *args, **kwargs):
+        raise AttributeError("module 'transformers' has no attribute 'RenamedThing'")
+
+    monkeypatch.setattr(importlib, "import_module", broken)
+    monkeypatch.delitem(liger_kernel.transformers.__dict__, "LigerRMSNorm", raising=False)
+    with pytest.raises(
+        ImportError, match=r"importing liger_kernel.transformers.rms_norm failed: .*RenamedThing"
+    ):
+        from liger_kernel.transformers import LigerRMSNorm  # noqa: F401
+    with pytest.raises(ImportError, match=r"importing liger_kernel.ops.rms_norm failed: .*RenamedThing"):
+        liger_kernel.ops.LigerRMSNormFunction  # noqa: B018
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchName'"):  # an unknown name stays that
+        liger_kernel.transformers.NoSuchName  # noqa: B018
