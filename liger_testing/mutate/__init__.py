@@ -14,6 +14,7 @@ from liger_testing.mutate.ignore import IgnoreEntry, find_ignored, parse_ignore_
 from liger_testing.mutate.operators import OPERATORS, Edit, Mutant, generate_mutants
 from liger_testing.mutate.report import print_table, summarize, write_json
 from liger_testing.mutate.runner import MutantResult, classify, run_baseline, run_mutants
+from liger_testing.mutate.selection import TestMap, select_tests
 
 __all__ = [
     "OPERATORS",
@@ -21,6 +22,7 @@ __all__ = [
     "IgnoreEntry",
     "Mutant",
     "MutantResult",
+    "TestMap",
     "classify",
     "find_ignored",
     "generate_mutants",
@@ -28,6 +30,7 @@ __all__ = [
     "print_table",
     "run_baseline",
     "run_mutants",
+    "select_tests",
     "summarize",
     "write_json",
 ]
