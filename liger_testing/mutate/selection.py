@@ -42,6 +42,8 @@ class TestMap:
     """``lines[file][line]``: the tests (node ids, relative to the project root) that executed that line of
     ``file`` (relative path) in the unmutated run; ``order``: the tests in collection order."""
 
+    __test__ = False  # not a pytest test class, whatever its name
+
     lines: dict[str, dict[int, set[str]]] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
 
