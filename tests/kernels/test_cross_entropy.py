@@ -354,6 +354,21 @@ def test_all_ignored(device, reduction, use_weight):
     assert_close(base.grad, torch.zeros_like(x))
 
 
+@pytest.mark.parametrize("use_weight", [False, True], ids=["plain", "weighted"])
+def test_mean_over_more_rows_than_one_block(device, use_weight):
+    """The mean's denominator (targets counted, or their class weights summed) is reduced in blocks of
+    1024 rows: 1100 rows, with the ignored ones and the heavy class in the second block only, so a loop
+    that counted the first block again (or stopped after it) gives another mean."""
+    n, vocab = 1100, 5
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(n, vocab, generator=gen).to(device)
+    target = torch.randint(0, 4, (n,), generator=gen)
+    target[1024:] = 4  # the heavy class only in the second block
+    target[1024::3] = -100  # and the ignored rows
+    weight = torch.tensor([1.0, 1.0, 1.0, 1.0, 8.0], device=device) if use_weight else None
+    check_against_torch(x, target.to(device), "random", "intermediate", {"weight": weight})
+
+
 def test_bad_targets_raise(device):
     x = torch.randn(3, 10, device=device)
     for bad in (10, -1, 1000):
