@@ -76,9 +76,11 @@ def token_scale(
 def scale_grad(grad: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
     """Backward of a loss whose gradient ``grad`` (rows, V) was made in the forward: ``grad`` times the
     incoming gradient -- in place for a scalar (a no-op launch when it is exactly 1), a new tensor for
-    one value per element (reduction="none") or when another backward will read ``grad`` again
-    (``graph_retained``: retain_graph=True, or traced)."""
-    if grad_output.dim() == 0 and not graph_retained():
+    one value per element (reduction="none"), when another backward will read ``grad`` again
+    (``graph_retained``: retain_graph=True, or traced), or under a torch.func transform (vmap of grad:
+    per-sample gradients), where the in-place op has no batching rule."""
+    in_place = not graph_retained() and not torch._C._are_functorch_transforms_active()
+    if grad_output.dim() == 0 and in_place:
         cross_entropy_scale_grad_(grad, grad_output)
         return grad
     scale = grad_output.reshape(grad.shape) if grad_output.dim() else grad_output

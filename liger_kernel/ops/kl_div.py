@@ -5,6 +5,8 @@ Per element, with x = ``input`` (log-probs) and t = ``target`` (all arithmetic i
     log_target=True:   l = e^t (t - x)                  dl/dx = -e^t  dl/dt = e^t (t - x + 1)
 (eps keeps 0 log 0 at 0, as torch's xlogy does; it changes nothing for t > eps.) Reductions, as torch:
     "sum": sum of l;  "batchmean": sum / input.shape[0];  "mean": sum / numel;  "none": l itself.
+An empty input gives 0 for "batchmean" and "mean" (torch: NaN, from 0 / 0), as our cross entropy's mean
+over no targets does.
 
 Kept for backward: the gradient of ``input`` (and of ``target`` when it requires grad), made in the
 forward already times the reduction's 1 / denominator, in the inputs' dtype; backward multiplies it by

@@ -15,17 +15,21 @@ import torch
 import torch.nn.functional as F
 
 from liger_kernel.ops.geglu import geglu_mlp
+from liger_kernel.ops.gpt_oss_glu import gpt_oss_glu
 from liger_kernel.ops.swiglu import swiglu_mlp
 from liger_kernel.transformers.functional import (
     liger_cross_entropy,
     liger_fused_add_rms_norm,
     liger_fused_linear_cross_entropy,
     liger_geglu,
+    liger_jsd,
+    liger_kl_div,
     liger_layer_norm,
     liger_llama4_rope,
     liger_rms_norm,
     liger_rope,
     liger_swiglu,
+    liger_tvd,
 )
 
 EPS = 1e-6
@@ -128,6 +132,41 @@ def _rotate_pairs(x, cos, sin):
     return torch.stack((even * c - odd * s, even * s + odd * c), dim=-1).flatten(-2)
 
 
+GPT_OSS_ALPHA, GPT_OSS_LIMIT = 1.702, 2.5
+JSD_BETA = 0.3
+
+
+def _gpt_oss_gate(x):
+    """gpt-oss's clamped GLU on interleaved (gate, up) pairs, as its experts compute it."""
+    gate = x[..., 0::2].clamp(max=GPT_OSS_LIMIT)
+    up = x[..., 1::2].clamp(-GPT_OSS_LIMIT, GPT_OSS_LIMIT)
+    return gate * torch.sigmoid(gate * GPT_OSS_ALPHA) * (up + 1)
+
+
+def _log_probs(values: torch.Tensor) -> torch.Tensor:
+    return torch.log_softmax(values, dim=-1)
+
+
+def _jsd(log_q, log_p, labels):
+    """Generalized JSD with weight JSD_BETA, mean over the rows whose label is kept."""
+    q, p = log_q.exp(), log_p.exp()
+    log_m = torch.log(JSD_BETA * p + (1 - JSD_BETA) * q)
+    per_row = JSD_BETA * (p * (log_p - log_m)).sum(-1) + (1 - JSD_BETA) * (q * (log_q - log_m)).sum(-1)
+    keep = labels != IGNORE
+    return (per_row * keep).sum() / keep.sum()
+
+
+def _jsd_terms(input, target, labels):
+    """The JSD with each summand p log p, p log m, q log q, q log m in absolute value: the loss sums and
+    cancels them (a mean of row sums of order 0.1 from terms of order 1)."""
+    q, p = input.exp(), target.exp()
+    log_m = torch.log(JSD_BETA * p + (1 - JSD_BETA) * q)
+    per_row = JSD_BETA * (p * (target.abs() + log_m.abs())).sum(-1)
+    per_row = per_row + (1 - JSD_BETA) * (q * (input.abs() + log_m.abs())).sum(-1)
+    keep = labels != IGNORE
+    return ((per_row * keep).sum() / keep.sum().clamp(min=1),)
+
+
 def _targets(g: torch.Generator, rows: int, vocab: int) -> torch.Tensor:
     t = torch.randint(0, vocab, (rows,), generator=g)
     if rows > 2:
@@ -204,6 +243,43 @@ def op_cases(rows: int = 5, seed: int = 0) -> list[OpCase]:
             ("a", "b"),
             lambda a, b: (liger_geglu(a, b),),
             lambda a, b: (F.gelu(a, approximate="tanh") * b,),
+        ),
+        OpCase(
+            "gpt_oss_glu",  # interleaved (gate, up) pairs; +-4 sigma values reach past a limit of 2.5
+            {"x": 2 * randn(rows, 2 * hidden)},
+            ("x",),
+            lambda x: (gpt_oss_glu(x, GPT_OSS_ALPHA, GPT_OSS_LIMIT),),
+            lambda x: (_gpt_oss_gate(x),),
+        ),
+        # Distillation losses on log-probabilities (student "input", teacher "target"), per-row mean.
+        OpCase(
+            "kl_div",
+            {"input": _log_probs(randn(rows, vocab)), "target": _log_probs(randn(rows, vocab))},
+            ("input", "target"),
+            lambda input, target: (liger_kl_div(input, target, reduction="batchmean", log_target=True),),
+            lambda input, target: (F.kl_div(input, target, reduction="batchmean", log_target=True),),
+            zero_rows_comparable=False,
+        ),
+        OpCase(
+            "jsd",
+            {
+                "input": _log_probs(randn(rows, vocab)),
+                "target": _log_probs(randn(rows, vocab)),
+                "labels": _targets(g, rows, vocab),
+            },
+            ("input", "target"),
+            lambda input, target, labels: (liger_jsd(input, target, labels, beta=JSD_BETA),),
+            lambda input, target, labels: (_jsd(input, target, labels),),
+            zero_rows_comparable=False,
+            terms=_jsd_terms,
+        ),
+        OpCase(
+            "tvd",
+            {"input": randn(rows, vocab).softmax(-1), "target": randn(rows, vocab).softmax(-1)},
+            ("input", "target"),
+            lambda input, target: (liger_tvd(input, target, reduction="batchmean"),),
+            lambda input, target: (0.5 * (input - target).abs().sum() / input.shape[0],),
+            zero_rows_comparable=False,
         ),
     ]
     # nn.Linear's scale (1 / sqrt(fan_in)): outputs and gradients of order 1, as in a model.

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from liger_kernel.ops import jsd as jsd_ops
 from liger_kernel.transformers import LigerJSD
-from liger_kernel.transformers.functional import liger_jsd
+from liger_kernel.transformers.functional import liger_jsd, liger_tvd
+from liger_testing import bounds_checked
 from liger_testing import strategies as lst
 
 
@@ -109,3 +110,27 @@ def test_opcheck(device):
     # The gradients it returns are saved for backward (see test_custom_ops.SAVED_OUTPUT_OPS).
     utils = ("test_schema", "test_autograd_registration", "test_faketensor")
     torch.library.opcheck(jsd_ops.jsd_forward.op, args, test_utils=utils)
+
+
+@pytest.mark.parametrize(("op", "reduction"), [("jsd", None), ("tvd", "batchmean"), ("tvd", "none")])
+def test_ignored_rows_write_only_their_own_row(device, op, reduction):
+    """An ignored row's loss and gradients are zero-filled by a loop of masked stores (shared by JSD and
+    TVD): with the last row ignored, a store one column too far lands past the buffer, which only the
+    guard regions see (the next row's program would overwrite a spill into it)."""
+    g = torch.Generator().manual_seed(0)
+    student, teacher = (
+        log_probs(torch.randn(4, 37, generator=g), torch.float32).to(device) for _ in range(2)
+    )
+    labels = torch.tensor([3, -100, 5, -100], device=device)
+    if op == "tvd":
+        student, teacher = student.exp(), teacher.exp()
+    student.requires_grad_()
+    teacher.requires_grad_()
+    with block_max(16), bounds_checked(op) as guard:
+        if op == "jsd":
+            loss = liger_jsd(student, teacher, labels, beta=0.4)
+        else:
+            loss = liger_tvd(student, teacher, labels, reduction=reduction)
+        loss.backward(torch.ones_like(loss))
+    assert guard.buffers  # the kernels' outputs were guarded
+    assert torch.all(student.grad[1] == 0) and torch.all(teacher.grad[3] == 0)
