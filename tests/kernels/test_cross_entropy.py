@@ -369,6 +369,41 @@ def test_mean_over_more_rows_than_one_block(device, use_weight):
     check_against_torch(x, target.to(device), "random", "intermediate", {"weight": weight})
 
 
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_gradient_over_a_row_strided_intermediate(device, reduction):
+    """The gradient is written over an intermediate's view whose rows are further apart than its width
+    (a column slice), then scaled in place by the incoming gradient (not 1): both kernels must use the
+    view's row stride, not its width."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 2 * 33, generator=gen).to(device)
+    target = torch.tensor([3, -100, 32, 0, 7, 1], device=device)
+    grad_out = (torch.rand(6, generator=gen) + 0.5 if reduction == "none" else torch.tensor(2.5)).to(device)
+    base = x.clone().requires_grad_()
+    logits = (base * 1)[:, :33]
+    assert logits.stride(0) == 66 and logits._base is not None  # overwritten in place (not a leaf's view)
+    loss = liger_cross_entropy(logits, target, reduction=reduction)
+    loss.backward(grad_out)
+    ref_base = x.clone().requires_grad_()
+    ref_loss = F.cross_entropy(ref_base[:, :33], target, reduction=reduction)
+    ref_loss.backward(grad_out)
+    tol = tolerances(torch.float32)
+    assert_close((loss, base.grad), (ref_loss, ref_base.grad), atol=tol.atol, rtol=tol.rtol)
+
+
+def test_forward_without_gradient_leaves_the_logits_alone(device):
+    """Without a gradient to write (no grad mode, or logits that need none) the kernel must not touch the
+    logits, not even the rows it ignores (the gradient buffer argument is the logits then)."""
+    before = torch.randn(5, 40, device=device)
+    target = torch.tensor([1, -100, 39, -100, 0], device=device)
+    x, y = before.clone().requires_grad_(), before.clone()
+    with torch.no_grad():
+        loss = liger_cross_entropy(x, target)
+    loss_none = liger_cross_entropy(y, target, reduction="none")
+    assert torch.equal(x, before) and torch.equal(y, before)
+    assert_close(loss, F.cross_entropy(before, target))
+    assert_close(loss_none, F.cross_entropy(before, target, reduction="none"))
+
+
 def test_bad_targets_raise(device):
     x = torch.randn(3, 10, device=device)
     for bad in (10, -1, 1000):
