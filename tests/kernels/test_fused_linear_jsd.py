@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from liger_kernel.ops import fused_linear_jsd as fljsd_ops
 from liger_kernel.transformers import LigerFusedLinearJSD
 from liger_kernel.transformers.functional import liger_fused_linear_jsd
+from liger_testing import bounds_checked
 from liger_testing import strategies as lst
 
 
@@ -117,3 +118,20 @@ def test_opcheck_and_compile(device):
     want = torch.autograd.grad(loss_fn(xs, ws, labels), (xs, ws))
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.4])
+def test_writes_stay_in_bounds(device, beta):
+    """The chunk's logits buffers and gradients sit between guard regions; the last row of a full chunk
+    (4 rows, chunk_size 4) ends its buffer, so a store one column too far lands in the guard (a spill
+    inside the buffer would be overwritten by the next row's program). Both gradient passes: beta 0
+    writes the gradient in pass 2, otherwise pass 3."""
+    g = torch.Generator().manual_seed(0)
+    xs = torch.randn(4, 8, generator=g).to(device).requires_grad_()
+    ws = torch.randn(37, 8, generator=g).to(device).requires_grad_()
+    xt, wt = torch.randn(4, 6, generator=g).to(device), torch.randn(37, 6, generator=g).to(device)
+    with block_max(16), bounds_checked("fused_linear_jsd") as guard:
+        loss = liger_fused_linear_jsd(xs, ws, xt, wt, None, beta, -100, 1.0, chunk_size=4)
+        loss.backward()
+    assert len(guard.buffers) >= 3  # the two logits buffers and a gradient at least
+    assert torch.isfinite(xs.grad).all() and torch.isfinite(ws.grad).all()
