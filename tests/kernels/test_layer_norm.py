@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from liger_kernel.transformers import LigerLayerNorm
 from liger_kernel.transformers.functional import liger_layer_norm
-from liger_testing import assert_close, assert_close_to_reference
+from liger_testing import assert_close, assert_close_to_reference, bounds_checked
 from liger_testing import strategies as lst
 from liger_testing.profiles import scaled
 
@@ -304,3 +304,20 @@ def test_bad_input_is_named(device, make_inputs, error, match):
 def test_negative_eps_is_refused():
     with pytest.raises(ValueError, match="eps"):
         liger_layer_norm(torch.randn(2, 8), torch.ones(8), None, -1.0)
+
+
+@pytest.mark.parametrize(
+    ("weight_grad", "bias_grad"), [(True, True), (True, False), (False, True), (False, False)]
+)
+def test_writes_stay_in_bounds(device, weight_grad, bias_grad):
+    """Every buffer the launch code allocates sits between guard regions. Many rows: several backward
+    programs, each with its row of dW and dB shares; without either gradient the shares' buffer has one
+    row per plane, and a program that wrote its share anyway would write past it."""
+    x = torch.randn(70, 33, device=device, requires_grad=True)
+    weight = torch.randn(33, device=device, requires_grad=weight_grad)
+    bias = torch.randn(33, device=device, requires_grad=bias_grad)
+    with bounds_checked("layer_norm") as guard:
+        y = liger_layer_norm(x, weight, bias, 1e-5)
+        y.backward(torch.randn_like(y))
+    assert len(guard.buffers) >= 4  # y, mean, rstd, dx, the shares
+    assert torch.isfinite(x.grad).all()
