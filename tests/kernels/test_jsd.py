@@ -113,10 +113,13 @@ def test_opcheck(device):
 
 
 @pytest.mark.parametrize(("op", "reduction"), [("jsd", None), ("tvd", "batchmean"), ("tvd", "none")])
-def test_ignored_rows_write_only_their_own_row(device, op, reduction):
+@pytest.mark.parametrize("wanted", ["both", "student", "teacher"])
+def test_ignored_rows_write_only_their_own_row(device, op, reduction, wanted):
     """An ignored row's loss and gradients are zero-filled by a loop of masked stores (shared by JSD and
     TVD): with the last row ignored, a store one column too far lands past the buffer, which only the
-    guard regions see (the next row's program would overwrite a spill into it)."""
+    guard regions see (the next row's program would overwrite a spill into it). A gradient not wanted
+    (a frozen teacher, the usual case) has no buffer: nothing may be written for it, and the loss of an
+    ignored row is 0 in every element."""
     g = torch.Generator().manual_seed(0)
     student, teacher = (
         log_probs(torch.randn(4, 37, generator=g), torch.float32).to(device) for _ in range(2)
@@ -124,13 +127,20 @@ def test_ignored_rows_write_only_their_own_row(device, op, reduction):
     labels = torch.tensor([3, -100, 5, -100], device=device)
     if op == "tvd":
         student, teacher = student.exp(), teacher.exp()
-    student.requires_grad_()
-    teacher.requires_grad_()
+    student.requires_grad_(wanted in ("both", "student"))
+    teacher.requires_grad_(wanted in ("both", "teacher"))
     with block_max(16), bounds_checked(op) as guard:
         if op == "jsd":
             loss = liger_jsd(student, teacher, labels, beta=0.4)
+            expected = liger_jsd(student.detach(), teacher.detach(), labels, beta=0.4)
         else:
             loss = liger_tvd(student, teacher, labels, reduction=reduction)
+            expected = liger_tvd(student.detach(), teacher.detach(), labels, reduction=reduction)
         loss.backward(torch.ones_like(loss))
     assert guard.buffers  # the kernels' outputs were guarded
-    assert torch.all(student.grad[1] == 0) and torch.all(teacher.grad[3] == 0)
+    assert torch.equal(loss.detach(), expected)  # the loss does not depend on which gradients are wanted
+    if reduction == "none":
+        assert torch.all(loss[1] == 0) and torch.all(loss[3] == 0)
+    for t in (student, teacher):
+        if t.requires_grad:
+            assert torch.all(t.grad[1] == 0) and torch.all(t.grad[3] == 0)
