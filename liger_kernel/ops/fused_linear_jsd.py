@@ -17,7 +17,8 @@ so the gradients come out already divided by it; every row ignored gives 0. The 
 constant: its hidden states and weight get no gradient.
 
 Kept for backward: dx_s (N x H_s) and dW_s (V x H_s); backward multiplies them by the incoming scalar in
-place (a no-op launch when it is exactly 1). Memory beyond the inputs: those two, the chunk buffers
+place (a no-op launch when it is exactly 1), or out of place when the graph is kept for another backward
+(retain_graph=True, traced) or under a torch.func transform (``distill_utils.scale_grad``). Memory beyond the inputs: those two, the chunk buffers
 (at most CHUNK_BYTES together) and one fp32 per row. The chunking is the fused linear cross entropy's
 (``default_chunk_size``, ``_addmm_into`` for the fp32 logits and the weight gradient).
 """
@@ -26,12 +27,8 @@ from __future__ import annotations
 
 import torch
 
-from liger_kernel.ops.distill_utils import check_labels, token_scale
-from liger_kernel.ops.fused_linear_cross_entropy import (
-    _addmm_into,
-    default_chunk_size,
-    fused_linear_cross_entropy_scale_grads_,
-)
+from liger_kernel.ops.distill_utils import check_labels, scale_grad, token_scale
+from liger_kernel.ops.fused_linear_cross_entropy import _addmm_into, default_chunk_size
 from liger_kernel.ops.jsd import check_beta, jsd_logits_rows
 from liger_kernel.ops.utils import check_floating, check_same_device, liger_op
 
@@ -147,8 +144,11 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_loss, _gx, _gw):
     gx, gw = ctx.saved_tensors
     need_x, need_w = ctx.needs
-    fused_linear_cross_entropy_scale_grads_(gx, gw, gx.new_empty(0), grad_loss)
-    return (gx if need_x else None, gw if need_w else None, *([None] * 10))
+    return (
+        scale_grad(gx, grad_loss) if need_x else None,
+        scale_grad(gw, grad_loss) if need_w else None,
+        *([None] * 10),
+    )
 
 
 fused_linear_jsd_forward.register_autograd(_backward, setup_context=_setup_context)
@@ -218,7 +218,8 @@ def fused_linear_jsd(
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     device_type = student_input.device.type
-    if torch.is_autocast_enabled(device_type):  # the matmuls run in autocast's dtype, as F.linear would
+    # The matmuls run in autocast's dtype, as F.linear would (meta tensors have no autocast).
+    if device_type != "meta" and torch.is_autocast_enabled(device_type):
         amp_dtype = torch.get_autocast_dtype(device_type)
         student_input, student_weight = student_input.to(amp_dtype), student_weight.to(amp_dtype)
         teacher_input, teacher_weight = teacher_input.to(amp_dtype), teacher_weight.to(amp_dtype)

@@ -21,6 +21,7 @@ from liger_kernel.transformers.functional import (
     liger_cross_entropy,
     liger_fused_add_rms_norm,
     liger_fused_linear_cross_entropy,
+    liger_fused_linear_jsd,
     liger_geglu,
     liger_jsd,
     liger_kl_div,
@@ -280,6 +281,31 @@ def op_cases(rows: int = 5, seed: int = 0) -> list[OpCase]:
             lambda input, target: (liger_tvd(input, target, reduction="batchmean"),),
             lambda input, target: (0.5 * (input - target).abs().sum() / input.shape[0],),
             zero_rows_comparable=False,
+        ),
+        OpCase(
+            "fused_linear_jsd",  # the student's and the teacher's lm_head inside the loss
+            {
+                "student_input": randn(rows, hidden),
+                "student_weight": randn(vocab, hidden) / hidden**0.5,
+                "teacher_input": randn(rows, inter),
+                "teacher_weight": randn(vocab, inter) / inter**0.5,
+                "labels": _targets(g, rows, vocab),
+            },
+            ("student_input", "student_weight"),
+            lambda student_input, student_weight, teacher_input, teacher_weight, labels: (
+                liger_fused_linear_jsd(
+                    student_input, student_weight, teacher_input, teacher_weight, labels, JSD_BETA
+                ),
+            ),
+            lambda student_input, student_weight, teacher_input, teacher_weight, labels: (
+                _jsd(
+                    torch.log_softmax(F.linear(student_input, student_weight), -1),
+                    torch.log_softmax(F.linear(teacher_input, teacher_weight), -1),
+                    labels,
+                ),
+            ),
+            zero_rows_comparable=False,
+            fp32_tolerances=True,  # dW sums over rows (see fused_linear_cross_entropy below)
         ),
     ]
     # nn.Linear's scale (1 / sqrt(fan_in)): outputs and gradients of order 1, as in a model.

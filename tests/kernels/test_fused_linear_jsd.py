@@ -135,3 +135,19 @@ def test_writes_stay_in_bounds(device, beta):
         loss.backward()
     assert len(guard.buffers) >= 3  # the two logits buffers and a gradient at least
     assert torch.isfinite(xs.grad).all() and torch.isfinite(ws.grad).all()
+
+
+def test_backward_through_retained_graph_twice(device):
+    """retain_graph=True: the second backward gets the same gradients (the kept ones are not scaled in
+    place then), with an incoming gradient other than 1."""
+    g = torch.Generator().manual_seed(1)
+    xs = torch.randn(5, 8, generator=g).to(device).requires_grad_()
+    ws = torch.randn(21, 8, generator=g).to(device).requires_grad_()
+    xt, wt = torch.randn(5, 6, generator=g).to(device), torch.randn(21, 6, generator=g).to(device)
+    loss = liger_fused_linear_jsd(xs, ws, xt, wt, None, 0.3)
+    grad_out = torch.tensor(2.5, device=device)
+    loss.backward(grad_out, retain_graph=True)
+    first = (xs.grad.clone(), ws.grad.clone())
+    xs.grad = ws.grad = None
+    loss.backward(grad_out)
+    assert torch.equal(xs.grad, first[0]) and torch.equal(ws.grad, first[1])
