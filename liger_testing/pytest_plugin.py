@@ -35,6 +35,14 @@ import torch
 
 from liger_testing.device import resolve_device, set_interpreter_if_no_gpu
 
+# Register liger_testing's Hypothesis profiles now, at plugin import: Hypothesis's own plugin loads
+# --hypothesis-profile=gpu in its pytest_configure, which runs before ours.
+try:
+    import liger_testing.profiles  # noqa: F401
+except ModuleNotFoundError as _exc:  # Hypothesis is optional
+    if _exc.name != "hypothesis":
+        raise
+
 __all__ = ["set_interpreter_if_no_gpu", "test_seed", "SEED_ENV_VAR", "DEVICE_ENV_VAR"]
 
 SEED_ENV_VAR = "LIGER_SEED"

@@ -207,8 +207,13 @@ def test_row_strided_inputs(device, seed, dtype):
     xc, rc = (t.detach().contiguous().requires_grad_() for t in (x, residual))
     dense = norm(xc, rc)
     dense_grads = torch.autograd.grad(dense, (xc, rc), (dy, dh))
-    assert_close(strided, dense, atol=0, rtol=0)
-    assert_close((grads[0][:, :hidden], grads[1][:, 3:]), dense_grads, atol=0, rtol=0)
+    # Bit for bit under the interpreter. Compiled, the row reduction's order follows the load layout the
+    # compiler picks, and a row stride of 43 elements (not a multiple of 16 bytes) rules out the vector
+    # loads of the contiguous copy: an ulp here and there (seen on the H200, fp32), so the dtype's
+    # tolerances there.
+    tol = dict(atol=0, rtol=0) if device == "cpu" else {}
+    assert_close(strided, dense, **tol)
+    assert_close((grads[0][:, :hidden], grads[1][:, 3:]), dense_grads, **tol)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -307,3 +307,12 @@ def test_opted_in_plugin_works_without_hypothesis(pytester, monkeypatch):
     assert result.ret == 0, result.stdout.str()
     assert report["plugin_loaded"] and report["liger_fixtures"] == ["device", "seed"]
     assert "hypothesis profile=none (Hypothesis is not installed)" in result.stdout.str()
+
+
+def test_hypothesis_profile_option_takes_our_profiles(pytester):
+    """--hypothesis-profile=gpu (one of ours) works: Hypothesis loads it before our configure runs."""
+    pytester.makeini("[pytest]\naddopts = -p liger_testing.pytest_plugin\n")
+    pytester.makepyfile(test_draws=HYPOTHESIS_TEST)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--hypothesis-profile=gpu")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["*hypothesis profile=gpu*"])
