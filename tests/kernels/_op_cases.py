@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from _distill_check import jsd_per_row, kept_mean, log_probs
 
 from liger_kernel.ops.geglu import geglu_mlp
 from liger_kernel.ops.gpt_oss_glu import gpt_oss_glu
@@ -144,17 +145,9 @@ def _gpt_oss_gate(x):
     return gate * torch.sigmoid(gate * GPT_OSS_ALPHA) * (up + 1)
 
 
-def _log_probs(values: torch.Tensor) -> torch.Tensor:
-    return torch.log_softmax(values, dim=-1)
-
-
 def _jsd(log_q, log_p, labels):
-    """Generalized JSD with weight JSD_BETA, mean over the rows whose label is kept."""
-    q, p = log_q.exp(), log_p.exp()
-    log_m = torch.log(JSD_BETA * p + (1 - JSD_BETA) * q)
-    per_row = JSD_BETA * (p * (log_p - log_m)).sum(-1) + (1 - JSD_BETA) * (q * (log_q - log_m)).sum(-1)
-    keep = labels != IGNORE
-    return (per_row * keep).sum() / keep.sum()
+    """Generalized JSD with weight JSD_BETA, mean over the rows whose label is kept (_distill_check's)."""
+    return kept_mean(jsd_per_row(log_q, log_p, JSD_BETA), labels, IGNORE)
 
 
 def _jsd_terms(input, target, labels):
@@ -164,8 +157,7 @@ def _jsd_terms(input, target, labels):
     log_m = torch.log(JSD_BETA * p + (1 - JSD_BETA) * q)
     per_row = JSD_BETA * (p * (target.abs() + log_m.abs())).sum(-1)
     per_row = per_row + (1 - JSD_BETA) * (q * (input.abs() + log_m.abs())).sum(-1)
-    keep = labels != IGNORE
-    return ((per_row * keep).sum() / keep.sum().clamp(min=1),)
+    return (kept_mean(per_row, labels, IGNORE),)
 
 
 def _targets(g: torch.Generator, rows: int, vocab: int) -> torch.Tensor:
@@ -255,7 +247,10 @@ def op_cases(rows: int = 5, seed: int = 0) -> list[OpCase]:
         # Distillation losses on log-probabilities (student "input", teacher "target"), per-row mean.
         OpCase(
             "kl_div",
-            {"input": _log_probs(randn(rows, vocab)), "target": _log_probs(randn(rows, vocab))},
+            {
+                "input": log_probs(randn(rows, vocab), torch.float32),
+                "target": log_probs(randn(rows, vocab), torch.float32),
+            },
             ("input", "target"),
             lambda input, target: (liger_kl_div(input, target, reduction="batchmean", log_target=True),),
             lambda input, target: (F.kl_div(input, target, reduction="batchmean", log_target=True),),
@@ -264,8 +259,8 @@ def op_cases(rows: int = 5, seed: int = 0) -> list[OpCase]:
         OpCase(
             "jsd",
             {
-                "input": _log_probs(randn(rows, vocab)),
-                "target": _log_probs(randn(rows, vocab)),
+                "input": log_probs(randn(rows, vocab), torch.float32),
+                "target": log_probs(randn(rows, vocab), torch.float32),
                 "labels": _targets(g, rows, vocab),
             },
             ("input", "target"),
