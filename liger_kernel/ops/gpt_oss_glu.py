@@ -37,6 +37,17 @@ def _clamped_gate(g, u, alpha, limit):
 
 
 @triton.jit
+def _pair_tile(n_cols, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's rows, its BLOCK_N columns of y (gate/up pairs) and the 2 * BLOCK_N contiguous
+    columns of x that hold them, so x is loaded and stored as one contiguous tile (vectorized) and
+    split into gate and up in registers, rather than as two stride-2 streams."""
+    rows, cols = _block_indices(n_cols, BLOCK_M, BLOCK_N)
+    first_col = (tl.program_id(0) % tl.cdiv(n_cols, BLOCK_N)) * BLOCK_N  # cols' first, as _block_indices
+    x_cols = 2 * first_col + tl.arange(0, 2 * BLOCK_N)
+    return rows, cols, x_cols
+
+
+@triton.jit
 def _gpt_oss_glu_forward_kernel(
     X,
     Y,
@@ -49,14 +60,15 @@ def _gpt_oss_glu_forward_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    rows, cols = _block_indices(n_cols, BLOCK_M, BLOCK_N)  # (columns of y: gate/up pairs)
-    mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
-    x_row = X + rows.to(tl.int64)[:, None] * stride_x
-    g = tl.load(x_row + 2 * cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    u = tl.load(x_row + 2 * cols[None, :] + 1, mask=mask, other=0.0).to(tl.float32)
+    rows, cols, x_cols = _pair_tile(n_cols, BLOCK_M, BLOCK_N)
+    row_ok = (rows < n_rows)[:, None]
+    x_mask = row_ok & (x_cols < 2 * n_cols)[None, :]
+    x = tl.load(X + rows.to(tl.int64)[:, None] * stride_x + x_cols[None, :], mask=x_mask, other=0.0)
+    g, u = tl.split(tl.reshape(x.to(tl.float32), (BLOCK_M, BLOCK_N, 2)))
     gc, uc, s, _ = _clamped_gate(g, u, alpha, limit)
     y = gc * s * (uc + 1.0)
-    tl.store(Y + rows.to(tl.int64)[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
+    y_mask = row_ok & (cols < n_cols)[None, :]
+    tl.store(Y + rows.to(tl.int64)[:, None] * stride_y + cols[None, :], y.to(Y.dtype.element_ty), mask=y_mask)
 
 
 @triton.jit
@@ -74,20 +86,20 @@ def _gpt_oss_glu_backward_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    rows, cols = _block_indices(n_cols, BLOCK_M, BLOCK_N)  # (columns of y: gate/up pairs)
-    mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
+    rows, cols, x_cols = _pair_tile(n_cols, BLOCK_M, BLOCK_N)
     rows64 = rows.to(tl.int64)[:, None]
-    x_row = X + rows64 * stride_x
-    dx_row = DX + rows64 * stride_dx
-    dy = tl.load(DY + rows64 * stride_dy + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    g = tl.load(x_row + 2 * cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    u = tl.load(x_row + 2 * cols[None, :] + 1, mask=mask, other=0.0).to(tl.float32)
+    row_ok = (rows < n_rows)[:, None]
+    y_mask = row_ok & (cols < n_cols)[None, :]
+    x_mask = row_ok & (x_cols < 2 * n_cols)[None, :]
+    dy = tl.load(DY + rows64 * stride_dy + cols[None, :], mask=y_mask, other=0.0).to(tl.float32)
+    x = tl.load(X + rows64 * stride_x + x_cols[None, :], mask=x_mask, other=0.0)
+    g, u = tl.split(tl.reshape(x.to(tl.float32), (BLOCK_M, BLOCK_N, 2)))
     gc, uc, s, one_minus_s = _clamped_gate(g, u, alpha, limit)
     dg = dy * (uc + 1.0) * s * (1.0 + alpha * gc * one_minus_s)
     dg = tl.where(g <= limit, dg, 0.0)
     du = tl.where((u >= -limit) & (u <= limit), dy * gc * s, 0.0)
-    tl.store(dx_row + 2 * cols[None, :], dg.to(DX.dtype.element_ty), mask=mask)
-    tl.store(dx_row + 2 * cols[None, :] + 1, du.to(DX.dtype.element_ty), mask=mask)
+    dx = tl.reshape(tl.join(dg, du), (BLOCK_M, 2 * BLOCK_N))  # gate and up interleaved again
+    tl.store(DX + rows64 * stride_dx + x_cols[None, :], dx.to(DX.dtype.element_ty), mask=x_mask)
 
 
 def _launch(n_rows: int, n_cols: int) -> tuple[tuple[int], int, int, int]:
