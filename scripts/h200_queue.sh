@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The pending H200 runs of benchmark/NOTES.md as named steps, so that one device call runs several back
+# to back (device time is scarce; a fresh machine costs minutes to start). Each step writes under
+# $OUT/<step>/ and gets a wall-clock limit of its own; a step that fails or runs out of time does not
+# stop the next. Carry .peer/liger085 (peer arms) and .peer/gpu (the 0.8.5 test files) when a step needs
+# them.
+#
+#   OUT=DIR bash scripts/h200_queue.sh STEP[:SECONDS] ...
+#
+# Steps: kernels (new/changed kernels' rows), suite (the test suite compiled for real), converge (every
+# model spec, fp32 and bf16), peer (0.8.5's test files, three groups at once), post_training (with
+# --profile), distill (the fused linear JSD), flce_curve (FLCE time-vs-memory curve).
+set -u
+cd "$(dirname "$0")/.."
+root=${OUT:?set OUT}
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)"
+
+step_kernels() { python3 -m benchmark.run --ops "${KERNEL_OPS:-gpt_oss_glu,fused_add_rms_norm}" --out "$1/kernels.csv"; }
+step_suite() {
+  OUT=$1 WORKERS=14 bash scripts/gpu_tests.sh tests/kernels tests/transformers tests/chunked_loss \
+    tests/testing tests/scale --timeout=240 -q
+}
+step_converge() { OUT=$1 JOBS=8 bash scripts/converge_models.sh; }
+step_peer() {
+  local groups=('rms_norm|layer_norm|rope|geglu' 'swiglu|cross_entropy' 'monkey_patch|auto_model|trainer_integration|test_transformers|convergence')
+  local i=0
+  for g in "${groups[@]}"; do
+    i=$((i + 1))
+    OUT=$1/g$i PEER_ONLY=$g PYTHON=python3 bash scripts/peer_suite.sh .peer/gpu/src -n 5 >"$1/g$i.txt" 2>&1 &
+  done
+  wait
+  cat "$1"/g*.txt
+  python3 -m benchmark.diag_geglu_rounding
+}
+step_post_training() { python3 -m benchmark.post_training --peer-path .peer/liger085 --out-dir "$1" --profile; }
+step_distill() {
+  python3 -m benchmark.distill --ops fused_linear_jsd --tag h200 --peer-path .peer/liger085 --out "$1"
+}
+step_flce_curve() { python3 -m benchmark.sweep --family flce_curve --out "$1" --tag h200; }
+
+for spec in "$@"; do
+  name=${spec%%:*}
+  limit=${spec#*:}
+  [[ "$limit" == "$spec" ]] && limit=600
+  dir=$root/$name
+  mkdir -p "$dir"
+  echo "=== $name (limit ${limit}s) $(date -u +%H:%M:%S)"
+  start=$SECONDS
+  export -f "step_$name"
+  timeout --kill-after=10 "$limit" bash -c "step_$name $dir" >"$dir/step.log" 2>&1
+  rc=$?
+  echo "=== $name exit $rc in $((SECONDS - start))s"
+  tail -n "${TAIL:-25}" "$dir/step.log"
+done
