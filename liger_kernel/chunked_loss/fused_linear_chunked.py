@@ -102,6 +102,27 @@ def row_chunks(num_rows: int, rows_per_chunk: int, device: torch.device) -> list
     ]
 
 
+# What the same loss computed the plain way (TRL without Liger) holds per logit at its peak: the lm_head's
+# output in x's dtype, its fp32 copy and the fp32 log-softmax.
+EAGER_FP32_BYTES_PER_LOGIT = 4 + 4
+# The memory these losses aim for, as a fraction of that plain computation's peak.
+EAGER_PEAK_FRACTION = 0.25
+
+
+def logprob_chunk_budget(tokens: int, hidden: int, vocab: int, element_size: int, accum_size: int) -> int:
+    """Bytes the chunks of logits may take by default in the log-prob losses: what keeps the loss's peak
+    (the fp32 dW, dx and the chunks) at EAGER_PEAK_FRACTION of the plain computation's (all tokens' logits
+    at ``element_size`` + EAGER_FP32_BYTES_PER_LOGIT bytes each), and never less than the fused cross
+    entropy's default budget. At 16384 tokens x 4096 -> 128256 in bf16: 3.0 GiB (the cross entropy's
+    rule, half of an unchunked cross entropy's peak, gives 437 MiB: one 1024-token sequence per chunk)."""
+    eager_peak = tokens * vocab * (element_size + EAGER_FP32_BYTES_PER_LOGIT)
+    held = vocab * hidden * accum_size + tokens * hidden * element_size
+    return max(
+        default_chunk_budget(tokens, hidden, vocab, element_size, accum_size),
+        int(eager_peak * EAGER_PEAK_FRACTION) - held,
+    )
+
+
 def units_per_chunk(
     chunk_size: int | None,
     n_units: int,
@@ -113,10 +134,10 @@ def units_per_chunk(
     """Units (sequences, or pairs of them) per chunk: ``chunk_size`` when given, else the fused cross
     entropy's chunk rule in tokens (``liger_kernel.ops.fused_linear_cross_entropy``: as many chunks as keep
     the predicted dW traffic within 5 % of the matmuls, on the device's rates) with these losses' fp32 dW,
-    capped by the same memory budget (LIGER_FLCE_CHUNK_BUDGET_MIB, or its default) shared by the
+    capped by a memory budget (LIGER_FLCE_CHUNK_BUDGET_MIB, or ``logprob_chunk_budget``) shared by the
     ``logits_buffers`` chunks of logits a chunk holds (the policy's, and a frozen model's); whole units, at
-    least one. With long sequences and a large vocabulary that is one unit, as liger-kernel 0.8's default;
-    with short ones it packs several, where one unit per chunk would re-read and re-write dW per unit."""
+    least one. Every chunk after the first re-reads and re-writes the fp32 dW (2 V H 4 bytes), so fewer,
+    larger chunks are faster until the memory budget binds."""
     if chunk_size is not None:
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
             raise ValueError(
@@ -131,7 +152,7 @@ def units_per_chunk(
     accum_size = max(4, element_size)
     budget = resolve_chunk_budget()
     if budget is None:
-        budget = default_chunk_budget(tokens, hidden, vocab, element_size, accum_size)
+        budget = logprob_chunk_budget(tokens, hidden, vocab, element_size, accum_size)
     rows = min(
         cost_rule_rows(tokens, hidden, vocab, element_size, accum_size, device_rates(x.device)),
         default_chunk_size(tokens, vocab, element_size * max(1, logits_buffers), budget),

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import liger_kernel.ops.token_logprobs as token_logprobs
-from liger_kernel.chunked_loss import LigerFusedLinearGRPOLoss, LigerFusedLinearORPOLoss
-from liger_kernel.chunked_loss.fused_linear_chunked import units_per_chunk
+from liger_kernel.chunked_loss import LigerFusedLinearGRPOLoss, LigerFusedLinearORPOLoss, fused_linear_chunked
+from liger_kernel.chunked_loss.fused_linear_chunked import logprob_chunk_budget, units_per_chunk
+from liger_kernel.ops.fused_linear_cross_entropy import REFERENCE_RATES
 from liger_testing import assert_close, tolerances
 
 
@@ -55,19 +56,30 @@ def test_kernel_gradient_matches_torch_steps_bf16(device):
 
 def test_units_per_chunk_rule(monkeypatch):
     monkeypatch.delenv("LIGER_FLCE_CHUNK_BUDGET_MIB", raising=False)
+    # the H200's rates, whatever this machine is (meta tensors would get the CPU's)
+    monkeypatch.setattr(fused_linear_chunked, "device_rates", lambda device: REFERENCE_RATES)
     meta = dict(device="meta", dtype=torch.bfloat16)
-    x, weight = torch.empty(16, 1024, 4096, **meta), torch.empty(128256, 4096, **meta)
+    hidden, vocab = 4096, 128256
+    x, weight = torch.empty(16, 1024, hidden, **meta), torch.empty(vocab, hidden, **meta)
     assert units_per_chunk(3, 16, 1024, x, weight) == 3  # given: kept
-    # a 1024-token sequence's logits are ~250 MiB: one per chunk, as liger-kernel 0.8's default
+    budget = logprob_chunk_budget(16 * 1024, hidden, vocab, 2, 4)
+    # the plain computation's peak is ~10 bytes per logit; a quarter of it, less the fp32 dW and dx
+    assert budget == (16 * 1024 * vocab * 10) // 4 - (vocab * hidden * 4 + 16 * 1024 * hidden * 2)
+    # GRPO-like, 16 x 1024 tokens: the cost rule's 4096-token chunks fit the budget (4 chunks, where
+    # one sequence per chunk re-reads and re-writes the fp32 dW 16 times)
+    assert units_per_chunk(None, 16, 1024, x, weight) == 4
+    # short sequences are packed as far as the cost rule asks
+    assert units_per_chunk(None, 64, 256, torch.empty(64, 256, hidden, **meta), weight) == 16
+    # DPO-like, 8 pairs of 1024 + 1024 tokens with a reference model's logits alongside: 2 pairs per chunk
+    assert units_per_chunk(None, 8, 2048, x, weight, logits_buffers=2) == 2
+    # the budget binds: 4 buffers of 8192-token chunks would not fit, so fewer tokens per chunk
+    per = units_per_chunk(None, 8, 2048, x, weight, logits_buffers=4)
+    assert per * 2048 * vocab * 2 * 4 <= budget and per == 1
+    # a user's budget wins over the default, down to one unit
+    monkeypatch.setenv("LIGER_FLCE_CHUNK_BUDGET_MIB", "256")
     assert units_per_chunk(None, 16, 1024, x, weight) == 1
-    # short sequences are packed (one per chunk would re-read and re-write the fp32 dW 16 times)
-    short = units_per_chunk(None, 16, 64, x[:, :64], weight)
-    assert 1 < short <= 16
-    # a frozen model's logits share the budget; a larger budget never gives smaller chunks
-    assert units_per_chunk(None, 16, 64, x[:, :64], weight, logits_buffers=2) <= short
-    monkeypatch.setenv("LIGER_FLCE_CHUNK_BUDGET_MIB", "4096")
-    assert units_per_chunk(None, 16, 1024, x, weight) >= 1
-    assert units_per_chunk(None, 16, 64, x[:, :64], weight) >= short
+    monkeypatch.setenv("LIGER_FLCE_CHUNK_BUDGET_MIB", "65536")
+    assert units_per_chunk(None, 16, 1024, x, weight) == 4  # the cost rule's, not more
 
 
 @pytest.mark.parametrize("bad", [0, -2, 1.5, True, "4"])
