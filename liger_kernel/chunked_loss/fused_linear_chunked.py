@@ -41,6 +41,7 @@ from liger_kernel.ops.fused_linear_cross_entropy import (
     default_chunk_budget,
     default_chunk_size,
     device_rates,
+    eager_fraction_budget,
     resolve_chunk_budget,
 )
 from liger_kernel.ops.token_logprobs import gather_logprobs, logprob_grad_, row_logsumexp
@@ -102,24 +103,21 @@ def row_chunks(num_rows: int, rows_per_chunk: int, device: torch.device) -> list
     ]
 
 
-# What the same loss computed the plain way (TRL without Liger) holds per logit at its peak: the lm_head's
-# output in x's dtype, its fp32 copy and the fp32 log-softmax.
+# What the same loss computed the plain way (TRL without Liger) holds per logit at its peak besides the
+# lm_head's output in x's dtype: its fp32 copy and the fp32 log-softmax.
 EAGER_FP32_BYTES_PER_LOGIT = 4 + 4
-# The memory these losses aim for, as a fraction of that plain computation's peak.
-EAGER_PEAK_FRACTION = 0.25
 
 
 def logprob_chunk_budget(tokens: int, hidden: int, vocab: int, element_size: int, accum_size: int) -> int:
     """Bytes the chunks of logits may take by default in the log-prob losses: what keeps the loss's peak
-    (the fp32 dW, dx and the chunks) at EAGER_PEAK_FRACTION of the plain computation's (all tokens' logits
-    at ``element_size`` + EAGER_FP32_BYTES_PER_LOGIT bytes each), and never less than the fused cross
-    entropy's default budget. At 16384 tokens x 4096 -> 128256 in bf16: 3.0 GiB (the cross entropy's
-    rule, half of an unchunked cross entropy's peak, gives 437 MiB: one 1024-token sequence per chunk)."""
-    eager_peak = tokens * vocab * (element_size + EAGER_FP32_BYTES_PER_LOGIT)
+    (the fp32 dW, dx and the chunks) at EAGER_PEAK_FRACTION of the plain computation's (``element_size`` +
+    EAGER_FP32_BYTES_PER_LOGIT bytes for each logit), and never less than the fused cross entropy's default
+    budget. At 16384 tokens x 4096 -> 128256 in bf16: 2.8 GiB (the cross entropy's rule, half of an
+    unchunked cross entropy's peak, gives 437 MiB: one 1024-token sequence per chunk)."""
     held = vocab * hidden * accum_size + tokens * hidden * element_size
     return max(
         default_chunk_budget(tokens, hidden, vocab, element_size, accum_size),
-        int(eager_peak * EAGER_PEAK_FRACTION) - held,
+        eager_fraction_budget(tokens, vocab, element_size + EAGER_FP32_BYTES_PER_LOGIT, held),
     )
 
 

@@ -19,8 +19,8 @@ constant: its hidden states and weight get no gradient.
 Kept for backward: dx_s (N x H_s) and dW_s (V x H_s); backward multiplies them by the incoming scalar in
 place (a no-op launch when it is exactly 1), or out of place when the graph is kept for another backward
 (retain_graph=True, traced) or under a torch.func transform (``distill_utils.scale_grad``). Memory beyond the inputs: those two, the chunk buffers
-(at most CHUNK_BYTES together) and one fp32 per row. The chunking is the fused linear cross entropy's
-(``default_chunk_size``, ``_addmm_into`` for the fp32 logits and the weight gradient).
+(``default_jsd_chunk_rows``: the fused linear cross entropy's cost rule under a memory budget) and one fp32
+per row; ``_addmm_into`` makes the fp32 logits and accumulates the weight gradient.
 """
 
 from __future__ import annotations
@@ -28,14 +28,43 @@ from __future__ import annotations
 import torch
 
 from liger_kernel.ops.distill_utils import check_labels, scale_grad, token_scale
-from liger_kernel.ops.fused_linear_cross_entropy import _addmm_into, default_chunk_size
+from liger_kernel.ops.fused_linear_cross_entropy import (
+    _addmm_into,
+    cost_rule_rows,
+    default_chunk_size,
+    device_rates,
+    eager_fraction_budget,
+)
 from liger_kernel.ops.jsd import check_beta, jsd_logits_rows
 from liger_kernel.ops.utils import check_floating, check_same_device, liger_op
 
-# Tuning knob (read at each call): bytes of one chunk's buffers (two fp32 logits and one gradient in
-# the student's dtype, 10 bytes per logit in bf16) when chunk_size is not given. At vocab 128256 and
-# bf16, 1 GiB gives chunks of 832 rows: matrix products of that height run near cuBLAS's peak.
+# Tuning knob (read at each call): the least bytes one chunk's buffers (two fp32 logits and one
+# gradient in the student's dtype, 10 bytes per logit in bf16) may take when chunk_size is not given.
 CHUNK_BYTES = 2**30
+# What the plain computation (TRL without Liger) holds per logit of each model besides the logits in the
+# model's dtype: their fp32 copy and the fp32 log-softmax.
+EAGER_FP32_BYTES_PER_LOGIT = 4 + 4
+
+
+def default_jsd_chunk_rows(
+    n_rows: int, hidden: int, vocab: int, element_size: int, bytes_per_logit: int, accum_size: int, device
+) -> int:
+    """Rows per chunk: the fused cross entropy's cost rule on the student's matmuls and its fp32 (or
+    ``accum_size``) dW (fewer chunks, less dW re-read and re-written; ``cost_rule_rows``), capped by a
+    memory budget for the chunk buffers (``bytes_per_logit`` per logit): what keeps the peak (dW, dx and
+    the buffers) at a quarter of the plain computation's (both models' logits at ``element_size`` +
+    8 bytes each; ``eager_fraction_budget``), never less than CHUNK_BYTES. At 16384 tokens, a 2048-wide
+    student, vocab 128256, bf16: 4096 rows (it was 832, under a fixed 1 GiB: 20 chunks, each re-reading
+    and re-writing the 1 GiB fp32 dW)."""
+    held = vocab * hidden * accum_size + n_rows * hidden * element_size
+    budget = max(
+        CHUNK_BYTES,
+        eager_fraction_budget(n_rows, vocab, 2 * (element_size + EAGER_FP32_BYTES_PER_LOGIT), held),
+    )
+    return min(
+        cost_rule_rows(n_rows, hidden, vocab, element_size, accum_size, device_rates(device)),
+        default_chunk_size(n_rows, vocab, bytes_per_logit, budget),
+    )
 
 
 def _chunked(
@@ -66,7 +95,10 @@ def _chunked(
     write_grad = need_x or need_w
     bytes_per_logit = 8 + (xs.element_size() if write_grad and xs.dtype != torch.float32 else 0)
     if chunk_size <= 0:  # auto; resolved here, where n_rows is concrete even under torch.compile
-        chunk_size = default_chunk_size(n_rows, vocab, bytes_per_logit, CHUNK_BYTES)
+        accum_size = 4 if accum_fp32 else ws.element_size()
+        chunk_size = default_jsd_chunk_rows(
+            n_rows, xs.shape[1], vocab, xs.element_size(), bytes_per_logit, accum_size, device
+        )
     rows = max(1, min(chunk_size, n_rows))
     buf_s = torch.empty((rows, vocab), dtype=torch.float32, device=device)
     buf_t = torch.empty((rows, vocab), dtype=torch.float32, device=device)

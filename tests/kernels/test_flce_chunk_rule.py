@@ -56,7 +56,7 @@ def test_rows_sane_and_monotone_in_budget(n_rows, hidden, vocab, element_size, f
 @pytest.mark.parametrize("accum", [2, 4])
 def test_cost_rule_meets_its_criterion(hidden, vocab, accum):
     """With no budget in the way, the chosen chunk is predicted within CHUNK_OVERHEAD_TARGET of one
-    chunk's time, and the next smaller chunk (one more chunk, 64-row multiples) would not be."""
+    chunk's time, and the next smaller chunk (one more chunk, rounded as the rule rounds) would not be."""
     n = 8192
 
     def seconds(rows):
@@ -67,8 +67,25 @@ def test_cost_rule_meets_its_criterion(hidden, vocab, accum):
     assert seconds(rows) <= allowed
     chunks = -(-n // rows)
     smaller = -(-n // (chunks + 1))
-    smaller = -(-smaller // 64) * 64
+    multiple = flce._row_multiple(smaller)
+    smaller = -(-smaller // multiple) * multiple
     assert smaller >= rows or seconds(smaller) > allowed
+
+
+@scaled(1.0)
+@given(
+    n_rows=st.integers(1, 70_000),
+    hidden=st.integers(1, 16384),
+    vocab=st.integers(2, 300_000),
+    budget=st.none() | st.integers(1, 2**33),
+)
+def test_chunks_fill_whole_row_tiles(n_rows, hidden, vocab, budget):
+    """A chunk of more than CHUNK_ROW_TILE rows (the M of its logits and dx matmuls) is a multiple of it,
+    so no chunk but the last pads a half-empty row tile; smaller chunks are multiples of 64, or below 64."""
+    rows = flce_chunk_rows(n_rows, hidden, vocab, 2, 4, "cpu", budget)
+    if rows < n_rows:  # (a single chunk holds every row, whatever their number)
+        assert rows % flce._row_multiple(rows) == 0
+    assert flce._row_multiple(rows) in (1, 64, flce.CHUNK_ROW_TILE)
 
 
 def test_cost_rule_does_not_depend_on_vocab_or_hidden():

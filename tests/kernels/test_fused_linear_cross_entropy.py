@@ -311,7 +311,7 @@ def test_backward_twice_through_one_graph(device):
 
 
 def test_default_chunk_size():
-    # ~256 MiB of logits per chunk, multiples of 64 rows, chunks of even size.
+    # ~256 MiB of logits per chunk, multiples of the 256-row tile (64 below it), chunks of even size.
     assert default_chunk_size(8192, 128256, 2) == 1024
     assert default_chunk_size(9000, 128256, 2) <= 1046
     assert default_chunk_size(100, 32000, 2) == 100

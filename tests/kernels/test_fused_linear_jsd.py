@@ -151,3 +151,25 @@ def test_backward_through_retained_graph_twice(device):
     xs.grad = ws.grad = None
     loss.backward(grad_out)
     assert torch.equal(xs.grad, first[0]) and torch.equal(ws.grad, first[1])
+
+
+@pytest.mark.parametrize(
+    "n_rows, hidden, vocab, accum_size",
+    [(16384, 2048, 128256, 4), (8192, 4096, 128256, 4), (4096, 896, 151936, 2), (100, 64, 300, 4)],
+)
+def test_default_chunk_keeps_a_quarter_of_the_plain_peak(monkeypatch, n_rows, hidden, vocab, accum_size):
+    """The default chunk: within the budget (the peak, dW + dx + the chunk's buffers, at most a quarter of
+    the plain computation's, both models' logits at 2 + 8 bytes each, or the CHUNK_BYTES floor), and no
+    larger than the cost rule asks (on the H200's rates)."""
+    from liger_kernel.ops import fused_linear_cross_entropy as flce
+
+    monkeypatch.setattr(fljsd_ops, "device_rates", lambda device: flce.REFERENCE_RATES)
+    e, bytes_per_logit = 2, 10
+    rows = fljsd_ops.default_jsd_chunk_rows(n_rows, hidden, vocab, e, bytes_per_logit, accum_size, "cpu")
+    assert 1 <= rows <= n_rows
+    chunk = rows * vocab * bytes_per_logit
+    peak = vocab * hidden * accum_size + n_rows * hidden * e + chunk
+    assert peak <= n_rows * vocab * 2 * (e + 8) / 4 or chunk <= fljsd_ops.CHUNK_BYTES
+    assert rows <= flce.cost_rule_rows(n_rows, hidden, vocab, e, accum_size, flce.REFERENCE_RATES)
+    if (n_rows, hidden) == (16384, 2048):
+        assert rows == 4096  # 4 chunks: the fp32 dW (1 GiB) re-read and re-written 3 times, not 19
