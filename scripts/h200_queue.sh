@@ -7,6 +7,9 @@
 #
 #   OUT=DIR bash scripts/h200_queue.sh STEP[:SECONDS] ...
 #
+# The device tool returns only a limited number of files from its $OUT: point OUT at a scratch folder
+# and tar it into the tool's $OUT at the end (`O=$OUT; OUT=/tmp/q bash ...; tar czf $O/x.tgz -C /tmp/q .`).
+#
 # Steps: kernels (new/changed kernels' rows), suite (the test suite compiled for real), converge (every
 # model spec, fp32 and bf16), peer (0.8.5's test files, three groups at once), post_training (with
 # --profile), distill (the fused linear JSD), flce_curve (FLCE time-vs-memory curve).

@@ -54,8 +54,8 @@ def default_jsd_chunk_rows(
     memory budget for the chunk buffers (``bytes_per_logit`` per logit): what keeps the peak (dW, dx and
     the buffers) at a quarter of the plain computation's (both models' logits at ``element_size`` +
     8 bytes each; ``eager_fraction_budget``), never less than CHUNK_BYTES. At 16384 tokens, a 2048-wide
-    student, vocab 128256, bf16: 4096 rows (it was 832, under a fixed 1 GiB: 20 chunks, each re-reading
-    and re-writing the 1 GiB fp32 dW)."""
+    student, vocab 128256, bf16: 4096 rows with an fp32 dW, 2048 with a bf16 one (it was 832 under a fixed
+    1 GiB: 20 chunks, each re-reading and re-writing dW; H200: 90.7 -> 80.5 ms, benchmark/NOTES.md)."""
     held = vocab * hidden * accum_size + n_rows * hidden * element_size
     budget = max(
         CHUNK_BYTES,
