@@ -173,3 +173,23 @@ def test_default_chunk_keeps_a_quarter_of_the_plain_peak(monkeypatch, n_rows, hi
     assert rows <= flce.cost_rule_rows(n_rows, hidden, vocab, e, accum_size, flce.REFERENCE_RATES)
     if (n_rows, hidden) == (16384, 2048):
         assert rows == 4096  # 4 chunks: the fp32 dW (1 GiB) re-read and re-written 3 times, not 19
+
+
+@pytest.mark.parametrize(
+    "n_rows, hidden, vocab, accum_size",
+    [(2048, 896, 151936, 2), (2048, 896, 151936, 4), (4096, 5120, 128256, 2)],
+)
+def test_default_chunk_fills_the_memory_budget_where_it_binds(monkeypatch, n_rows, hidden, vocab, accum_size):
+    """Shapes where the memory budget, not the cost rule, sets the chunk: the chunk's buffers fit the budget
+    (what keeps the peak, dW + dx + the buffers, at a quarter of the plain computation's, or CHUNK_BYTES
+    when that is more), and one more 256-row tile would not."""
+    from liger_kernel.ops import fused_linear_cross_entropy as flce
+
+    monkeypatch.setattr(fljsd_ops, "device_rates", lambda device: flce.REFERENCE_RATES)
+    e, bytes_per_logit = 2, 10
+    rows = fljsd_ops.default_jsd_chunk_rows(n_rows, hidden, vocab, e, bytes_per_logit, accum_size, "cpu")
+    assert rows < flce.cost_rule_rows(n_rows, hidden, vocab, e, accum_size, flce.REFERENCE_RATES)
+    held = vocab * hidden * accum_size + n_rows * hidden * e
+    budget = max(fljsd_ops.CHUNK_BYTES, n_rows * vocab * 2 * (e + 8) // 4 - held)
+    row_bytes = vocab * bytes_per_logit
+    assert rows * row_bytes <= budget < (rows + flce.CHUNK_ROW_TILE) * row_bytes
