@@ -217,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(workloads) - set(WORKLOADS))
     if unknown:
         parser.error(f"unknown workloads {unknown}; choose from {WORKLOADS}")
-    timer = Timer(device, warmup=25, rep=100, cpu_reps=3)
+    # A 1 s budget: about ten timed passes at ~100 ms each (do_bench's default 100 ms times one, so a
+    # single sample decided the 2026-12-05 figures).
+    timer = Timer(device, warmup=200, rep=1000, cpu_reps=3)
 
     if args.child:
         import importlib.metadata
