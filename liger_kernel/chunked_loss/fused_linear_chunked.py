@@ -103,21 +103,15 @@ def row_chunks(num_rows: int, rows_per_chunk: int, device: torch.device) -> list
     ]
 
 
-# What the same loss computed the plain way (TRL without Liger) holds per logit at its peak besides the
-# lm_head's output in x's dtype: its fp32 copy and the fp32 log-softmax.
-EAGER_FP32_BYTES_PER_LOGIT = 4 + 4
-
-
 def logprob_chunk_budget(tokens: int, hidden: int, vocab: int, element_size: int, accum_size: int) -> int:
     """Bytes the chunks of logits may take by default in the log-prob losses: what keeps the loss's peak
-    (the fp32 dW, dx and the chunks) at EAGER_PEAK_FRACTION of the plain computation's (``element_size`` +
-    EAGER_FP32_BYTES_PER_LOGIT bytes for each logit), and never less than the fused cross entropy's default
+    (the fp32 dW, dx and the chunks) at a quarter of the plain computation's (``eager_fraction_budget``: 10
+    bytes for each bf16 logit), and never less than the fused cross entropy's default
     budget. At 16384 tokens x 4096 -> 128256 in bf16: 2.8 GiB (the cross entropy's rule, half of an
     unchunked cross entropy's peak, gives 437 MiB: one 1024-token sequence per chunk)."""
-    held = vocab * hidden * accum_size + tokens * hidden * element_size
     return max(
         default_chunk_budget(tokens, hidden, vocab, element_size, accum_size),
-        eager_fraction_budget(tokens, vocab, element_size + EAGER_FP32_BYTES_PER_LOGIT, held),
+        eager_fraction_budget(tokens, hidden, vocab, element_size, accum_size),
     )
 
 

@@ -246,25 +246,38 @@ def flce_chunk_rows(
     )
 
 
+def kept_gradient_bytes(n_rows: int, hidden: int, vocab: int, element_size: int, accum_size: int) -> int:
+    """Bytes of what a fused-linear loss keeps besides its chunks: dW (``accum_size`` per element) and dx."""
+    return vocab * hidden * accum_size + n_rows * hidden * element_size
+
+
 def default_chunk_budget(n_rows: int, hidden: int, vocab: int, element_size: int, accum_size: int) -> int:
     """Bytes one chunk of logits may take by default: what keeps the op's peak (dW, dx and the chunk) at
     half the unchunked computation's (all N x V logits, dW and dx in the input's dtype: torch.compile's
     measured peak at 8192 x 4096 -> 128256), and never less than CHUNK_LOGITS_BYTES."""
     unchunked = (n_rows * vocab + vocab * hidden + n_rows * hidden) * element_size
-    held = vocab * hidden * accum_size + n_rows * hidden * element_size
+    held = kept_gradient_bytes(n_rows, hidden, vocab, element_size, accum_size)
     return max(CHUNK_LOGITS_BYTES, unchunked // 2 - held)
 
 
 # The distillation and post-training losses' memory aim (issue 16): their peak at most this fraction of
 # the plain computation's, the way TRL computes them without Liger (every token's logits at once).
 EAGER_PEAK_FRACTION = 0.25
+# What that plain computation holds per logit of each model besides the logits in the model's dtype:
+# their fp32 copy and the fp32 log-softmax.
+EAGER_FP32_BYTES_PER_LOGIT = 4 + 4
 
 
-def eager_fraction_budget(tokens: int, vocab: int, eager_bytes_per_logit: int, held_bytes: int) -> int:
-    """Bytes the chunks' buffers may take so that a loss's peak (``held_bytes``: dW, dx, ...; plus the
-    chunks) stays at EAGER_PEAK_FRACTION of the plain computation's, which holds ``eager_bytes_per_logit``
-    for each of the tokens x vocab logits. Can be negative (the held buffers alone exceed it)."""
-    return int(tokens * vocab * eager_bytes_per_logit * EAGER_PEAK_FRACTION) - held_bytes
+def eager_fraction_budget(
+    tokens: int, hidden: int, vocab: int, element_size: int, accum_size: int, models: int = 1
+) -> int:
+    """Bytes the chunks' buffers may take so that a loss's peak (dW and dx, ``kept_gradient_bytes``, plus
+    the chunks) stays at EAGER_PEAK_FRACTION of the plain computation's, which holds ``models`` models'
+    tokens x vocab logits at ``element_size`` + EAGER_FP32_BYTES_PER_LOGIT bytes each. Can be negative
+    (dW and dx alone exceed it)."""
+    plain = tokens * vocab * models * (element_size + EAGER_FP32_BYTES_PER_LOGIT)
+    held = kept_gradient_bytes(tokens, hidden, vocab, element_size, accum_size)
+    return int(plain * EAGER_PEAK_FRACTION) - held
 
 
 @functools.lru_cache(maxsize=1024)

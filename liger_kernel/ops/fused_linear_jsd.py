@@ -41,9 +41,6 @@ from liger_kernel.ops.utils import check_floating, check_same_device, liger_op
 # Tuning knob (read at each call): the least bytes one chunk's buffers (two fp32 logits and one
 # gradient in the student's dtype, 10 bytes per logit in bf16) may take when chunk_size is not given.
 CHUNK_BYTES = 2**30
-# What the plain computation (TRL without Liger) holds per logit of each model besides the logits in the
-# model's dtype: their fp32 copy and the fp32 log-softmax.
-EAGER_FP32_BYTES_PER_LOGIT = 4 + 4
 
 
 def default_jsd_chunk_rows(
@@ -56,10 +53,8 @@ def default_jsd_chunk_rows(
     8 bytes each; ``eager_fraction_budget``), never less than CHUNK_BYTES. At 16384 tokens, a 2048-wide
     student, vocab 128256, bf16: 4096 rows with an fp32 dW, 2048 with a bf16 one (it was 832 under a fixed
     1 GiB: 20 chunks, each re-reading and re-writing dW; H200: 90.7 -> 80.5 ms, benchmark/NOTES.md)."""
-    held = vocab * hidden * accum_size + n_rows * hidden * element_size
     budget = max(
-        CHUNK_BYTES,
-        eager_fraction_budget(n_rows, vocab, 2 * (element_size + EAGER_FP32_BYTES_PER_LOGIT), held),
+        CHUNK_BYTES, eager_fraction_budget(n_rows, hidden, vocab, element_size, accum_size, models=2)
     )
     return min(
         cost_rule_rows(n_rows, hidden, vocab, element_size, accum_size, device_rates(device)),
