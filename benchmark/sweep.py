@@ -33,6 +33,12 @@ full pass beyond what was allocated before it; the gradients count, inputs and w
 and peer arms are checked once per shape against eager (relative L2 error of outputs and gradients <
 --check-tol): the note says check=ok or check=FAIL.
 
+Compilation first (``--prewarm N``, on a GPU): N processes per compiling arm (compile, ours, peer) run
+two untimed passes of their shapes side by side, so that the timed arms find torch.compile's graphs
+(inductor's FX graph and AOTAutograd caches) and the Triton kernels already built on disk instead of
+compiling shape after shape on one core. Nothing is timed then; inductor's autotuning results are not
+kept from those processes (``autotune_local_cache`` off there), so the compile arm still picks its
+kernels' configurations alone on the GPU, in its own warm-up passes.
 Time: each arm gets a share of --time-budget (default 420 s; compile's share is three times eager's,
 ours' and peer's 1.5 times: see ARM_WEIGHT; an arm that finishes early leaves its rest to the next);
 shapes not started within it are recorded as skipped, so one invocation ends in about 8 minutes (a
@@ -125,6 +131,12 @@ MODELS = (
     Model("deepseek_v3", "DeepSeek-V3", 7168, 129280, 128, 1, 64),
     Model("gpt_oss", "gpt-oss-20b", 2880, 201088, 64, 8, 64),
     Model("ministral", "Ministral-8B", 4096, 131072, 32, 8, 128),
+    Model("ministral3", "Ministral-3-8B", 4096, 131072, 32, 8, 128),
+    Model("mistral3", "Mistral-Small-3.1-24B", 5120, 131072, 32, 8, 128),
+    # Llama 4 rotates with its own kernel (llama4_rope), not the rope family's; its heads are swept
+    # there with the others' as a shape.
+    Model("llama4", "Llama-4-Scout-17B-16E", 5120, 202048, 40, 8, 128),
+    Model("llama4_text", "Llama-4-Scout-17B-16E", 5120, 202048, 40, 8, 128),
 )
 NORM_HIDDEN = (1024, 2048, 2304, 2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192, 12288, 16384)
 NORM_TOKENS = (4096, 16384, 32768)
@@ -321,10 +333,51 @@ def run_case(case: Case, arm: str, args: argparse.Namespace, device: torch.devic
     return {"metrics": metrics, "note": "; ".join(notes)}
 
 
+def warm_case(case: Case, arm: str, args: argparse.Namespace, device: torch.device) -> str:
+    """Two untimed passes of one shape (compiles it); '' or the error."""
+    from benchmark.ops import OPS
+    from benchmark.run import _free, _short, full_pass
+
+    dtype = torch.bfloat16 if device.type == "cuda" or not args.smoke else torch.float32
+    problem = None
+    try:
+        problem = OPS[case.op].build("liger" if arm in ("ours", "peer") else "eager", case.dims, dtype, device)
+        if arm == "compile":
+            torch._dynamo.reset()
+            backend = "inductor" if device.type == "cuda" else "aot_eager"
+            problem.fn = torch.compile(problem.fn, backend=backend, dynamic=False)
+        if case.point:
+            _curve_setup(problem, case, device, dtype)
+        for _ in range(2):
+            full_pass(problem)
+        return ""
+    except Exception as exc:  # the timed arm meets it again and records it
+        return _short(exc, 160)
+    finally:
+        problem = None
+        _free(device)
+
+
 def worker(args: argparse.Namespace) -> int:
     arm = args.worker
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cases = part_of(plan(args.family, _ops(args), args.smoke, args.all_sizes), args.part)
+    if args.warm_shard:
+        # Prewarm: every n-th shape from the i-th; best configurations are not cached from here (they
+        # would be timed while other processes share the GPU).
+        import torch._inductor.config as inductor_config
+
+        inductor_config.autotune_local_cache = False
+        i, n = (int(v) for v in args.warm_shard.split("/"))
+        if arm == "peer":
+            import_peer(args.peer_path)
+        for index in range(i - 1, len(cases), n):
+            if args.deadline and time.time() > args.deadline:
+                break
+            started = time.perf_counter()
+            error = warm_case(cases[index], arm, args, device)
+            print(f"WARM {arm} #{index} {time.perf_counter() - started:.1f}s {error}", flush=True)
+        return 0
     header: dict[str, Any] = {"arm": arm}
     if arm == "peer":
         try:
@@ -352,6 +405,44 @@ def _emit(result: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # the parent: one subprocess per arm, table, CSV
+
+
+COMPILING_ARMS = ("compile", "ours", "peer")
+
+
+def prewarm(args: argparse.Namespace, arms: list[str], seconds: float) -> None:
+    """``args.prewarm`` processes for the compile arm and half as many (at least one) for ours and
+    peer, all at once, each warming every n-th shape of its arm; stopped after ``seconds``."""
+    deadline = time.time() + seconds
+    procs = []
+    for arm in (a for a in arms if a in COMPILING_ARMS):
+        env, _ = child_env(args.peer_path if arm == "peer" else None)
+        if env is None:
+            continue
+        n = args.prewarm if arm == "compile" else max(1, args.prewarm // 2)
+        for i in range(1, n + 1):
+            cmd = [sys.executable, "-m", "benchmark.sweep", "--worker", arm, "--warm-shard", f"{i}/{n}"]
+            cmd += ["--deadline", f"{deadline:.0f}", *_forwarded(args)]
+            procs.append(
+                subprocess.Popen(
+                    cmd, env=env, cwd=str(_REPO), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+                )
+            )
+    print(f"prewarm: {len(procs)} processes (up to {seconds:.0f} s) ...", flush=True)
+    started = time.time()
+    warmed = 0
+    for proc in procs:
+        try:
+            out, _ = proc.communicate(timeout=max(1.0, deadline + 30 - time.time()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        lines = [line for line in out.splitlines() if line.startswith("WARM ")]
+        warmed += len(lines)
+        for line in lines:
+            if len(line.split(maxsplit=4)) == 5:  # WARM arm #index seconds error
+                print(f"  {line[:200]}", flush=True)
+    print(f"prewarm: {warmed} shape-arms in {time.time() - started:.0f} s", flush=True)
 
 
 def run_arm(arm: str, args: argparse.Namespace, deadline: float, n_cases: int) -> list[dict[str, Any]]:
@@ -542,9 +633,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cpu-reps", type=int, default=1, help="timed repetitions per metric on CPU")
     parser.add_argument("--check-tol", type=float, default=2e-2, help="max relative L2 error against eager")
     parser.add_argument("--time-budget", type=float, default=420.0, help="seconds for all arms together")
+    parser.add_argument(
+        "--prewarm",
+        type=int,
+        default=None,
+        help="processes that compile the compile arm's shapes side by side before the timed arms "
+        "(half as many for ours and peer; default 6 on a GPU, 0 elsewhere)",
+    )
+    parser.add_argument("--prewarm-seconds", type=float, default=150.0, help="time limit of the prewarm")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--warm-shard", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--deadline", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.prewarm is None:
+        args.prewarm = 6 if torch.cuda.is_available() else 0
     if args.arms is None:
         args.arms = "ours" if args.family == "flce_curve" else ",".join(ARMS)
     return args
@@ -584,6 +686,8 @@ def main(argv: list[str] | None = None) -> int:
     today = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d")
     path = Path(args.out) / f"sweep_{args.family}_{today}{'_' + args.tag if args.tag else ''}.csv"
     dtype = "bfloat16" if torch.cuda.is_available() or not args.smoke else "float32"
+    if args.prewarm > 0 and args.family != "flce_curve":
+        prewarm(args, arms, args.prewarm_seconds)
     started = time.time()
     weights = [ARM_WEIGHT[a] for a in arms]
     results: list[dict[str, Any]] = []

@@ -12,7 +12,9 @@
 #
 # Steps: kernels (new/changed kernels' rows), suite (the test suite compiled for real), converge (every
 # model spec, fp32 and bf16), peer (0.8.5's test files, three groups at once), post_training (with
-# --profile), distill (the fused linear JSD), flce_curve (FLCE time-vs-memory curve).
+# --profile when POST_TRAINING_PROFILE is set), diag_dpo (where DPO's pass leaves the GPU idle), distill
+# (the fused linear JSD), flce_curve (FLCE time-vs-memory curve), sweep_rms, sweep_ln, sweep_rope,
+# sweep_flce (issue 19's sweeps; SWEEP_BUDGET and PREWARM_SECONDS set their time).
 set -u
 cd "$(dirname "$0")/.."
 root=${OUT:?set OUT}
@@ -37,7 +39,21 @@ step_peer() {
   cat "$1"/g*.txt
   python3 -m benchmark.diag_geglu_rounding
 }
-step_post_training() { python3 -m benchmark.post_training --peer-path .peer/liger085 --out-dir "$1" --profile; }
+step_post_training() {
+  python3 -m benchmark.post_training --peer-path .peer/liger085 --out-dir "$1" ${POST_TRAINING_PROFILE:+--profile}
+}
+step_diag_dpo() { python3 -m benchmark.diag_dpo_idle --workloads "${DIAG_WORKLOADS:-dpo,grpo}"; }
+# Issue 19's sweeps: compilation prewarmed side by side, then the timed arms within SWEEP_BUDGET seconds.
+sweep() {
+  local out=$1
+  shift
+  python3 -m benchmark.sweep --out "$out" --tag h200 --peer-path .peer/liger085 \
+    --prewarm-seconds "${PREWARM_SECONDS:-90}" --time-budget "${SWEEP_BUDGET:-240}" "$@"
+}
+step_sweep_rms() { sweep "$1" --family norm --ops rms_norm; }
+step_sweep_ln() { sweep "$1" --family norm --ops layer_norm; }
+step_sweep_rope() { sweep "$1" --family rope; }
+step_sweep_flce() { sweep "$1" --family flce --prewarm 3; }
 step_distill() {
   python3 -m benchmark.distill --ops fused_linear_jsd --tag h200 --peer-path .peer/liger085 --out "$1"
 }
@@ -51,7 +67,7 @@ for spec in "$@"; do
   mkdir -p "$dir"
   echo "=== $name (limit ${limit}s) $(date -u +%H:%M:%S)"
   start=$SECONDS
-  export -f "step_$name"
+  export -f "step_$name" sweep
   timeout --kill-after=10 "$limit" bash -c "step_$name $dir" >"$dir/step.log" 2>&1
   rc=$?
   echo "=== $name exit $rc in $((SECONDS - start))s"
