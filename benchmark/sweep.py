@@ -341,7 +341,9 @@ def warm_case(case: Case, arm: str, args: argparse.Namespace, device: torch.devi
     dtype = torch.bfloat16 if device.type == "cuda" or not args.smoke else torch.float32
     problem = None
     try:
-        problem = OPS[case.op].build("liger" if arm in ("ours", "peer") else "eager", case.dims, dtype, device)
+        problem = OPS[case.op].build(
+            "liger" if arm in ("ours", "peer") else "eager", case.dims, dtype, device
+        )
         if arm == "compile":
             torch._dynamo.reset()
             backend = "inductor" if device.type == "cuda" else "aot_eager"
