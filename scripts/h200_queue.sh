@@ -15,6 +15,7 @@
 # --profile when POST_TRAINING_PROFILE is set), diag_dpo (where DPO's pass leaves the GPU idle), distill
 # (the fused linear JSD), flce_curve (FLCE time-vs-memory curve), sweep_rms, sweep_ln, sweep_rope,
 # sweep_flce (issue 19's sweeps; SWEEP_BUDGET and PREWARM_SECONDS set their time).
+# odd_vocab: the FLCE chunk buffer's row alignment on and off at vocabularies that are not multiples of 8.
 set -u
 cd "$(dirname "$0")/.."
 root=${OUT:?set OUT}
@@ -49,6 +50,12 @@ sweep() {
   shift
   python3 -m benchmark.sweep --out "$out" --tag h200 --peer-path .peer/liger085 \
     --prewarm-seconds "${PREWARM_SECONDS:-90}" --time-budget "${SWEEP_BUDGET:-240}" "$@"
+}
+# The chunk buffer's aligned row stride at the odd vocabularies (and OLMo 2's aligned 100352 beside them).
+step_odd_vocab() {
+  for v in 49159 100278 100352; do
+    for a in 1 64; do python3 -m benchmark.quick_flce --vocab $v --row-align $a; done
+  done
 }
 step_sweep_rms() { sweep "$1" --family norm --ops rms_norm; }
 step_sweep_ln() { sweep "$1" --family norm --ops layer_norm; }

@@ -87,10 +87,24 @@ CPU_RATES = (1e12, 1e11)
 # H200 at 8192 x 4096 -> 128256: 1664 rows (6.5 tiles) 41.2 ms a full pass, 1536 rows 39.9 ms, 2048 rows
 # 39.0 ms. Chunks of at most a tile round to 64 rows instead.
 CHUNK_ROW_TILE = 256
+# The chunk's logits buffer has a row stride that is a multiple of this many elements (128 bytes in bf16),
+# whatever the vocabulary: with an odd vocabulary (Granite 49159, OLMo 3 100278) rows packed end to end
+# start off 16-byte alignment, which the cross entropy kernel needs for vectorized loads and Hopper's GEMMs
+# for their fastest kernels (the logits are C of the forward matmul, A of dx's and B of dW's). At most
+# 63 unused columns per row.
+LOGITS_ROW_ALIGN = 64
 
 
 def _row_multiple(rows: int) -> int:
     return CHUNK_ROW_TILE if rows >= CHUNK_ROW_TILE else 64 if rows >= 64 else 1
+
+
+def aligned_rows_buffer(rows: int, cols: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An uninitialized (rows, cols) tensor with unit column stride and a row stride of ``cols`` rounded up
+    to LOGITS_ROW_ALIGN elements (a view of a wider buffer when ``cols`` is not a multiple of it)."""
+    stride = cdiv(cols, LOGITS_ROW_ALIGN) * LOGITS_ROW_ALIGN
+    buf = torch.empty((rows, stride), dtype=dtype, device=device)
+    return buf if stride == cols else buf[:, :cols]
 
 
 @triton.jit
@@ -374,7 +388,7 @@ def _chunked(
             n_rows, hidden, vocab, x.element_size(), accum_size, device, chunk_budget or None
         )
     rows = max(1, min(chunk_size, n_rows))
-    buf = torch.empty((rows, vocab), dtype=x.dtype, device=device)
+    buf = aligned_rows_buffer(rows, vocab, x.dtype, device)
     w_t = weight.t()
     with torch.autocast(device.type, enabled=False):  # the dtypes are chosen here, not by autocast
         for start in range(0, n_rows, rows):

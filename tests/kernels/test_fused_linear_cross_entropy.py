@@ -447,3 +447,39 @@ def test_fp32_accumulation_reduces_weight_gradient_error(device, seed):
     # fp32 accumulation: the golden rounded once to bf16 (fp32's own rounding is 2^16 times smaller).
     assert err["fp32"] <= 1.01 * one_rounding, f"fp32-accumulated dW is not the golden rounded once: {err}"
     assert err["fp32"] <= 0.5 * err["bf16"], f"fp32 accumulation does not reduce dW's error: {err}"
+
+
+@pytest.mark.parametrize("vocab", [97, 128])
+def test_chunk_logits_rows_start_aligned(device, monkeypatch, vocab):
+    """The chunk's logits reach the cross entropy kernel with rows LOGITS_ROW_ALIGN elements apart
+    whatever the vocabulary (an odd one packed end to end would start rows off 16-byte alignment), and
+    the padding columns change nothing: the same loss and gradients as with rows packed end to end."""
+    from liger_kernel.ops import fused_linear_cross_entropy as flce
+
+    strides = []
+    kernel_rows = flce.cross_entropy_rows
+
+    def spy(logits, *args, **kwargs):
+        strides.append(logits.stride())
+        return kernel_rows(logits, *args, **kwargs)
+
+    monkeypatch.setattr(flce, "cross_entropy_rows", spy)
+    gen = torch.Generator(device=device).manual_seed(3)
+    x = torch.randn(10, 16, device=device, generator=gen)
+    w = torch.randn(vocab, 16, device=device, generator=gen) * 0.3
+    target = torch.randint(0, vocab, (10,), device=device, generator=gen)
+    results = {}
+    aligned = flce.LOGITS_ROW_ALIGN
+    for align in (aligned, 1):
+        monkeypatch.setattr(flce, "LOGITS_ROW_ALIGN", align)
+        strides.clear()
+        results[align] = run(
+            liger_fused_linear_cross_entropy, x, w, None, target, torch.tensor(1.0), ("x", "weight"),
+            chunk_size=4, return_z_loss=True,
+        )  # fmt: skip
+        assert len(strides) == 3  # 10 rows in chunks of 4
+        expected_stride = -(-vocab // align) * align
+        assert all(s == (expected_stride, 1) for s in strides), strides
+    # On the CPU the same matmul; on a GPU the aligned stride may pick another GEMM kernel (the point of it).
+    exact = dict(atol=0, rtol=0) if device == "cpu" else {}
+    assert_close(results[aligned], results[1], **exact)
