@@ -13,7 +13,7 @@
 # Steps: kernels (new/changed kernels' rows), suite (the test suite compiled for real), converge (every
 # model spec, fp32 and bf16), peer (0.8.5's test files, three groups at once), post_training (with
 # --profile when POST_TRAINING_PROFILE is set), diag_dpo (where DPO's pass leaves the GPU idle), distill
-# (the fused linear JSD), flce_curve (FLCE time-vs-memory curve), sweep_rms, sweep_ln, sweep_rope,
+# (the fused linear JSD), flce_curve (FLCE time-vs-memory curve), sweep_norm (sweep_rms, sweep_ln), sweep_rope,
 # sweep_flce (issue 19's sweeps; SWEEP_BUDGET and PREWARM_SECONDS set their time).
 # odd_vocab: the FLCE chunk buffer's row alignment on and off at vocabularies that are not multiples of 8.
 set -u
@@ -59,6 +59,7 @@ step_odd_vocab() {
 }
 step_sweep_rms() { sweep "$1" --family norm --ops rms_norm; }
 step_sweep_ln() { sweep "$1" --family norm --ops layer_norm; }
+step_sweep_norm() { sweep "$1" --family norm; }
 step_sweep_rope() { sweep "$1" --family rope; }
 step_sweep_flce() { sweep "$1" --family flce --prewarm 3; }
 step_distill() {
