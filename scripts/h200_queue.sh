@@ -13,9 +13,10 @@
 # Steps: kernels (new/changed kernels' rows), suite (the test suite compiled for real), converge (every
 # model spec, fp32 and bf16), peer (0.8.5's test files, three groups at once), post_training (with
 # --profile when POST_TRAINING_PROFILE is set), diag_dpo (where DPO's pass leaves the GPU idle), distill
-# (the fused linear JSD), flce_curve (FLCE time-vs-memory curve), sweep_norm (sweep_rms, sweep_ln), sweep_rope,
-# sweep_flce (issue 19's sweeps; SWEEP_BUDGET and PREWARM_SECONDS set their time).
-# odd_vocab: the FLCE chunk buffer's row alignment on and off at vocabularies that are not multiples of 8.
+# (the fused linear JSD), flce_curve (FLCE time-vs-memory curve), sweep_norm (or sweep_rms, sweep_ln),
+# sweep_rope, sweep_flce (issue 19's sweeps; SWEEP_BUDGET and PREWARM_SECONDS set their time).
+# odd_vocab: the FLCE chunk buffer's row alignment on and off at vocabularies that are not multiples of 8;
+# ce_peel: the cross entropy kernel's peel of unaligned rows on and off.
 set -u
 cd "$(dirname "$0")/.."
 root=${OUT:?set OUT}
@@ -57,6 +58,8 @@ step_odd_vocab() {
     for a in 1 64; do python3 -m benchmark.quick_flce --vocab $v --row-align $a; done
   done
 }
+# The cross entropy kernel's unaligned-row peel on and off (odd vocabularies; 100352 the control).
+step_ce_peel() { python3 -m benchmark.quick_ce; }
 step_sweep_rms() { sweep "$1" --family norm --ops rms_norm; }
 step_sweep_ln() { sweep "$1" --family norm --ops layer_norm; }
 step_sweep_norm() { sweep "$1" --family norm; }

@@ -19,9 +19,11 @@ The kernel writes dx in its second pass over the row, over the logits themselves
 it (see ``cross_entropy``), so a forward + backward costs one read of the logits for the logsumexp, a
 second read served from L2 (one program per SM holds 132 rows in flight, the second pass walks the row
 backwards, starting with what the first pass read last, and eviction hints keep the first pass's lines)
-and one write. Nothing else is kept for backward: the backward multiplies the stored
-gradient by the incoming gradient (a scalar, or one value per row for reduction="none"), and leaves
-rows whose incoming gradient is exactly 1 alone, so the usual ``loss.backward()`` costs one tiny launch.
+and one write. Loads are 16 bytes per thread; rows that start off that alignment (an odd vocabulary)
+have their first few columns handled apart so that the rest starts aligned. Nothing else is kept for
+backward: the backward multiplies the stored gradient by the incoming gradient (a scalar, or one value
+per row for reduction="none"), and leaves rows whose incoming gradient is exactly 1 alone, so the usual
+``loss.backward()`` costs one tiny launch.
 
 Kept for backward: the gradient (N x V, logits' dtype). Where it is written (``cross_entropy``'s inplace):
 over the logits when they are an intermediate of autograd (default), never over a leaf or a view of one
@@ -82,6 +84,11 @@ PROGRAMS_PER_SM = 0
 L2_HINTS = True
 # Whether to raise on targets outside [0, V) (see the module docstring and TargetCheck).
 CHECK_TARGETS = True
+# Whether rows that start off 16-byte alignment (a row stride that is not a multiple of one load: an
+# odd vocabulary) have their first columns peeled off so that the rest loads 16 bytes at a time (see the
+# kernel). Off: such rows load an element at a time (measured ~2x slower per byte on the H200 at OLMo
+# 3's 100278 against OLMo 2's 100352, sweep_ce_20261205_h200.csv).
+PEEL_UNALIGNED_ROWS = True
 
 
 @triton.jit
@@ -219,6 +226,26 @@ def _lse_step(
 
 
 @triton.jit
+def _lse_head(
+    x_row, head, m, d, wz, CW, softcap,
+    HAS_WEIGHT: tl.constexpr, HAS_SMOOTHING: tl.constexpr, HAS_SOFTCAP: tl.constexpr, VEC: tl.constexpr,
+):  # fmt: skip
+    """Pass 1's first ``head`` (< VEC) columns of a row, peeled off so that the blocks after them start
+    16-byte aligned: merged into the row's merged (m, d, wz)."""
+    cols = tl.arange(0, VEC)
+    in_head = cols < head
+    z0 = _load_logits(x_row, cols, head, softcap, HAS_SOFTCAP, True, "")
+    z = tl.where(in_head, z0, float("-inf"))
+    m_new = tl.maximum(m, tl.max(z, 0))
+    d = d * tl.math.exp2(tl.maximum(m - m_new, -1e30) * LOG2E) + tl.sum(tl.math.exp2((z - m_new) * LOG2E), 0)
+    if HAS_SMOOTHING:
+        if HAS_WEIGHT:
+            z0 = z0 * _load_weight(CW, cols, head, True)
+        wz += tl.sum(z0, 0)
+    return m_new, d, wz
+
+
+@triton.jit
 def _grad_step(
     x_row, g_row, start, n_cols, m, log_d2, coef_p, coef_w, CW, softcap,
     HAS_WEIGHT: tl.constexpr, HAS_SMOOTHING: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
@@ -276,11 +303,14 @@ def _cross_entropy_kernel(
     EVICT1: tl.constexpr,
     EVICT2: tl.constexpr,
     SKIP_IF_BAD: tl.constexpr,
+    PEEL: tl.constexpr,
 ):
     # Persistent grid when n_programs < n_rows: program p takes rows p, p + n_programs, ... so that
     # only n_programs rows are in flight at once and pass 2 re-reads each row from L2.
-    # Full blocks are walked without masks; the last, partial block (if any) with them.
-    n_full = (n_cols // BLOCK) * BLOCK
+    # Full blocks are walked without masks; the last, partial block (if any) with them. With PEEL (rows
+    # that start off 16-byte alignment: a row stride that is not a multiple of VEC) each row's first
+    # `head` columns are taken apart (_lse_head, a masked _grad_step), so that the blocks start aligned
+    # and load VEC elements at a time; the compiler cannot vectorize a row it cannot prove aligned.
     n_todo = n_rows
     if SKIP_IF_BAD:  # the host raises on bad targets: leave everything untouched (see TargetCheck)
         n_todo = tl.where(tl.load(SCALES + 3) > 0, 0, n_rows)
@@ -289,6 +319,17 @@ def _cross_entropy_kernel(
         x_row = X + row * stride_x
         g_row = G + row * stride_g
         t = tl.load(Y + row * stride_y).to(tl.int64)
+        # The row from column `head` on (all of it without PEEL), and its class weights.
+        head = row * 0  # int64, as in the PEEL branch
+        x_body = x_row
+        g_body = g_row
+        if PEEL:  # columns before the first aligned one; stride_g = stride_x modulo VEC and n_cols >= VEC
+            head = (VEC - (row * stride_x) % VEC) % VEC
+            x_body = X + tl.multiple_of(row * stride_x + head, VEC)
+            g_body = G + tl.multiple_of(row * stride_g + head, VEC)
+        cw_body = CW + head
+        n_body = (n_cols - head).to(tl.int32)  # as n_cols (and so the column loops' counters)
+        n_full = (n_body // BLOCK) * BLOCK
 
         if t == ignore_index:
             tl.store(LOSS + row, 0.0)
@@ -308,17 +349,21 @@ def _cross_entropy_kernel(
             wz_w = tl.zeros((WARPS, LANES), tl.float32)
             for start in range(0, n_full, BLOCK):
                 m_w, d_w, wz_w = _lse_step(
-                    x_row, start, n_cols, m_w, d_w, wz_w, CW, softcap,
+                    x_body, start, n_body, m_w, d_w, wz_w, cw_body, softcap,
                     HAS_WEIGHT, HAS_SMOOTHING, HAS_SOFTCAP, False, WARPS, LANES, VEC, BLOCK, EVICT1,
                 )  # fmt: skip
-            if n_full < n_cols:
+            if n_full < n_body:
                 m_w, d_w, wz_w = _lse_step(
-                    x_row, n_full, n_cols, m_w, d_w, wz_w, CW, softcap,
+                    x_body, n_full, n_body, m_w, d_w, wz_w, cw_body, softcap,
                     HAS_WEIGHT, HAS_SMOOTHING, HAS_SOFTCAP, True, WARPS, LANES, VEC, BLOCK, EVICT1,
                 )  # fmt: skip
             m = tl.max(tl.max(m_w, 1), 0)
             d = tl.sum(tl.sum(d_w * tl.math.exp2(tl.maximum(m_w - m, -1e30) * LOG2E), 1), 0)
             sum_wz = tl.sum(tl.sum(wz_w, 1), 0)
+            if PEEL:
+                m, d, sum_wz = _lse_head(
+                    x_row, head, m, d, sum_wz, CW, softcap, HAS_WEIGHT, HAS_SMOOTHING, HAS_SOFTCAP, VEC
+                )
             # lse = m + log_d; keeping the two apart leaves z - m exact in z - lse (as torch's log_softmax).
             log_d = tl.log(d)
             lse = m + log_d
@@ -361,15 +406,20 @@ def _cross_entropy_kernel(
                 log_d2 = log_d * LOG2E
 
                 # Pass 2, backwards over the row: the blocks pass 1 read last are the likeliest in L2.
-                if n_full < n_cols:
+                if n_full < n_body:
                     _grad_step(
-                        x_row, g_row, n_full, n_cols, m, log_d2, coef_p, coef_w, CW, softcap,
+                        x_body, g_body, n_full, n_body, m, log_d2, coef_p, coef_w, cw_body, softcap,
                         HAS_WEIGHT, HAS_SMOOTHING, HAS_SOFTCAP, True, BLOCK, EVICT2,
                     )  # fmt: skip
                 for i in range(0, n_full // BLOCK):
                     _grad_step(
-                        x_row, g_row, n_full - BLOCK - i * BLOCK, n_cols, m, log_d2, coef_p, coef_w, CW, softcap,
-                        HAS_WEIGHT, HAS_SMOOTHING, HAS_SOFTCAP, False, BLOCK, EVICT2,
+                        x_body, g_body, n_full - BLOCK - i * BLOCK, n_body, m, log_d2, coef_p, coef_w, cw_body,
+                        softcap, HAS_WEIGHT, HAS_SMOOTHING, HAS_SOFTCAP, False, BLOCK, EVICT2,
+                    )  # fmt: skip
+                if PEEL:
+                    _grad_step(
+                        x_row, g_row, 0, head, m, log_d2, coef_p, coef_w, CW, softcap,
+                        HAS_WEIGHT, HAS_SMOOTHING, HAS_SOFTCAP, True, VEC, EVICT2,
                     )  # fmt: skip
                 # The target's column, written over (after a barrier: another thread stored it above)
                 # with the -coef_t term that pass 2 left out of every column.
@@ -600,6 +650,11 @@ def cross_entropy_rows(
     write_grad = grad is not None
     g = grad if write_grad else logits
     block, vec, lanes, warps = _launch_shape(n_cols, logits.element_size())
+    # Peel each row's unaligned head when rows start off 16-byte alignment (an odd vocabulary: Granite's
+    # 49159, OLMo 3's 100278) and the gradient rows are off by as much (the same stride modulo vec).
+    stride_x, stride_g = logits.stride(0), g.stride(0)
+    peel = PEEL_UNALIGNED_ROWS and vec > 1 and n_rows > 1 and n_cols >= vec
+    peel = peel and stride_x % vec != 0 and stride_x % vec == stride_g % vec
     evict = ("evict_last", "evict_first") if L2_HINTS else ("", "")
     n_programs = n_rows
     if PROGRAMS_PER_SM > 0:
@@ -612,7 +667,7 @@ def cross_entropy_rows(
         HAS_WEIGHT=weight is not None, HAS_SMOOTHING=label_smoothing > 0, HAS_Z=lse_square_scale != 0,
         HAS_SOFTCAP=softcap > 0, HAS_ROW_SCALE=row_scale is not None, WRITE_GRAD=write_grad,
         WARPS=warps, LANES=lanes, VEC=vec, BLOCK=block, EVICT1=evict[0], EVICT2=evict[1],
-        SKIP_IF_BAD=skip_if_bad, num_warps=warps,
+        SKIP_IF_BAD=skip_if_bad, PEEL=peel, num_warps=warps,
     )  # fmt: skip
     return ce, zl
 

@@ -623,3 +623,79 @@ def test_pytorch_fallback_matches_kernel(device, monkeypatch):
             liger_cross_entropy(x, torch.tensor([0, 50, 1, 1, 1, 1, 1]))
     for reduction in ("mean", "none"):
         assert_close(results["0", reduction], results["1", reduction], atol=1e-6, rtol=1e-5)
+
+
+class _LaunchSpy:
+    """Stands in for the row kernel: records each launch's PEEL and launches the real one."""
+
+    def __init__(self, kernel):
+        self.kernel, self.peel = kernel, []
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.peel.append(kwargs["PEEL"])
+            return self.kernel[grid](*args, **kwargs)
+
+        return launch
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("mode", ["intermediate", "leaf", "intermediate_copy"])
+def test_rows_off_alignment_are_peeled(device, seed, monkeypatch, dtype, mode):
+    """With a vocabulary that is not a multiple of the 16-byte load (203 classes) each row starts at
+    another offset from alignment; the kernel takes each row's first columns apart (PEEL) so the rest
+    loads aligned. Targets inside the peeled columns of several rows, class weights, smoothing, softcap,
+    z-loss and ignored rows, over several blocks per row, against the golden, in place or not."""
+    spy = _LaunchSpy(ce_ops._cross_entropy_kernel)
+    monkeypatch.setattr(ce_ops, "_cross_entropy_kernel", spy)
+    gen = torch.Generator().manual_seed(seed)
+    n, vocab = 9, 203
+    x = (torch.randn(n, vocab, generator=gen) * 4).to(dtype).to(device)
+    target = torch.tensor([0, 1, 2, 3, 5, 6, -100, 202, 7]).to(device)
+    weight = (torch.rand(vocab, generator=gen) + 0.5).to(dtype).to(device)
+    opts = dict(weight=weight, reduction="mean", label_smoothing=0.2, lse_square_scale=1e-3, softcap=20.0)
+    with block_max(64):
+        check_against_torch(x, target, "random", mode, opts, seed=seed)
+    assert spy.peel == [True]
+
+
+def test_peeled_rows_load_16_bytes_at_a_time():
+    """The point of PEEL, checked in the code the GPU would run (cross-compiled for sm_90): with a row
+    stride that is not a multiple of the 16-byte load (OLMo 3's 100278), the full blocks' loads and
+    stores are 16 bytes per thread with PEEL, as many as with an aligned stride, and none without it.
+    Also compiles PEEL with every option on and with fp32 logits."""
+    from _ptx import global_memory_ops, vector_count
+
+    args = dict(
+        X="*bf16", G="*bf16", Y="*i64", CW="*fp32", ROW_SCALE="*fp32", SCALES="*fp32", LOSS="*fp32",
+        ZLOSS="*fp32", stride_x="i64", stride_g="i64", stride_y="i64", stride_rs="i32", n_rows="i32",
+        n_cols="i32", n_programs="i32", ignore_index="i32", label_smoothing="fp32", lse_square_scale="fp32",
+        softcap="fp32",
+    )  # fmt: skip
+    pointers = tuple(name for name, kind in args.items() if kind.startswith("*"))
+    options = ("HAS_WEIGHT", "HAS_SMOOTHING", "HAS_Z", "HAS_SOFTCAP", "HAS_ROW_SCALE")
+
+    def spec(peel, stride_aligned, all_options=False, logits="*bf16"):
+        block, vec, lanes, warps = ce_ops._launch_shape(100278, 2 if logits == "*bf16" else 4)
+        consts = dict.fromkeys(options, all_options)
+        consts |= dict(WRITE_GRAD=True, WARPS=warps, LANES=lanes, VEC=vec, BLOCK=block, SKIP_IF_BAD=True)
+        consts |= dict(EVICT1="evict_last", EVICT2="evict_first", PEEL=peel)
+        aligned = pointers + (("stride_x", "stride_g") if stride_aligned else ())
+        return dict(
+            module=ce_ops.__name__, kernel="_cross_entropy_kernel", args=args | dict(X=logits, G=logits),
+            constexprs=consts, aligned=aligned, num_warps=warps,
+        )  # fmt: skip
+
+    (peeled, aligned, packed, peeled_all, peeled_fp32) = global_memory_ops(
+        [
+            spec(True, False),
+            spec(False, True),
+            spec(False, False),
+            spec(True, False, True),
+            spec(True, False, False, "*fp32"),
+        ]
+    )
+    for got, want in zip(peeled, aligned):
+        assert vector_count(got) == vector_count(want) > 0, (peeled, aligned)
+    assert vector_count(packed[0]) == vector_count(packed[1]) == 0, packed
+    assert vector_count(peeled_all[0]) > 0 and vector_count(peeled_fp32[0]) > 0, (peeled_all, peeled_fp32)

@@ -453,7 +453,7 @@ def test_fp32_accumulation_reduces_weight_gradient_error(device, seed):
 def test_chunk_logits_rows_start_aligned(device, monkeypatch, vocab):
     """The chunk's logits reach the cross entropy kernel with rows LOGITS_ROW_ALIGN elements apart
     whatever the vocabulary (an odd one packed end to end would start rows off 16-byte alignment), and
-    the padding columns change nothing: the same loss and gradients as with rows packed end to end."""
+    the padding columns change nothing: the loss and gradients of rows packed end to end."""
     from liger_kernel.ops import fused_linear_cross_entropy as flce
 
     strides = []
@@ -480,6 +480,6 @@ def test_chunk_logits_rows_start_aligned(device, monkeypatch, vocab):
         assert len(strides) == 3  # 10 rows in chunks of 4
         expected_stride = -(-vocab // align) * align
         assert all(s == (expected_stride, 1) for s in strides), strides
-    # On the CPU the same matmul; on a GPU the aligned stride may pick another GEMM kernel (the point of it).
-    exact = dict(atol=0, rtol=0) if device == "cpu" else {}
-    assert_close(results[aligned], results[1], **exact)
+    # fp32 tolerances, not bit equality: packed rows of an odd vocabulary take the cross entropy kernel's
+    # peeled path (another summation order), and on a GPU the stride may pick another GEMM kernel.
+    assert_close(results[aligned], results[1])
