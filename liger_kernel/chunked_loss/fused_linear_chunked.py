@@ -37,6 +37,7 @@ import torch
 
 from liger_kernel.ops.fused_linear_cross_entropy import (
     _addmm_into,
+    aligned_rows_buffer,
     cost_rule_rows,
     default_chunk_budget,
     default_chunk_size,
@@ -51,9 +52,25 @@ from liger_kernel.ops.token_logprobs import gather_logprobs, logprob_grad_, row_
 ChunkLoss = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, Any]]
 
 
+def lm_head_logits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x @ W^T + b (..., V) in x's dtype, rounded once as an lm_head computes it. Outside autocast the
+    rows are stored 64 elements apart (``aligned_rows_buffer``: an odd vocabulary's rows would otherwise
+    start off 16-byte alignment, and the log-prob kernels and GEMMs that read them would not load 16
+    bytes at a time); under autocast, ``F.linear`` as the model would run it."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.nn.functional.linear(x, weight, bias)
+    rows = x.reshape(-1, x.shape[-1])
+    logits = aligned_rows_buffer(rows.shape[0], weight.shape[0], x.dtype, x.device)
+    if bias is None:
+        torch.mm(rows, weight.t(), out=logits)
+    else:
+        torch.addmm(bias, rows, weight.t(), out=logits)
+    return logits.view(*x.shape[:-1], weight.shape[0])
+
+
 def chunk_logits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """x @ W^T + b in x's dtype, rounded once (as an lm_head computes it), returned in fp32 (float64 stays)."""
-    logits = torch.nn.functional.linear(x, weight, bias)
+    logits = lm_head_logits(x, weight, bias)
     return logits if logits.dtype == torch.float64 else logits.float()
 
 
@@ -85,7 +102,7 @@ def frozen_token_logprobs(
     temperature: float = 1.0,
 ) -> torch.Tensor:
     """Per-token log-probs of a frozen model (reference policy) for one chunk; 0 at ignored tokens."""
-    logits = torch.nn.functional.linear(x, weight, bias)  # x's dtype: no fp32 copy of the chunk
+    logits = lm_head_logits(x, weight, bias)  # x's dtype: no fp32 copy of the chunk
     return token_logprobs(logits, target, ignore_index, temperature=temperature)[0]
 
 
@@ -234,9 +251,7 @@ def _autograd_chunk(x_chunk, weight, bias, rows, chunk_loss, any_grad):
 
 def _logprob_chunk(x_chunk, weight, bias, rows, chunk_loss, targets, temperature, any_grad):
     with torch.no_grad():
-        logits = torch.nn.functional.linear(
-            x_chunk, weight, bias
-        )  # x's dtype, rounded once as the lm_head does
+        logits = lm_head_logits(x_chunk, weight, bias)  # x's dtype, rounded once as the lm_head does
         flat = logits.view(-1, logits.shape[-1])
         lse = row_logsumexp(flat, temperature)
         logprobs, masks, safe_targets = zip(

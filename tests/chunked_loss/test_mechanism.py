@@ -87,3 +87,27 @@ def test_bad_chunk_size_is_named(bad):
     x, weight = torch.zeros(2, 3, 4), torch.zeros(5, 4)
     with pytest.raises(ValueError, match="chunk_size must be a positive int"):
         units_per_chunk(bad, 2, 3, x, weight)
+
+
+def test_lm_head_logits_rows_start_aligned(device):
+    """A chunk's logits (and a frozen model's) are stored with rows LOGITS_ROW_ALIGN elements apart,
+    whatever the vocabulary, and hold exactly what the lm_head computes (``F.linear`` in x's dtype);
+    under autocast they are ``F.linear``'s own output, in autocast's dtype."""
+    from liger_kernel.ops.fused_linear_cross_entropy import LOGITS_ROW_ALIGN
+
+    gen = torch.Generator(device="cpu").manual_seed(1)
+    x = torch.randn(3, 5, 16, generator=gen).to(device=device, dtype=torch.bfloat16)
+    weight = torch.randn(97, 16, generator=gen).to(device=device, dtype=torch.bfloat16)
+    bias = torch.randn(97, generator=gen).to(device=device, dtype=torch.bfloat16)
+    # Bit for bit on the CPU; on a GPU the stride may pick another GEMM kernel (bf16's tolerances).
+    exact = dict(atol=0, rtol=0) if device == "cpu" else {}
+    for b in (None, bias):
+        logits = fused_linear_chunked.lm_head_logits(x, weight, b)
+        assert logits.shape == (3, 5, 97) and logits.stride(-1) == 1
+        assert logits.stride(-2) % LOGITS_ROW_ALIGN == 0 and logits.stride(-2) >= 97
+        assert_close(logits, torch.nn.functional.linear(x, weight, b), **exact)
+    with torch.autocast(device, dtype=torch.bfloat16):
+        x32, w32 = x.float(), weight.float()
+        logits = fused_linear_chunked.lm_head_logits(x32, w32, None)
+        assert logits.dtype == torch.bfloat16
+        assert_close(logits, torch.nn.functional.linear(x32, w32), atol=0, rtol=0)
