@@ -231,7 +231,7 @@ def _lse_head(
     HAS_WEIGHT: tl.constexpr, HAS_SMOOTHING: tl.constexpr, HAS_SOFTCAP: tl.constexpr, VEC: tl.constexpr,
 ):  # fmt: skip
     """Pass 1's first ``head`` (< VEC) columns of a row, peeled off so that the blocks after them start
-    16-byte aligned: merged into the row's merged (m, d, wz)."""
+    16-byte aligned: merged into the row's (m, d, wz) after the blocks."""
     cols = tl.arange(0, VEC)
     in_head = cols < head
     z0 = _load_logits(x_row, cols, head, softcap, HAS_SOFTCAP, True, "")
