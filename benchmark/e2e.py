@@ -13,7 +13,10 @@ Arms, each built, measured and freed in turn in this one process:
     compile        ``torch.compile(model)`` of that model (default mode, static shapes);
     liger          the model patched in place: ``apply_liger_kernel_to_<model_type>(model=model)``
                    (defaults: RMSNorm, RoPE, SwiGLU / GeGLU, fused linear cross-entropy in training);
-    liger_compile  the patched model, then ``torch.compile``.
+    liger_compile  the patched model, then ``torch.compile``;
+    liger085       (only when named) the model patched by liger-kernel 0.8.5's
+                   ``apply_liger_kernel_to_<model_type>(model=model)``, imported from --peer-path in a
+                   child process (both packages are named liger_kernel), its defaults.
 ``rope=True`` patches the modeling module globally, so after each liger arm
 ``liger_kernel.transformers.unpatch()`` restores everything before the next arm is built.
 
@@ -40,9 +43,11 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as _dt
+import json
 import math
 import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -55,7 +60,10 @@ import torch
 if not torch.cuda.is_available():
     # Must happen before anything imports triton or liger_kernel (kernels are decorated at import).
     os.environ.setdefault("TRITON_INTERPRET", "1")
+if "--peer-child" in sys.argv:  # the liger085 arm's process: the peer's liger_kernel must win
+    sys.path.insert(0, os.path.abspath(sys.argv[sys.argv.index("--peer-path") + 1]))
 
+from benchmark.peer import add_peer_path_argument, child_env, import_peer, peer_version  # noqa: E402
 from benchmark.run import (  # noqa: E402
     _DTYPES,
     _REPO,
@@ -71,6 +79,8 @@ ARMS = ("eager", "compile", "liger", "liger_compile")
 # Run only when named in --arms: the liger arm with one option off, to measure that option's gain
 # (``liger_unfused_add``: fused_add_rms_norm=False, the residual adds and norms unfused).
 EXTRA_ARMS = {"liger_unfused_add": {"fused_add_rms_norm": False}}
+# Run only when named: liger-kernel 0.8.5 (the reference release) in a child process (see run_peer_arm).
+PEER_ARM = "liger085"
 KINDS = ("fwd_bwd", "train_step")
 COLUMNS = ("arm", "preset", "batch", "seq", "metric", "value", *ENV_COLUMNS)
 
@@ -219,6 +229,7 @@ TARGETS = (
     ("tokens_per_s", "eager", ">=", 1.25),
     ("tokens_per_s", "compile", ">=", 1.05),
     ("peak_gib", "eager", "<=", 0.6),
+    ("tokens_per_s", PEER_ARM, ">=", 1.05),  # issue 19
 )
 # Issue 20's targets: against eager (the MoE configuration has none: report what it gets).
 PRESET_TARGETS = {
@@ -322,11 +333,21 @@ def run_arm(arm: str, preset: Preset, args: argparse.Namespace, device: torch.de
     patched = arm.startswith("liger")
     try:
         state["model"] = model = build_model(preset, device, args.attn)
-        if patched:
+        if arm == PEER_ARM:  # in the child process, where liger_kernel is the peer's
+            import liger_kernel.transformers as peer_transformers
+
+            notes.append(f"liger_kernel {import_peer(args.peer_path)}")
+            getattr(peer_transformers, f"apply_liger_kernel_to_{preset.model_type}")(model=model)
+        elif patched:
             from liger_kernel.transformers.monkey_patch import apply_liger_kernel
 
             apply_liger_kernel(preset.model_type, model=model, **EXTRA_ARMS.get(arm, {}))
-            swapped = sum(type(m).__module__.startswith("liger_kernel") for m in model.modules())
+        if patched:  # modules swapped for ours, or given a forward of liger_kernel's (the peer's patches)
+            swapped = sum(
+                type(m).__module__.startswith("liger_kernel")
+                or getattr(m.forward, "__module__", "").startswith("liger_kernel")
+                for m in model.modules()
+            )
             notes.append(f"liger modules={swapped}")  # 0 would mean the patch did not take
         state["runner"] = model
         if arm.endswith("compile"):
@@ -354,7 +375,7 @@ def run_arm(arm: str, preset: Preset, args: argparse.Namespace, device: torch.de
     finally:
         model = None
         state.clear()
-        if patched:
+        if patched and arm != PEER_ARM:  # the peer's process ends with its arm
             try:
                 from liger_kernel.transformers import unpatch
 
@@ -365,6 +386,26 @@ def run_arm(arm: str, preset: Preset, args: argparse.Namespace, device: torch.de
         _free(device)
     result.note = "; ".join(notes)
     return result
+
+
+def run_peer_arm(args: argparse.Namespace) -> ArmResult:
+    """The liger085 arm in a child process with --peer-path ahead of this repository; its result comes
+    back as one JSON line."""
+    env, why = child_env(args.peer_path)
+    if env is None:
+        return ArmResult(note=why)
+    cmd = [sys.executable, "-m", "benchmark.e2e", "--preset", args.preset, "--arms", PEER_ARM, "--peer-child"]
+    cmd += ["--peer-path", args.peer_path, "--batch", str(args.batch), "--seq", str(args.seq)]
+    cmd += ["--warmup", str(args.warmup), "--steps", str(args.steps), "--attn", args.attn]
+    cmd += ["--optimizer"] if args.optimizer else []
+    cmd += ["--compile-backend", args.compile_backend] if args.compile_backend else []
+    proc = subprocess.run(cmd, env=env, cwd=str(_REPO), capture_output=True, text=True)
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("RESULT "):
+            got = json.loads(line[len("RESULT ") :])
+            return ArmResult(values=got["values"], note=got["note"])
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
+    return ArmResult(note=f"error: child exit {proc.returncode}: {tail[0][:200]}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -499,6 +540,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--compile-backend", default=None, help="default: the preset's (inductor; tiny: aot_eager)"
     )
     parser.add_argument("--liger-version", default=None, help="text for the liger_kernel column")
+    add_peer_path_argument(parser)
+    parser.add_argument("--peer-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--out", default=None, help="CSV path (default benchmark/results/e2e_<preset>_<date>.csv)"
     )
@@ -530,8 +573,8 @@ def main(argv: list[str] | None = None) -> int:
         print_table(preset_name, results)
         return 0
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    if any(a not in ARMS and a not in EXTRA_ARMS for a in arms) or args.steps < 1:
-        known = ",".join([*ARMS, *EXTRA_ARMS])
+    if any(a not in ARMS and a not in EXTRA_ARMS and a != PEER_ARM for a in arms) or args.steps < 1:
+        known = ",".join([*ARMS, *EXTRA_ARMS, PEER_ARM])
         print(f"unknown arms in {arms} (known: {known}) or --steps < 1", file=sys.stderr)
         return 2
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -539,6 +582,10 @@ def main(argv: list[str] | None = None) -> int:
         print("no CUDA device: only the tiny presets run on CPU", file=sys.stderr)
         return 2
     preset = PRESETS[args.preset]
+    if args.peer_child:  # the liger085 arm's process: run it, report it to the parent, write nothing
+        res = run_arm(PEER_ARM, preset, args, device)
+        print("RESULT " + json.dumps({"values": res.values, "note": res.note}), flush=True)
+        return 0
     env = environment(device, args.liger_version)
     out = Path(args.out)
     print(
@@ -555,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
     for arm in arms:
         t0 = time.perf_counter()
         print(f"{arm} ...", flush=True)
-        res = run_arm(arm, preset, args, device)
+        res = run_peer_arm(args) if arm == PEER_ARM else run_arm(arm, preset, args, device)
         results[arm] = res
         rows = [
             {
@@ -569,7 +616,8 @@ def main(argv: list[str] | None = None) -> int:
             }
             for m in metric_names(args.optimizer)
         ]
-        write_rows(out, env, rows)  # each arm appended as it finishes: a run cut short keeps its arms
+        arm_env = {**env, "liger_kernel": f"peer {peer_version(args.peer_path)}"} if arm == PEER_ARM else env
+        write_rows(out, arm_env, rows)  # each arm appended as it finishes: a run cut short keeps its arms
         got = "  ".join(f"{k}={v:.4g}" for k, v in res.values.items())
         print(f"    {got}  {res.note}  ({time.perf_counter() - t0:.1f} s)", flush=True)
     print_table(args.preset, results)

@@ -16,7 +16,8 @@
 # (the fused linear JSD), flce_curve (FLCE time-vs-memory curve), sweep_norm (or sweep_rms, sweep_ln),
 # sweep_rope, sweep_flce (issue 19's sweeps; SWEEP_BUDGET and PREWARM_SECONDS set their time).
 # odd_vocab: the FLCE chunk buffer's row alignment on and off at vocabularies that are not multiples of 8;
-# ce_peel: the cross entropy kernel's peel of unaligned rows on and off.
+# ce_peel: the cross entropy kernel's peel of unaligned rows on and off; e2e_llama: Llama-3-8B end to end,
+# eager, compile, ours and 0.8.5.
 set -u
 cd "$(dirname "$0")/.."
 root=${OUT:?set OUT}
@@ -60,6 +61,11 @@ step_odd_vocab() {
 }
 # The cross entropy kernel's unaligned-row peel on and off (odd vocabularies; 100352 the control).
 step_ce_peel() { python3 -m benchmark.quick_ce; }
+# End to end at Llama-3-8B with the reference release beside us (issue 19's 1.25x eager, 1.05x 0.8.5).
+step_e2e_llama() {
+  python3 -m benchmark.e2e --preset llama3-8b --arms eager,compile,liger,liger085 --peer-path .peer/liger085 \
+    --out "$1/e2e_llama3-8b.csv"
+}
 step_sweep_rms() { sweep "$1" --family norm --ops rms_norm; }
 step_sweep_ln() { sweep "$1" --family norm --ops layer_norm; }
 step_sweep_norm() { sweep "$1" --family norm; }

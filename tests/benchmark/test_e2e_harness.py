@@ -47,6 +47,47 @@ def test_tiny_run_writes_a_csv_the_report_reads(e2e, tmp_path, device):
         e2e.load_csvs([out, other])
 
 
+_FAKE_PEER = """
+import types
+
+
+def _forward(self, *args, **kwargs):  # the model's own forward, reached through the patch
+    return type(self).forward(self, *args, **kwargs)
+
+
+def apply_liger_kernel_to_llama(model=None, **kwargs):
+    model.forward = types.MethodType(_forward, model)
+"""
+
+
+def test_peer_arm_runs_the_release_in_a_child(e2e, tmp_path, device):
+    """The liger085 arm imports the release from --peer-path in a child process, patches the model
+    through its ``apply_liger_kernel_to_<type>(model=...)``, and its rows carry the release's version.
+    A stand-in release whose patch wraps the model's forward."""
+    if device != "cpu":
+        pytest.skip("the tiny preset checks the harness on CPU")
+    peer = tmp_path / "peer"
+    (peer / "liger_kernel" / "transformers").mkdir(parents=True)
+    (peer / "liger_kernel" / "__init__.py").write_text("")
+    (peer / "liger_kernel" / "transformers" / "__init__.py").write_text(_FAKE_PEER)
+    (peer / "liger_kernel-0.0.1.dist-info").mkdir()
+    out = tmp_path / "peer.csv"
+    argv = ["--preset", "tiny", "--arms", "eager,liger085", "--steps", "1", "--out", str(out)]
+    assert e2e.main([*argv, "--peer-path", str(peer)]) == 0
+    rows = [r for r in csv.DictReader(out.open()) if r["arm"] == "liger085"]
+    assert rows and {r["liger_kernel"] for r in rows} == {"peer 0.0.1"}
+    _, results, _ = e2e.load_csvs([out])
+    peer_arm = results["liger085"]
+    assert "liger_kernel 0.0.1" in peer_arm.note and "liger modules=1" in peer_arm.note, peer_arm.note
+    assert peer_arm.values["fwd_bwd_loss"] == pytest.approx(results["eager"].values["fwd_bwd_loss"], rel=1e-6)
+
+    # without the release at --peer-path the arm says so and the run goes on
+    missing = tmp_path / "missing.csv"
+    assert e2e.main([*argv[:-1], str(missing), "--peer-path", str(tmp_path / "none")]) == 0
+    _, results, _ = e2e.load_csvs([missing])
+    assert "no liger_kernel package" in results["liger085"].note
+
+
 def test_fsdp2_harness_on_two_cpu_ranks(e2e, tmp_path, device):
     """benchmark.fsdp2_e2e (the 2-GPU run of issue 9) on gloo: both arms, same first loss."""
     if device != "cpu":
