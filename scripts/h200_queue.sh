@@ -60,7 +60,10 @@ step_odd_vocab() {
   done
 }
 # The cross entropy kernel's unaligned-row peel on and off (odd vocabularies; 100352 the control).
-step_ce_peel() { python3 -m benchmark.quick_ce; }
+step_ce_peel() {
+  python3 -m benchmark.quick_ce
+  python3 -m benchmark.diag_host --op cross_entropy  # where the launched time at vocab 32000 goes
+}
 # End to end at Llama-3-8B with the reference release beside us (issue 19's 1.25x eager, 1.05x 0.8.5).
 step_e2e_llama() {
   python3 -m benchmark.e2e --preset llama3-8b --arms eager,compile,liger,liger085 --peer-path .peer/liger085 \
