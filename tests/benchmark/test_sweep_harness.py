@@ -89,6 +89,21 @@ def test_invocation_writes_csv_and_plots(benchmark_module, tmp_path):
     assert (tmp_path / f"{path.stem}.png").stat().st_size > 0
 
 
+def test_prewarm_compiles_each_shape_once_per_arm(benchmark_module, tmp_path, capsys):
+    """--prewarm: each compiling arm's shapes are shared among its processes (every shape once), the
+    eager arm is not prewarmed, and the timed arms still measure every shape."""
+    sweep = benchmark_module("sweep")
+    args = ["--family", "rope", "--smoke", "--arms", "eager,compile,ours", "--prewarm", "2", "--out"]
+    assert sweep.main([*args, str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    # compile: 2 processes, ours: 1 (half as many), for 2 shapes each: 4 shape-arms
+    assert "prewarm: 3 processes" in out and "prewarm: 4 shape-arms" in out, out
+    for arm in ("eager", "compile", "ours"):
+        assert (
+            sum(line.strip().startswith(f"{arm} ") and "full_ms=" in line for line in out.splitlines()) == 2
+        )
+
+
 def test_curve_plot_from_csv(benchmark_module, tmp_path):
     """The curve chart from a CSV shaped as the sweep writes it (values made up: this checks the chart)."""
     sweep = benchmark_module("sweep")
