@@ -75,7 +75,11 @@ if __name__ == "__main__":
     try:
         import triton.backends.compiler  # noqa: F401
         import triton.compiler  # noqa: F401
+        from triton.backends import backends
     except ImportError as exc:
         print(f"cannot cross-compile: {exc}")
+        sys.exit(3)
+    if "nvidia" not in backends:
+        print(f"cannot cross-compile: this triton has no NVIDIA backend (it has {sorted(backends)})")
         sys.exit(3)
     print(json.dumps([_compile(spec) for spec in json.loads(sys.argv[1])]))
