@@ -71,7 +71,7 @@ step_e2e_llama() {
 }
 step_sweep_rms() { sweep "$1" --family norm --ops rms_norm; }
 step_sweep_ln() { sweep "$1" --family norm --ops layer_norm; }
-step_sweep_norm() { sweep "$1" --family norm; }
+step_sweep_norm() { sweep "$1" --family norm --prewarm 4; }  # 32768 x 16384 passes: ~10 GB a process
 step_sweep_rope() { sweep "$1" --family rope; }
 step_sweep_flce() { sweep "$1" --family flce --prewarm 3; }
 step_distill() {
