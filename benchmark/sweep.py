@@ -133,8 +133,8 @@ MODELS = (
     Model("ministral", "Ministral-8B", 4096, 131072, 32, 8, 128),
     Model("ministral3", "Ministral-3-8B", 4096, 131072, 32, 8, 128),
     Model("mistral3", "Mistral-Small-3.1-24B", 5120, 131072, 32, 8, 128),
-    # Llama 4 rotates with its own kernel (llama4_rope), not the rope family's; its heads are swept
-    # there with the others' as a shape.
+    # Llama 4 rotates with its own kernel (llama4_rope); the rope family runs the Llama-style kernel
+    # at its head counts as one more shape.
     Model("llama4", "Llama-4-Scout-17B-16E", 5120, 202048, 40, 8, 128),
     Model("llama4_text", "Llama-4-Scout-17B-16E", 5120, 202048, 40, 8, 128),
 )
@@ -289,6 +289,19 @@ def _curve_setup(problem, case: Case, device: torch.device, dtype: torch.dtype) 
     }
 
 
+def build_problem(case: Case, arm: str, device: torch.device, dtype: torch.dtype) -> Any:
+    """The arm's problem at the case's shape: eager code (compile: under torch.compile, static shapes,
+    fresh dynamo caches) or the ``liger`` provider (ours and peer)."""
+    from benchmark.ops import OPS
+
+    problem = OPS[case.op].build("liger" if arm in ("ours", "peer") else "eager", case.dims, dtype, device)
+    if arm == "compile":
+        torch._dynamo.reset()
+        backend = "inductor" if device.type == "cuda" else "aot_eager"
+        problem.fn = torch.compile(problem.fn, backend=backend, dynamic=False)
+    return problem
+
+
 def run_case(case: Case, arm: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     from benchmark.ops import OPS, Shape
     from benchmark.run import Timer, _free, _short, check, full_pass, graph_full_ms, peak_extra_mib
@@ -302,11 +315,7 @@ def run_case(case: Case, arm: str, args: argparse.Namespace, device: torch.devic
         if arm in ("ours", "peer") and (not case.point or case.point.get("default")):
             notes.append("check=" + check(spec, Shape(case.label, case.dims), dtype, device, args.check_tol))
             _free(device)
-        problem = spec.build("liger" if arm in ("ours", "peer") else "eager", case.dims, dtype, device)
-        if arm == "compile":
-            torch._dynamo.reset()
-            backend = "inductor" if device.type == "cuda" else "aot_eager"
-            problem.fn = torch.compile(problem.fn, backend=backend, dynamic=False)
+        problem = build_problem(case, arm, device, dtype)
         if case.point:
             metrics.update(_curve_setup(problem, case, device, dtype))
         elif arm == "ours" and case.op == "fused_linear_cross_entropy":
@@ -335,19 +344,12 @@ def run_case(case: Case, arm: str, args: argparse.Namespace, device: torch.devic
 
 def warm_case(case: Case, arm: str, args: argparse.Namespace, device: torch.device) -> str:
     """Two untimed passes of one shape (compiles it); '' or the error."""
-    from benchmark.ops import OPS
     from benchmark.run import _free, _short, full_pass
 
     dtype = torch.bfloat16 if device.type == "cuda" or not args.smoke else torch.float32
     problem = None
     try:
-        problem = OPS[case.op].build(
-            "liger" if arm in ("ours", "peer") else "eager", case.dims, dtype, device
-        )
-        if arm == "compile":
-            torch._dynamo.reset()
-            backend = "inductor" if device.type == "cuda" else "aot_eager"
-            problem.fn = torch.compile(problem.fn, backend=backend, dynamic=False)
+        problem = build_problem(case, arm, device, dtype)
         if case.point:
             _curve_setup(problem, case, device, dtype)
         for _ in range(2):
