@@ -197,7 +197,7 @@ def _load_weight(CW, cols, n_cols, MASKED: tl.constexpr):
 
 @triton.jit
 def _lse_step(
-    x_row, start, n_cols, m, d, wz, CW, softcap,
+    x_row, start, n_cols, m, d, wz, CW, softcap, exp2_scale,
     HAS_WEIGHT: tl.constexpr, HAS_SMOOTHING: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
     MASKED: tl.constexpr, WARPS: tl.constexpr, LANES: tl.constexpr, VEC: tl.constexpr,
     BLOCK: tl.constexpr, EVICT: tl.constexpr,
@@ -205,9 +205,11 @@ def _lse_step(
     """One block of pass 1, seen as a (BLOCK // (WARPS * LANES * VEC), WARPS, LANES, VEC) tile, VEC being
     the elements of one 16-byte load: in the compiler's layout of the load (each lane loads VEC
     contiguous elements, a warp LANES x VEC) index 1 is the warp, index 2 the lane, and indices 0 and 3
-    the registers of a thread. Each thread keeps its own running max m, sum d of exp(z - m) and sum wz
-    of w_j z_j ((WARPS, LANES) tensors, one value per thread), so the loop reduces within threads only:
-    no shuffle, no barrier, and the warps stream independently. The caller merges them once per row."""
+    the registers of a thread. Each thread keeps its own running max m, sum d of exp2((z - m) *
+    exp2_scale) and sum wz of w_j z_j ((WARPS, LANES) tensors, one value per thread), so the loop reduces
+    within threads only: no shuffle, no barrier, and the warps stream independently. The caller merges
+    them once per row. exp2_scale is LOG2E here (d sums exp(z - m)); LOG2E / T gives exp((z - m) / T), a
+    temperature's (``token_logprobs``: T > 0 keeps the max of z the max of z / T)."""
     cols = start + tl.arange(0, BLOCK)
     shape: tl.constexpr = (BLOCK // (WARPS * LANES * VEC), WARPS, LANES, VEC)
     z0 = tl.reshape(_load_logits(x_row, cols, n_cols, softcap, HAS_SOFTCAP, MASKED, EVICT), shape)
@@ -215,9 +217,9 @@ def _lse_step(
     if MASKED:  # past the row's end: 0 in the sum of w_j z_j, -inf in the logsumexp
         z = tl.where(tl.reshape(cols < n_cols, shape), z0, float("-inf"))
     m_new = tl.maximum(m, tl.max(tl.max(z, 3), 0))
-    e = tl.math.exp2((z - m_new[None, :, :, None]) * LOG2E)
+    e = tl.math.exp2((z - m_new[None, :, :, None]) * exp2_scale)
     # (The clamp keeps -FLT_MAX - m_new from overflowing in the multiply: exp2 of it is 0 either way.)
-    d = d * tl.math.exp2(tl.maximum(m - m_new, -1e30) * LOG2E) + tl.sum(tl.sum(e, 3), 0)
+    d = d * tl.math.exp2(tl.maximum(m - m_new, -1e30) * exp2_scale) + tl.sum(tl.sum(e, 3), 0)
     if HAS_SMOOTHING:
         if HAS_WEIGHT:
             z0 = z0 * tl.reshape(_load_weight(CW, cols, n_cols, MASKED), shape)
@@ -349,12 +351,12 @@ def _cross_entropy_kernel(
             wz_w = tl.zeros((WARPS, LANES), tl.float32)
             for start in range(0, n_full, BLOCK):
                 m_w, d_w, wz_w = _lse_step(
-                    x_body, start, n_body, m_w, d_w, wz_w, cw_body, softcap,
+                    x_body, start, n_body, m_w, d_w, wz_w, cw_body, softcap, LOG2E,
                     HAS_WEIGHT, HAS_SMOOTHING, HAS_SOFTCAP, False, WARPS, LANES, VEC, BLOCK, EVICT1,
                 )  # fmt: skip
             if n_full < n_body:
                 m_w, d_w, wz_w = _lse_step(
-                    x_body, n_full, n_body, m_w, d_w, wz_w, cw_body, softcap,
+                    x_body, n_full, n_body, m_w, d_w, wz_w, cw_body, softcap, LOG2E,
                     HAS_WEIGHT, HAS_SMOOTHING, HAS_SOFTCAP, True, WARPS, LANES, VEC, BLOCK, EVICT1,
                 )  # fmt: skip
             m = tl.max(tl.max(m_w, 1), 0)

@@ -4,7 +4,7 @@ The chunked losses (``liger_kernel.chunked_loss``) need, for each row z (V logit
 e.g. bf16) and temperature T, the log-probs of a few target ids y_k and, once the loss has given their
 coefficients c_k = dL/dlp_k, the gradient over the whole row:
 
-    lse = log sum_j exp(z_j / T)                                  (fp32, one read of the row)
+    lse = log sum_j exp(z_j / T)                                  (fp32, one read of the row; T > 0)
     lp_k = z_{y_k} / T - lse
     G_j = (sum_k c_k [j = y_k] - (sum_k c_k) exp(z_j / T - lse)) / T    (one read, one write, in place)
 
@@ -19,29 +19,38 @@ import torch
 import triton
 import triton.language as tl
 
+from liger_kernel.ops.cross_entropy import LOG2E, NEG_FLT_MAX, _launch_shape, _lse_step
 from liger_kernel.ops.distill_utils import row_launch
 from liger_kernel.ops.utils import use_triton
 
 
 @triton.jit
-def _row_lse_kernel(Z, stride_z, LSE, inv_temperature, n_cols, BLOCK: tl.constexpr):
-    # One program per row: an online max and sum of exp over the row, block by block.
+def _row_lse_kernel(
+    Z, stride_z, LSE, inv_temperature, n_cols,
+    WARPS: tl.constexpr, LANES: tl.constexpr, VEC: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    # One program per row, walked block by block with the cross entropy's pass 1 (_lse_step): each thread
+    # keeps its own running max m of z and sum d of exp((z - m) / T), one exp per logit and no barrier in
+    # the loop; merged once. lse = m / T + log d (T > 0: the max of z is the max of z / T).
     row = tl.program_id(0).to(tl.int64)
     z_row = Z + row * stride_z
-    running_max = tl.full((BLOCK,), float("-inf"), dtype=tl.float32)
-    running_sum = tl.zeros((BLOCK,), dtype=tl.float32)
-    for start in range(0, n_cols, BLOCK):
-        cols = start + tl.arange(0, BLOCK)
-        z = tl.load(z_row + cols, mask=cols < n_cols, other=float("-inf")).to(tl.float32) * inv_temperature
-        new_max = tl.maximum(running_max, z)
-        # lanes still at -inf (nothing seen yet) keep a zero sum instead of exp(nan)
-        safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)
-        running_sum = running_sum * tl.exp(running_max - safe_max) + tl.exp(z - safe_max)
-        running_max = new_max
-    row_max = tl.max(running_max, axis=0)
-    safe_row_max = tl.where(row_max == float("-inf"), 0.0, row_max)
-    total = tl.sum(running_sum * tl.exp(running_max - safe_row_max), axis=0)
-    tl.store(LSE + row, safe_row_max + tl.log(total))
+    exp2_scale = inv_temperature * LOG2E
+    m_w = tl.full((WARPS, LANES), NEG_FLT_MAX, tl.float32)
+    d_w = tl.zeros((WARPS, LANES), tl.float32)
+    n_full = (n_cols // BLOCK) * BLOCK
+    for start in range(0, n_full, BLOCK):
+        m_w, d_w, _ = _lse_step(
+            z_row, start, n_cols, m_w, d_w, d_w, Z, 0.0, exp2_scale,
+            False, False, False, False, WARPS, LANES, VEC, BLOCK, "",
+        )  # fmt: skip
+    if n_full < n_cols:
+        m_w, d_w, _ = _lse_step(
+            z_row, n_full, n_cols, m_w, d_w, d_w, Z, 0.0, exp2_scale,
+            False, False, False, True, WARPS, LANES, VEC, BLOCK, "",
+        )  # fmt: skip
+    m = tl.max(tl.max(m_w, 1), 0)
+    d = tl.sum(tl.sum(d_w * tl.math.exp2(tl.maximum(m_w - m, -1e30) * exp2_scale), 1), 0)
+    tl.store(LSE + row, m * inv_temperature + tl.log(d))
 
 
 @triton.jit
@@ -75,7 +84,10 @@ def _uses_kernel(logits: torch.Tensor) -> bool:
 
 
 def row_logsumexp(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """logsumexp(logits / temperature) over the last dim of a (rows, V) tensor, fp32 (float64 for float64)."""
+    """logsumexp(logits / temperature) over the last dim of a (rows, V) tensor, fp32 (float64 for float64).
+    ``temperature`` > 0."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
     if not _uses_kernel(logits):
         scaled = logits.float() if logits.dtype != torch.float64 else logits
         return torch.logsumexp(scaled * (1.0 / temperature) if temperature != 1.0 else scaled, dim=-1)
@@ -83,10 +95,11 @@ def row_logsumexp(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tenso
         logits = logits.contiguous()
     lse = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
     if logits.shape[0]:
-        block, warps = row_launch(logits.shape[1])
+        block, vec, lanes, warps = _launch_shape(logits.shape[1], logits.element_size())
         _row_lse_kernel[(logits.shape[0],)](
-            logits, logits.stride(0), lse, 1.0 / temperature, logits.shape[1], BLOCK=block, num_warps=warps
-        )
+            logits, logits.stride(0), lse, 1.0 / temperature, logits.shape[1],
+            WARPS=warps, LANES=lanes, VEC=vec, BLOCK=block, num_warps=warps,
+        )  # fmt: skip
     return lse
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import torch
 
+import liger_kernel.ops.cross_entropy as ce_ops
 import liger_kernel.ops.distill_utils as distill_utils
 from liger_testing import assert_close, assert_close_to_reference, tolerances
 
@@ -108,10 +109,11 @@ def check(
 
 @contextlib.contextmanager
 def block_max(value: int):
-    """Smaller blocks make the kernels walk each row in several blocks."""
-    saved = distill_utils.BLOCK_MAX
-    distill_utils.BLOCK_MAX = value
+    """Smaller blocks make the kernels walk each row in several blocks (the distillation kernels' and
+    the cross entropy's pass 1, which the log-prob losses' logsumexp shares)."""
+    saved = distill_utils.BLOCK_MAX, ce_ops.BLOCK_MAX
+    distill_utils.BLOCK_MAX = ce_ops.BLOCK_MAX = value
     try:
         yield
     finally:
-        distill_utils.BLOCK_MAX = saved
+        distill_utils.BLOCK_MAX, ce_ops.BLOCK_MAX = saved

@@ -21,12 +21,14 @@ import pytest
 _REPO = Path(__file__).resolve().parents[2]
 
 
-def global_memory_ops(specs: list[dict[str, Any]]) -> list[tuple[collections.Counter, collections.Counter]]:
-    """(loads, stores) of each spec's kernel PTX, by instruction with its qualifiers (``...v4.b32``: 16
-    bytes per thread), all compiled in one child process. A spec: ``module`` and ``kernel`` (its name),
-    ``args`` (the non-constexpr arguments' Triton types: "*bf16", "i64"...), ``constexprs``, ``aligned``
-    (the arguments Triton's launcher would mark divisible by 16: pointers 16-byte aligned, integers
-    multiples of 16), ``num_warps`` and ``capability`` (default 90: H100/H200)."""
+def ptx_stats(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each spec, counts from its kernel's PTX, all compiled in one child process: ``loads`` and
+    ``stores`` (Counters of global memory instructions with their qualifiers: ``...v4.b32`` moves 16
+    bytes per thread) and ``ex2`` (exponentials: ``ex2.approx`` instructions). A spec: ``module`` and
+    ``kernel`` (its name), ``args`` (the non-constexpr arguments' Triton types: "*bf16", "i64"...),
+    ``constexprs``, ``aligned`` (the arguments Triton's launcher would mark divisible by 16: pointers
+    16-byte aligned, integers multiples of 16), ``num_warps`` and ``capability`` (default 90:
+    H100/H200)."""
     pythonpath = os.pathsep.join(p for p in (str(_REPO), os.environ.get("PYTHONPATH", "")) if p)
     env = {**os.environ, "TRITON_INTERPRET": "0", "PYTHONPATH": pythonpath}
     proc = subprocess.run(
@@ -36,7 +38,14 @@ def global_memory_ops(specs: list[dict[str, Any]]) -> list[tuple[collections.Cou
         pytest.skip(proc.stdout.strip())
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
-    return [(collections.Counter(r["loads"]), collections.Counter(r["stores"])) for r in results]
+    return [
+        {
+            "loads": collections.Counter(r["loads"]),
+            "stores": collections.Counter(r["stores"]),
+            "ex2": r["ex2"],
+        }
+        for r in results
+    ]
 
 
 def vector_count(ops: collections.Counter) -> int:
@@ -68,6 +77,7 @@ def _compile(spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "loads": collections.Counter(re.findall(r"ld\.global[\w.:]*", ptx)),
         "stores": collections.Counter(re.findall(r"st\.global[\w.:]*", ptx)),
+        "ex2": len(re.findall(r"\bex2\.approx", ptx)),
     }
 
 

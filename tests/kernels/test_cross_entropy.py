@@ -664,7 +664,7 @@ def test_peeled_rows_load_16_bytes_at_a_time():
     stride that is not a multiple of the 16-byte load (OLMo 3's 100278), the full blocks' loads and
     stores are 16 bytes per thread with PEEL, as many as with an aligned stride, and none without it.
     Also compiles PEEL with every option on and with fp32 logits."""
-    from _ptx import global_memory_ops, vector_count
+    from _ptx import ptx_stats, vector_count
 
     args = dict(
         X="*bf16", G="*bf16", Y="*i64", CW="*fp32", ROW_SCALE="*fp32", SCALES="*fp32", LOSS="*fp32",
@@ -686,7 +686,7 @@ def test_peeled_rows_load_16_bytes_at_a_time():
             constexprs=consts, aligned=aligned, num_warps=warps,
         )  # fmt: skip
 
-    (peeled, aligned, packed, peeled_all, peeled_fp32) = global_memory_ops(
+    peeled, aligned, packed, peeled_all, peeled_fp32 = ptx_stats(
         [
             spec(True, False),
             spec(False, True),
@@ -695,7 +695,10 @@ def test_peeled_rows_load_16_bytes_at_a_time():
             spec(True, False, False, "*fp32"),
         ]
     )
-    for got, want in zip(peeled, aligned):
-        assert vector_count(got) == vector_count(want) > 0, (peeled, aligned)
-    assert vector_count(packed[0]) == vector_count(packed[1]) == 0, packed
-    assert vector_count(peeled_all[0]) > 0 and vector_count(peeled_fp32[0]) > 0, (peeled_all, peeled_fp32)
+    for ops in ("loads", "stores"):
+        assert vector_count(peeled[ops]) == vector_count(aligned[ops]) > 0, (peeled, aligned)
+        assert vector_count(packed[ops]) == 0, packed
+    assert vector_count(peeled_all["loads"]) > 0 and vector_count(peeled_fp32["loads"]) > 0, (
+        peeled_all,
+        peeled_fp32,
+    )

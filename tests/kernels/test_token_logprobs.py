@@ -127,3 +127,31 @@ def test_bad_target_count_is_named(device):
     c = torch.ones(2, device=device)
     with pytest.raises(ValueError, match="one or two target sets"):
         ops.logprob_grad_(logits, ops.row_logsumexp(logits), [y, y, y], [c, c, c])
+
+
+def test_logsumexp_kernel_one_exp_per_logit_and_16_byte_loads():
+    """The logsumexp's code for the GPU (cross-compiled for sm_90) at Llama 3's vocabulary in bf16, rows
+    aligned as the chunked losses store them: full blocks load 16 bytes per thread, and there is one
+    exponential per logit (the running max and sum are kept per thread, not per element): at most one
+    ex2 per element of a thread's share of a full block and of the masked last block, plus the merge."""
+    from _ptx import ptx_stats, vector_count
+
+    import liger_kernel.ops.cross_entropy as ce_ops
+
+    block, vec, lanes, warps = ce_ops._launch_shape(128256, 2)
+    args = dict(Z="*bf16", stride_z="i64", LSE="*fp32", inv_temperature="fp32", n_cols="i32")
+    (stats,) = ptx_stats(
+        [
+            dict(
+                module=ops.__name__,
+                kernel="_row_lse_kernel",
+                args=args,
+                num_warps=warps,
+                constexprs=dict(WARPS=warps, LANES=lanes, VEC=vec, BLOCK=block),
+                aligned=("Z", "LSE", "stride_z"),
+            )  # fmt: skip
+        ]
+    )
+    per_thread = block // (32 * warps)
+    assert vector_count(stats["loads"]) == per_thread // vec > 0, stats
+    assert stats["ex2"] <= 2 * per_thread + 4, stats
