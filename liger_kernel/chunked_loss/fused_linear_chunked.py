@@ -204,7 +204,10 @@ def chunked_value_and_grads(
     any_grad = need_x or need_w or need_b
     accum_dtype = torch.float32 if weight.dtype in (torch.float16, torch.bfloat16) else weight.dtype
     grad_x = torch.zeros_like(x) if need_x else None
-    grad_w = torch.zeros(weight.shape, dtype=accum_dtype, device=weight.device) if need_w else None
+    # dW is written by the first chunk's matmul and accumulated by the others': no zero fill, and no read
+    # of zeros by the first (2 x 2 GB less at Llama 3's lm_head in fp32).
+    grad_w = torch.empty(weight.shape, dtype=accum_dtype, device=weight.device) if need_w else None
+    first_w = True
     grad_b = torch.zeros(bias.shape, dtype=accum_dtype, device=bias.device) if need_b else None
     loss = torch.zeros(
         (), dtype=torch.float64 if x.dtype == torch.float64 else torch.float32, device=x.device
@@ -230,7 +233,10 @@ def chunked_value_and_grads(
         if need_x:
             grad_x.index_copy_(0, rows, (grad_logits @ weight).reshape(x_chunk.shape))
         if need_w:
-            _addmm_into(grad_w, grad_logits.t(), x_chunk.reshape(-1, hidden), first=False)
+            _addmm_into(grad_w, grad_logits.t(), x_chunk.reshape(-1, hidden), first=first_w)
+            first_w = False
+    if need_w and first_w:  # no chunk: no rows
+        grad_w.zero_()
     return loss, auxes, grad_x, grad_w, grad_b
 
 
@@ -285,9 +291,12 @@ class FusedLinearChunkedFunction(torch.autograd.Function):
     def backward(ctx: Any, grad_loss: torch.Tensor, *grad_metrics: Any) -> tuple[torch.Tensor | None, ...]:
         grads_out: list[torch.Tensor | None] = [None] * ctx.num_args
         for slot, grad, dtype in zip(ctx.slots, ctx.saved_tensors, ctx.dtypes):
-            if slot is not None and grad is not None:
-                # in place: no second full-size copy of dW (backward runs once per forward)
-                grads_out[slot] = grad.mul_(grad_loss).to(dtype)
+            if slot is None or grad is None:
+                continue
+            if grad.dtype == dtype:  # in place: no second full-size copy (backward runs once per forward)
+                grads_out[slot] = grad.mul_(grad_loss)
+            else:  # an fp32 accumulator: scaled and cast as it is written, one pass over it
+                grads_out[slot] = torch.mul(grad, grad_loss, out=torch.empty_like(grad, dtype=dtype))
         return tuple(grads_out)
 
 

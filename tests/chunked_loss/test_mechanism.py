@@ -111,3 +111,15 @@ def test_lm_head_logits_rows_start_aligned(device):
         logits = fused_linear_chunked.lm_head_logits(x32, w32, None)
         assert logits.dtype == torch.bfloat16
         assert_close(logits, torch.nn.functional.linear(x32, w32), atol=0, rtol=0)
+
+
+def test_weight_gradient_without_chunks_is_zero(device):
+    """dW is written by the first chunk (no zero fill); with no chunk at all it is zeros, in the fp32
+    accumulator's dtype."""
+    x = torch.randn(0, 8, device=device, dtype=torch.bfloat16)
+    weight = torch.randn(11, 8, device=device, dtype=torch.bfloat16)
+    loss, auxes, grad_x, grad_w, grad_b = fused_linear_chunked.chunked_value_and_grads(
+        x, weight, None, [], lambda logits, rows: (logits.sum(), None), (True, True, False)
+    )
+    assert auxes == [] and grad_b is None and grad_x.shape == (0, 8)
+    assert grad_w.dtype == torch.float32 and bool((grad_w == 0).all())
