@@ -336,11 +336,14 @@ def check_targets(target: torch.Tensor, vocab_size: int, ignore_index: int | Non
     """Every target is a vocabulary index or ignore_index (one host sync per call)."""
     if target.is_floating_point():
         raise ValueError(f"{name} must hold integer token ids, got {target.dtype}")
-    valid = target if ignore_index is None else target[target != ignore_index]
-    if valid.numel() and (int(valid.min()) < 0 or int(valid.max()) >= vocab_size):
+    bad = (target < 0) | (target >= vocab_size)
+    if ignore_index is not None:
+        bad &= target != ignore_index
+    if bool(bad.any()):
+        values = target[bad]
         raise ValueError(
             f"{name} has token ids outside [0, {vocab_size}) that are not ignore_index={ignore_index}: "
-            f"min {int(valid.min())}, max {int(valid.max())}"
+            f"min {int(values.min())}, max {int(values.max())}"
         )
 
 

@@ -110,9 +110,11 @@ class LigerFusedLinearKTOFunction(FusedLinearChunkedFunction):
             with torch.no_grad():
                 rewards = beta * ratio
                 logit_sums = float_sum(logits, (1, 2))
+                # sums over the desirable and the undesirable rows (where-sums: a boolean index would
+                # sync the host with the GPU once per chunk)
                 sums = torch.stack([
-                    logps[good].sum(), logps[~good].sum(), logit_sums[good].sum(), logit_sums[~good].sum(),
-                    rewards[good].sum(), rewards[~good].sum(),
+                    torch.where(good, v, 0.0).sum() if first else torch.where(good, 0.0, v).sum()
+                    for v in (logps, logit_sums, rewards) for first in (True, False)
                 ])  # fmt: skip
             return loss, sums
 
