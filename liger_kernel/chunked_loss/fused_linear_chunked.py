@@ -45,7 +45,12 @@ from liger_kernel.ops.fused_linear_cross_entropy import (
     eager_fraction_budget,
     resolve_chunk_budget,
 )
-from liger_kernel.ops.token_logprobs import gather_logprobs, logprob_grad_, row_logsumexp
+from liger_kernel.ops.token_logprobs import (
+    gather_logprobs,
+    logprob_grad_,
+    row_logsumexp,
+    row_logsumexp_and_sums,
+)
 
 # A chunk's loss: (fp32 logits of the chunk's rows (r, ..., V), the rows' indices) -> (scalar loss, aux).
 # aux is anything detached (per-row values, partial sums); the caller assembles it from the list of chunks.
@@ -169,9 +174,9 @@ def units_per_chunk(
     return max(1, min(n_units, rows // max(1, tokens_per_unit)))
 
 
-# A log-prob chunk loss: (per-token log-probs of each target set (r, ...), the rows' indices, the chunk's logits
-# for metrics: x's dtype, not divided by the temperature, not differentiable; sum them with ``float_sum``)
-# -> (scalar loss, aux).
+# A log-prob chunk loss: (per-token log-probs of each target set (r, ...), the rows' indices, each token's sum
+# of its logits (r, ...) for metrics: fp32 (float64 for float64), not divided by the temperature, not
+# differentiable) -> (scalar loss, aux).
 LogprobChunkLoss = Callable[[list[torch.Tensor], torch.Tensor, torch.Tensor], tuple[torch.Tensor, Any]]
 # The target sets of a chunk's rows: [(token ids (r, ...), ignore_index or None)].
 ChunkTargets = Callable[[torch.Tensor], list[tuple[torch.Tensor, int | None]]]
@@ -259,13 +264,13 @@ def _logprob_chunk(x_chunk, weight, bias, rows, chunk_loss, targets, temperature
     with torch.no_grad():
         logits = lm_head_logits(x_chunk, weight, bias)  # x's dtype, rounded once as the lm_head does
         flat = logits.view(-1, logits.shape[-1])
-        lse = row_logsumexp(flat, temperature)
+        lse, logit_sums = row_logsumexp_and_sums(flat, temperature)  # one read of the chunk for both
         logprobs, masks, safe_targets = zip(
             *(token_logprobs(logits, t, ignore, lse, temperature) for t, ignore in targets)
         )
     with torch.enable_grad():
         logprobs = [lp.requires_grad_(any_grad) for lp in logprobs]
-        value, aux = chunk_loss(logprobs, rows, logits)
+        value, aux = chunk_loss(logprobs, rows, logit_sums.view(logits.shape[:-1]))
         if not any_grad:
             return value, aux, None
         coeffs = [None] * len(logprobs)

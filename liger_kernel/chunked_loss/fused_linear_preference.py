@@ -26,7 +26,6 @@ from liger_kernel.chunked_loss.fused_linear_chunked import (
     check_shape,
     check_targets,
     chunked_value_and_grads,
-    float_sum,
     frozen_token_logprobs,
     units_per_chunk,
 )
@@ -116,7 +115,7 @@ def paired_preference_forward(
         return targets
 
     def chunk_loss(
-        logprobs: list[torch.Tensor], rows: torch.Tensor, logits: torch.Tensor
+        logprobs: list[torch.Tensor], rows: torch.Tensor, logit_sums: torch.Tensor
     ) -> tuple[torch.Tensor, Any]:
         r = rows.shape[0] // 2
         chunk_target = target.index_select(0, rows)
@@ -138,13 +137,13 @@ def paired_preference_forward(
             ref_c = ref_r = None
         losses, row_aux, mean_aux = pair_loss(seq_lp[:r], seq_lp[r:], ref_c, ref_r, lengths[:r], lengths[r:])
         loss = losses.sum() / n_pairs
-        nll = torch.zeros((), device=logits.device, dtype=logits.dtype)
+        nll = torch.zeros((), device=logit_sums.device, dtype=logit_sums.dtype)
         if compute_nll_loss:
             nll_lp = token_lp[:r] if nll_target is None else logprobs[1][:r]
             nll = -nll_lp.sum() / chosen_tokens
             loss = loss + alpha * nll
         with torch.no_grad():
-            sums = torch.stack([float_sum(logits[:r]), float_sum(logits[r:]), nll.detach()])
+            sums = torch.stack([logit_sums[:r].sum(), logit_sums[r:].sum(), nll.detach()])
             aux = (seq_lp[:r].detach(), seq_lp[r:].detach(), sums, [a.detach() for a in row_aux], mean_aux)
         return loss, aux
 

@@ -175,7 +175,7 @@ class LigerFusedLinearGRPOFunction(FusedLinearChunkedFunction):
             return [(selected_token_ids.index_select(0, rows), None)]
 
         def chunk_loss(
-            logprobs: list[torch.Tensor], rows: torch.Tensor, logits: torch.Tensor
+            logprobs: list[torch.Tensor], rows: torch.Tensor, logit_sums: torch.Tensor
         ) -> tuple[torch.Tensor, Any]:
             ids = selected_token_ids.index_select(0, rows)
             m = mask.index_select(0, rows)

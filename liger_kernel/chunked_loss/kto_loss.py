@@ -26,7 +26,6 @@ from liger_kernel.chunked_loss.fused_linear_chunked import (
     check_targets,
     chunked_value_and_grads,
     finish_forward,
-    float_sum,
     frozen_token_logprobs,
     needs_grads,
     row_chunks,
@@ -85,7 +84,7 @@ class LigerFusedLinearKTOFunction(FusedLinearChunkedFunction):
             return [(target.index_select(0, rows), ignore_index)]
 
         def chunk_loss(
-            logprobs: list[torch.Tensor], rows: torch.Tensor, logits: torch.Tensor
+            logprobs: list[torch.Tensor], rows: torch.Tensor, logit_sums: torch.Tensor
         ) -> tuple[torch.Tensor, Any]:
             chunk_target = target.index_select(0, rows)
             lengths = (chunk_target != ignore_index).sum(-1).clamp(min=1)
@@ -109,7 +108,7 @@ class LigerFusedLinearKTOFunction(FusedLinearChunkedFunction):
             loss = (1 - torch.sigmoid(beta * shift * sign)).sum() / n_seq
             with torch.no_grad():
                 rewards = beta * ratio
-                logit_sums = float_sum(logits, (1, 2))
+                logit_sums = logit_sums.sum(1)  # per sequence
                 # sums over the desirable and the undesirable rows (where-sums: a boolean index would
                 # sync the host with the GPU once per chunk)
                 sums = torch.stack([

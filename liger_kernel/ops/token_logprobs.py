@@ -26,31 +26,35 @@ from liger_kernel.ops.utils import use_triton
 
 @triton.jit
 def _row_lse_kernel(
-    Z, stride_z, LSE, inv_temperature, n_cols,
+    Z, stride_z, LSE, SUMS, inv_temperature, n_cols, WITH_SUMS: tl.constexpr,
     WARPS: tl.constexpr, LANES: tl.constexpr, VEC: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
     # One program per row, walked block by block with the cross entropy's pass 1 (_lse_step): each thread
     # keeps its own running max m of z and sum d of exp((z - m) / T), one exp per logit and no barrier in
-    # the loop; merged once. lse = m / T + log d (T > 0: the max of z is the max of z / T).
+    # the loop; merged once. lse = m / T + log d (T > 0: the max of z is the max of z / T). WITH_SUMS: also
+    # the row's sum of z (the losses' logit metrics), from the same read (the step's sum of w_j z_j, w = 1).
     row = tl.program_id(0).to(tl.int64)
     z_row = Z + row * stride_z
     exp2_scale = inv_temperature * LOG2E
     m_w = tl.full((WARPS, LANES), NEG_FLT_MAX, tl.float32)
     d_w = tl.zeros((WARPS, LANES), tl.float32)
+    s_w = tl.zeros((WARPS, LANES), tl.float32)
     n_full = (n_cols // BLOCK) * BLOCK
     for start in range(0, n_full, BLOCK):
-        m_w, d_w, _ = _lse_step(
-            z_row, start, n_cols, m_w, d_w, d_w, Z, 0.0, exp2_scale,
-            False, False, False, False, WARPS, LANES, VEC, BLOCK, "",
+        m_w, d_w, s_w = _lse_step(
+            z_row, start, n_cols, m_w, d_w, s_w, Z, 0.0, exp2_scale,
+            False, WITH_SUMS, False, False, WARPS, LANES, VEC, BLOCK, "",
         )  # fmt: skip
     if n_full < n_cols:
-        m_w, d_w, _ = _lse_step(
-            z_row, n_full, n_cols, m_w, d_w, d_w, Z, 0.0, exp2_scale,
-            False, False, False, True, WARPS, LANES, VEC, BLOCK, "",
+        m_w, d_w, s_w = _lse_step(
+            z_row, n_full, n_cols, m_w, d_w, s_w, Z, 0.0, exp2_scale,
+            False, WITH_SUMS, False, True, WARPS, LANES, VEC, BLOCK, "",
         )  # fmt: skip
     m = tl.max(tl.max(m_w, 1), 0)
     d = tl.sum(tl.sum(d_w * tl.math.exp2(tl.maximum(m_w - m, -1e30) * exp2_scale), 1), 0)
     tl.store(LSE + row, m * inv_temperature + tl.log(d))
+    if WITH_SUMS:
+        tl.store(SUMS + row, tl.sum(tl.sum(s_w, 1), 0))
 
 
 @triton.jit
@@ -86,21 +90,36 @@ def _uses_kernel(logits: torch.Tensor) -> bool:
 def row_logsumexp(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """logsumexp(logits / temperature) over the last dim of a (rows, V) tensor, fp32 (float64 for float64).
     ``temperature`` > 0."""
+    return _row_lse(logits, temperature, with_sums=False)[0]
+
+
+def row_logsumexp_and_sums(
+    logits: torch.Tensor, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(``row_logsumexp``, each row's sum of the logits, not divided by the temperature), from one read."""
+    return _row_lse(logits, temperature, with_sums=True)
+
+
+def _row_lse(
+    logits: torch.Tensor, temperature: float, with_sums: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if not _uses_kernel(logits):
         scaled = logits.float() if logits.dtype != torch.float64 else logits
-        return torch.logsumexp(scaled * (1.0 / temperature) if temperature != 1.0 else scaled, dim=-1)
+        lse = torch.logsumexp(scaled * (1.0 / temperature) if temperature != 1.0 else scaled, dim=-1)
+        return lse, (scaled.sum(-1) if with_sums else None)
     if logits.stride(-1) != 1:  # the kernel walks a row with unit steps
         logits = logits.contiguous()
     lse = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
+    sums = torch.empty_like(lse) if with_sums else None
     if logits.shape[0]:
         block, vec, lanes, warps = _launch_shape(logits.shape[1], logits.element_size())
         _row_lse_kernel[(logits.shape[0],)](
-            logits, logits.stride(0), lse, 1.0 / temperature, logits.shape[1],
-            WARPS=warps, LANES=lanes, VEC=vec, BLOCK=block, num_warps=warps,
+            logits, logits.stride(0), lse, sums if with_sums else lse, 1.0 / temperature, logits.shape[1],
+            WITH_SUMS=with_sums, WARPS=warps, LANES=lanes, VEC=vec, BLOCK=block, num_warps=warps,
         )  # fmt: skip
-    return lse
+    return lse, sums
 
 
 def gather_logprobs(

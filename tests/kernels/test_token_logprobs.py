@@ -46,6 +46,17 @@ def test_logsumexp_and_logprobs_match_float64(device, n, vocab, dtype, temperatu
     reference_lp = logits.float().gather(-1, target[:, None]).squeeze(-1) / temperature - reference_lse
     with block_max(blocks):
         lse = ops.row_logsumexp(logits, temperature)
+        lse_too, sums = ops.row_logsumexp_and_sums(logits, temperature)
+    assert torch.equal(lse_too, lse)
+    # the row sums (the losses' logit metrics) of the same read, not divided by the temperature; a masked
+    # (-inf) entry makes its row's sum -inf in both
+    golden_sums, reference_sums = logits.double().sum(-1), logits.float().sum(-1)
+    assert torch.equal(torch.isinf(sums), torch.isinf(golden_sums))
+    finite = torch.isfinite(golden_sums)
+    sums_scale = logits.double().abs().nan_to_num(posinf=0.0).sum(-1)[finite]
+    assert_close_to_reference(
+        sums[finite], reference_sums[finite], golden_sums[finite], roundings=4, terms_scale=sums_scale
+    )
     lp = ops.gather_logprobs(logits, lse, target, temperature)
     assert lse.dtype == lp.dtype == torch.float32
     # fp32 sums of exact inputs: relative to the terms (the largest |logit| / T and log V), not the result
@@ -131,27 +142,19 @@ def test_bad_target_count_is_named(device):
 
 def test_logsumexp_kernel_one_exp_per_logit_and_16_byte_loads():
     """The logsumexp's code for the GPU (cross-compiled for sm_90) at Llama 3's vocabulary in bf16, rows
-    aligned as the chunked losses store them: full blocks load 16 bytes per thread, and there is one
-    exponential per logit (the running max and sum are kept per thread, not per element): at most one
-    ex2 per element of a thread's share of a full block and of the masked last block, plus the merge."""
+    aligned as the chunked losses store them (and the row sums they ask for): full blocks load 16 bytes
+    per thread, and there is one exponential per logit (the running max and sum are kept per thread, not
+    per element): at most one ex2 per element of a thread's share of a full block and of the masked last
+    block, plus the merge."""
     from _ptx import ptx_stats, vector_count
 
     import liger_kernel.ops.cross_entropy as ce_ops
 
     block, vec, lanes, warps = ce_ops._launch_shape(128256, 2)
-    args = dict(Z="*bf16", stride_z="i64", LSE="*fp32", inv_temperature="fp32", n_cols="i32")
-    (stats,) = ptx_stats(
-        [
-            dict(
-                module=ops.__name__,
-                kernel="_row_lse_kernel",
-                args=args,
-                num_warps=warps,
-                constexprs=dict(WARPS=warps, LANES=lanes, VEC=vec, BLOCK=block),
-                aligned=("Z", "LSE", "stride_z"),
-            )  # fmt: skip
-        ]
-    )
+    args = dict(Z="*bf16", stride_z="i64", LSE="*fp32", SUMS="*fp32", inv_temperature="fp32", n_cols="i32")
+    consts = dict(WITH_SUMS=True, WARPS=warps, LANES=lanes, VEC=vec, BLOCK=block)
+    spec = dict(module=ops.__name__, kernel="_row_lse_kernel", args=args, constexprs=consts, num_warps=warps)
+    (stats,) = ptx_stats([spec | dict(aligned=("Z", "LSE", "SUMS", "stride_z"))])
     per_thread = block // (32 * warps)
     assert vector_count(stats["loads"]) == per_thread // vec > 0, stats
     assert stats["ex2"] <= 2 * per_thread + 4, stats
