@@ -75,3 +75,44 @@ def test_kto_bad_arguments_are_named():
         LigerFusedLinearKTOLoss()(x, weight, target)
     with pytest.raises(ValueError, match="beta must be >= 0"):
         LigerFusedLinearKTOLoss(beta=-1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("use_ref", [False, True])
+def test_kto_metrics_match_formula(device, dtype, use_ref):
+    """The six sums KTO returns (as liger-kernel 0.8.5 and TRL log them), each over the desirable or the
+    undesirable sequences: log-probs, logits (every position, every class), rewards beta * r; against
+    float64 (reference-error mode for fp32: the same sums in fp32 are the reference). float64 runs the
+    PyTorch steps, fp32 the Triton kernels; chunks of two sequences."""
+    from _reference import logits_of, sequence_logps
+
+    from liger_testing import assert_close, assert_close_to_reference
+
+    gen = torch.Generator().manual_seed(5)
+    n_seq, seq_len, hidden, vocab, beta = 5, 3, 8, 37, 0.5
+    x, weight = torch.randn(n_seq, seq_len, hidden, generator=gen), torch.randn(vocab, hidden, generator=gen)
+    ref_x, ref_w = (
+        torch.randn(n_seq, seq_len, hidden, generator=gen),
+        torch.randn(vocab, hidden, generator=gen),
+    )
+    x, weight, ref_x, ref_w = (t.to(device=device, dtype=dtype) for t in (x, weight, ref_x, ref_w))
+    target = torch.randint(0, vocab, (n_seq, seq_len), generator=gen).to(device)
+    target[1, :2] = -100
+    labels = torch.tensor([True, False, True, True, False], device=device)
+    module = LigerFusedLinearKTOLoss(beta=beta, use_ref_model=use_ref, chunk_size=2)
+    _, metrics = module(
+        x, weight, target, None, labels, ref_x if use_ref else None, ref_w if use_ref else None
+    )
+
+    def sums(dtype):
+        logits = logits_of(x.to(dtype), weight.to(dtype))
+        logps = sequence_logps(logits, target)[0]
+        ref = sequence_logps(logits_of(ref_x.to(dtype), ref_w.to(dtype)), target)[0] if use_ref else 0
+        values = (logps, logits.sum((1, 2)), beta * (logps - ref))
+        return torch.stack([v[labels].sum() if good else v[~labels].sum() for v in values for good in (1, 0)])
+
+    got, golden = torch.stack(metrics), sums(torch.float64)
+    if dtype == torch.float64:
+        assert_close(got, golden)
+    else:
+        assert_close_to_reference(got, sums(torch.float32), golden)
