@@ -201,3 +201,50 @@ def test_public_names_of_liger_kernel_0_8_5():
         assert issubclass(getattr(chunked, f"LigerFusedLinear{name}Loss"), torch.nn.Module)
     for name in ("orpo", "dpo", "jsd", "cosine", "cpo", "simpo", "kto", "grpo"):
         assert callable(getattr(functional, f"liger_fused_linear_{name}"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_dpo_metrics_match_formula(device, dtype):
+    """Every output DPO returns besides the loss (as liger-kernel 0.8.5 and TRL log them): the chosen and
+    rejected sequence log-probs, the chosen and rejected logits means (over pairs x tokens x classes, every
+    position), the NLL of the chosen, and the per-pair rewards beta (logp - logp_ref); against float64
+    (reference-error mode for fp32: the same math in fp32 is the reference). float64 runs the PyTorch
+    steps, fp32 the Triton kernels; one pair per chunk."""
+    from _reference import logits_of, sequence_logps
+
+    from liger_testing import assert_close, assert_close_to_reference
+
+    gen = torch.Generator().manual_seed(9)
+    pairs, seq_len, hidden, vocab, beta = 3, 4, 8, 37, 0.5
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen).to(device=device, dtype=dtype)
+
+    x, weight, ref_x, ref_w = (
+        randn(2 * pairs, seq_len, hidden),
+        randn(vocab, hidden),
+        randn(2 * pairs, seq_len, hidden),
+        randn(vocab, hidden),
+    )
+    target = torch.randint(0, vocab, (2 * pairs, seq_len), generator=gen).to(device)
+    target[:, 0] = -100  # the prompt
+    module = LigerFusedLinearDPOLoss(beta=beta, compute_nll_loss=True, use_ref_model=True, chunk_size=1)
+    _, aux = module(weight, x, target, None, ref_x, ref_w)
+
+    def outputs(dtype):
+        logits = logits_of(x.to(dtype), weight.to(dtype))
+        logps = sequence_logps(logits, target)[0]
+        ref = sequence_logps(logits_of(ref_x.to(dtype), ref_w.to(dtype)), target)[0]
+        count = pairs * seq_len * vocab
+        chosen_tokens = (target[:pairs] != -100).sum()
+        nll = -sequence_logps(logits[:pairs], target[:pairs])[0].sum() / chosen_tokens
+        means = torch.stack([logits[:pairs].sum() / count, logits[pairs:].sum() / count, nll])
+        rewards = beta * (logps - ref)
+        return torch.cat([logps[:pairs], logps[pairs:], means, rewards[:pairs], rewards[pairs:]])
+
+    got = torch.cat([aux[0], aux[1], torch.stack(aux[2:5]), aux[5], aux[6]])
+    golden = outputs(torch.float64)
+    if dtype == torch.float64:
+        assert_close(got, golden)
+    else:
+        assert_close_to_reference(got, outputs(torch.float32), golden)
