@@ -109,12 +109,14 @@ class LigerFusedLinearKTOFunction(FusedLinearChunkedFunction):
             with torch.no_grad():
                 rewards = beta * ratio
                 logit_sums = logit_sums.sum(1)  # per sequence
-                # sums over the desirable and the undesirable rows (where-sums: a boolean index would
-                # sync the host with the GPU once per chunk)
-                sums = torch.stack([
-                    torch.where(good, v, 0.0).sum() if first else torch.where(good, 0.0, v).sum()
-                    for v in (logps, logit_sums, rewards) for first in (True, False)
-                ])  # fmt: skip
+
+                def desirable_and_undesirable(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                    # where-sums: a boolean index would sync the host with the GPU once per chunk
+                    return torch.where(good, v, 0.0).sum(), torch.where(good, 0.0, v).sum()
+
+                sums = torch.stack(
+                    [s for v in (logps, logit_sums, rewards) for s in desirable_and_undesirable(v)]
+                )
             return loss, sums
 
         loss, auxes, *grads = chunked_value_and_grads(

@@ -106,9 +106,9 @@ def _row_lse(
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if not _uses_kernel(logits):
-        scaled = logits.float() if logits.dtype != torch.float64 else logits
-        lse = torch.logsumexp(scaled * (1.0 / temperature) if temperature != 1.0 else scaled, dim=-1)
-        return lse, (scaled.sum(-1) if with_sums else None)
+        values = logits.float() if logits.dtype != torch.float64 else logits
+        lse = torch.logsumexp(values * (1.0 / temperature) if temperature != 1.0 else values, dim=-1)
+        return lse, (values.sum(-1) if with_sums else None)
     if logits.stride(-1) != 1:  # the kernel walks a row with unit steps
         logits = logits.contiguous()
     lse = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
